@@ -1,0 +1,156 @@
+//! Configuration: TOML with `${VAR}` interpolation, read into raw serde structs, then validated
+//! into the typed values below. Every problem is reported with its key path.
+//!
+//! The typed structs are what the rest of the gateway sees; `raw` is the file's shape.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::secret::{Secret, SecretSource};
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: Listen,
+    pub upstream: Upstream,
+    pub accounts: Vec<Account>,
+    pub teams: Vec<Team>,
+    pub retry: Retry,
+    pub dedup: Dedup,
+    pub validation: Validation,
+    pub limits: Limits,
+    pub routes: Routes,
+    pub state: State,
+    pub log: Log,
+}
+
+/// `[listen]`
+#[derive(Debug, Clone)]
+pub struct Listen {
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+    /// Let a team without a token be served on a non-loopback listener.
+    pub allow_unauthenticated: bool,
+    pub max_connections: usize,
+    /// A client must send its request head within this time (slowloris guard).
+    pub header_read_timeout: Duration,
+    pub max_header_bytes: usize,
+    /// SIGTERM/SIGINT: how long in-flight requests may take to finish.
+    pub shutdown_grace: Duration,
+}
+
+/// `[upstream]`
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub url: http::Uri,
+    pub connect_timeout: Duration,
+    pub attempt_timeout: Duration,
+    pub deadline: Duration,
+    /// An extra CA bundle (PEM) trusted beside the webpki roots.
+    pub ca_file: Option<PathBuf>,
+    pub pool_idle_timeout: Duration,
+    pub pool_max_idle: usize,
+}
+
+/// `[[account]]`: one iDenfy API key pair.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub name: String,
+    pub api_key: SecretSource,
+    pub api_secret: SecretSource,
+    pub rate: Rate,
+    pub burst: NonZeroU32,
+}
+
+/// `[[team]]`: one caller of the gateway.
+#[derive(Debug, Clone)]
+pub struct Team {
+    pub name: String,
+    /// Index into `Config::accounts`.
+    pub account: usize,
+    /// `None`: no caller authentication (requests without credentials belong to this team).
+    pub token: Option<Secret>,
+    pub rate: Rate,
+    pub burst: NonZeroU32,
+}
+
+/// `[retry]`
+#[derive(Debug, Clone)]
+pub struct Retry {
+    pub max_attempts: NonZeroU32,
+    pub base: Duration,
+    pub cap: Duration,
+    pub budget_ratio: f32,
+    pub min_retries_per_second: u32,
+    /// Retry `POST /api/v2/token` after a 5xx or a timeout once the request was sent
+    /// (iDenfy may have created the session). Off by default.
+    pub retry_token_after_send: bool,
+}
+
+/// `[dedup]`
+#[derive(Debug, Clone)]
+pub struct Dedup {
+    pub replay: bool,
+    /// Token lifetime when neither the response nor the request names one.
+    pub default_lifetime: Duration,
+    /// Replay stops this long before the token expires.
+    pub safety_margin: Duration,
+    pub max_entries: u64,
+}
+
+/// `[validation]`
+#[derive(Debug, Clone)]
+pub struct Validation {
+    pub enabled: bool,
+}
+
+/// `[limits]`
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_wait: Duration,
+    pub max_body: u64,
+}
+
+/// `[routes]`
+#[derive(Debug, Clone)]
+pub struct Routes {
+    /// Path prefixes forwarded to iDenfy.
+    pub prefixes: Vec<String>,
+}
+
+/// `[state]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    Memory,
+    Redis { url: String },
+}
+
+/// `[log]`
+#[derive(Debug, Clone)]
+pub struct Log {
+    pub format: LogFormat,
+    /// A `tracing` filter directive, e.g. `info` or `idenfy_gateway=debug`.
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Human,
+}
+
+/// A rate: `count` per `per` (`"20/s"`, `"600/m"`, `"10000/h"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: NonZeroU32,
+    pub per: Duration,
+}
+
+impl Rate {
+    /// Time between two cells: the GCRA emission interval.
+    pub fn interval(&self) -> Duration {
+        self.per / self.count.get()
+    }
+}

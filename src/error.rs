@@ -1,0 +1,251 @@
+//! Every answer the gateway makes itself, and the one place where an error becomes a response.
+//!
+//! Each concern returns a [`GatewayError`]; [`GatewayError::into_response`] turns it into a status,
+//! an iDenfy-shaped body `{"identifier","message"}` and an `x-gateway-error: <reason>` header.
+//! Whether an error may be retried is decided where it is created ([`GatewayError::is_retryable`]).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+
+use crate::body::Body;
+
+/// Header naming the reason on every answer the gateway made itself.
+pub const X_GATEWAY_ERROR: &str = "x-gateway-error";
+
+/// Which quota refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// The caller's team quota on logical requests.
+    Team,
+    /// The iDenfy account's quota on upstream attempts.
+    Account,
+}
+
+impl Limit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Limit::Team => "team",
+            Limit::Account => "account",
+        }
+    }
+}
+
+/// An error on the request path. `Display` is safe to show to a caller: it never holds a secret,
+/// a body or a clientId.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GatewayError {
+    #[error("missing or unknown caller credentials")]
+    Unauthorized,
+    #[error("no iDenfy API route at this path")]
+    RouteNotFound,
+    #[error("the request path is not acceptable")]
+    BadPath,
+    #[error("the request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: u64 },
+    #[error("the request body could not be read")]
+    BodyRead,
+    #[error("{message}")]
+    Invalid {
+        /// iDenfy's identifier: `JSON_ERROR`, `MISSING_VALUE` or `BAD_VALUE`.
+        identifier: &'static str,
+        /// The offending field, for the metric label (a field name from iDenfy's schema).
+        field: &'static str,
+        message: String,
+    },
+    #[error("{} rate limit reached, retry after {}s", limit.as_str(), retry_after_secs(*retry_after))]
+    RateLimited { limit: Limit, retry_after: Duration },
+    #[error("the request deadline passed before iDenfy answered")]
+    DeadlineExceeded,
+    #[error("iDenfy did not answer within the attempt timeout")]
+    UpstreamTimedOut,
+    #[error("could not connect to iDenfy")]
+    UpstreamConnect,
+    #[error("the connection to iDenfy failed")]
+    UpstreamProtocol,
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
+    #[error("internal gateway error")]
+    Internal,
+}
+
+fn retry_after_secs(d: Duration) -> u64 {
+    // Whole seconds, rounded up, never 0: a client told "retry after 0" would spin.
+    d.as_secs() + u64::from(d.subsec_nanos() > 0 || d.is_zero())
+}
+
+impl GatewayError {
+    /// The HTTP status of the gateway's answer.
+    pub fn status(&self) -> StatusCode {
+        use GatewayError::*;
+        match self {
+            Unauthorized => StatusCode::UNAUTHORIZED,
+            RouteNotFound => StatusCode::NOT_FOUND,
+            BadPath | BodyRead | Invalid { .. } => StatusCode::BAD_REQUEST,
+            PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            DeadlineExceeded | UpstreamTimedOut => StatusCode::GATEWAY_TIMEOUT,
+            UpstreamConnect | UpstreamProtocol => StatusCode::BAD_GATEWAY,
+            ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The `identifier` of the body: iDenfy's own where the meaning is the same.
+    pub fn identifier(&self) -> &'static str {
+        use GatewayError::*;
+        match self {
+            Unauthorized => "UNAUTHORIZED",
+            RouteNotFound => "NOT_FOUND",
+            BadPath => "BAD_VALUE",
+            PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
+            BodyRead => "ENCODING_ERROR",
+            Invalid { identifier, .. } => identifier,
+            RateLimited { .. } => "TOO_MANY_REQUESTS",
+            DeadlineExceeded | UpstreamTimedOut => "GATEWAY_TIMEOUT",
+            UpstreamConnect | UpstreamProtocol => "BAD_GATEWAY",
+            ShuttingDown => "SERVICE_UNAVAILABLE",
+            Internal => "INTERNAL_ERROR",
+        }
+    }
+
+    /// The `x-gateway-error` reason: short, stable, bounded (also a metric label).
+    pub fn reason(&self) -> &'static str {
+        use GatewayError::*;
+        match self {
+            Unauthorized => "unauthorized",
+            RouteNotFound => "route_not_found",
+            BadPath => "bad_path",
+            PayloadTooLarge { .. } => "payload_too_large",
+            BodyRead => "body_read",
+            Invalid { .. } => "validation",
+            RateLimited {
+                limit: Limit::Team, ..
+            } => "rate_limited_team",
+            RateLimited {
+                limit: Limit::Account,
+                ..
+            } => "rate_limited_account",
+            DeadlineExceeded => "deadline",
+            UpstreamTimedOut => "upstream_timeout",
+            UpstreamConnect => "upstream_connect",
+            UpstreamProtocol => "upstream_protocol",
+            ShuttingDown => "shutting_down",
+            Internal => "internal",
+        }
+    }
+
+    /// May another attempt succeed where this one failed? Decided here, where the error is known.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            GatewayError::UpstreamTimedOut
+                | GatewayError::UpstreamConnect
+                | GatewayError::UpstreamProtocol
+        )
+    }
+
+    /// `Retry-After` for 429 and 503 answers.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            GatewayError::RateLimited { retry_after, .. } => Some(*retry_after),
+            GatewayError::ShuttingDown => Some(Duration::from_secs(1)),
+            _ => None,
+        }
+    }
+
+    /// The one place where an error becomes a response.
+    pub fn into_response(self) -> Response<Body> {
+        let body = serde_json::json!({
+            "identifier": self.identifier(),
+            "message": self.to_string(),
+        });
+        let mut res = Response::new(Body::full(Bytes::from(body.to_string())));
+        *res.status_mut() = self.status();
+        let headers = res.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(X_GATEWAY_ERROR, HeaderValue::from_static(self.reason()));
+        if let Some(after) = self.retry_after() {
+            headers.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after_secs(after)),
+            );
+        }
+        res
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    async fn body_json(res: Response<Body>) -> serde_json::Value {
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn payload_too_large_maps_to_413() {
+        let res = GatewayError::PayloadTooLarge { limit: 10 }.into_response();
+        assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(res.headers()[X_GATEWAY_ERROR], "payload_too_large");
+        let json = body_json(res).await;
+        assert_eq!(json["identifier"], "PAYLOAD_TOO_LARGE");
+        assert!(json["message"].as_str().unwrap().contains("10 bytes"));
+    }
+
+    #[tokio::test]
+    async fn rate_limited_maps_to_429_with_retry_after_rounded_up() {
+        let err = GatewayError::RateLimited {
+            limit: Limit::Team,
+            retry_after: Duration::from_millis(1200),
+        };
+        let res = err.into_response();
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(res.headers()[header::RETRY_AFTER], "2");
+        assert_eq!(res.headers()[X_GATEWAY_ERROR], "rate_limited_team");
+        assert_eq!(body_json(res).await["identifier"], "TOO_MANY_REQUESTS");
+    }
+
+    #[test]
+    fn retry_after_is_never_zero() {
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+        assert_eq!(retry_after_secs(Duration::from_secs(3)), 3);
+    }
+
+    #[test]
+    fn only_upstream_failures_are_retryable() {
+        assert!(GatewayError::UpstreamConnect.is_retryable());
+        assert!(GatewayError::UpstreamTimedOut.is_retryable());
+        assert!(!GatewayError::Unauthorized.is_retryable());
+        assert!(!GatewayError::DeadlineExceeded.is_retryable());
+    }
+
+    #[tokio::test]
+    async fn every_error_has_the_idenfy_shape() {
+        for err in [
+            GatewayError::Unauthorized,
+            GatewayError::RouteNotFound,
+            GatewayError::BadPath,
+            GatewayError::BodyRead,
+            GatewayError::DeadlineExceeded,
+            GatewayError::UpstreamTimedOut,
+            GatewayError::UpstreamConnect,
+            GatewayError::UpstreamProtocol,
+            GatewayError::ShuttingDown,
+            GatewayError::Internal,
+        ] {
+            let status = err.status();
+            let res = err.into_response();
+            assert_eq!(res.status(), status);
+            assert!(res.headers().contains_key(X_GATEWAY_ERROR));
+            let json = body_json(res).await;
+            assert!(json["identifier"].is_string() && json["message"].is_string());
+        }
+    }
+}
