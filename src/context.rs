@@ -52,3 +52,8 @@ impl Deadline {
         self.0.saturating_duration_since(Instant::now())
     }
 }
+
+/// The `clientId` (or legacy `personScanRef`) of a token-creating request, as a string even when
+/// the caller sent a number (set by `validate`): the dedup key. Never a metric label or a log field.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClientId(pub Arc<str>);
