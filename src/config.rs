@@ -10,6 +10,13 @@ use std::time::Duration;
 
 use crate::secret::{Secret, SecretSource};
 
+mod load;
+mod raw;
+pub(crate) mod values;
+
+pub use load::{ConfigError, ConfigErrors};
+pub use raw::DEFAULT_PREFIXES;
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {

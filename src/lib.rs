@@ -13,5 +13,8 @@
 pub mod body;
 pub mod config;
 pub mod context;
+pub mod credentials;
 pub mod error;
+pub mod identify;
+pub mod route;
 pub mod secret;

@@ -1,0 +1,246 @@
+//! The file's shape: serde structs that refuse unknown keys. Values that need parsing
+//! (durations, rates, sizes, addresses) stay strings here; `validate` turns them into types.
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    pub listen: RawListen,
+    pub upstream: RawUpstream,
+    pub account: Vec<RawAccount>,
+    pub team: Vec<RawTeam>,
+    pub retry: RawRetry,
+    pub dedup: RawDedup,
+    pub validation: RawValidation,
+    pub limits: RawLimits,
+    pub routes: RawRoutes,
+    pub state: RawState,
+    pub log: RawLog,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawListen {
+    pub proxy: String,
+    pub admin: String,
+    pub allow_unauthenticated: bool,
+    pub max_connections: usize,
+    pub header_read_timeout: String,
+    pub max_header_bytes: String,
+    pub shutdown_grace: String,
+}
+
+impl Default for RawListen {
+    fn default() -> Self {
+        RawListen {
+            proxy: "127.0.0.1:8080".into(),
+            admin: "127.0.0.1:9090".into(),
+            allow_unauthenticated: false,
+            max_connections: 4096,
+            header_read_timeout: "10s".into(),
+            max_header_bytes: "64KiB".into(),
+            shutdown_grace: "30s".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawUpstream {
+    pub url: String,
+    pub connect_timeout: String,
+    pub attempt_timeout: String,
+    pub deadline: String,
+    pub ca_file: Option<String>,
+    pub pool_idle_timeout: String,
+    pub pool_max_idle: usize,
+}
+
+impl Default for RawUpstream {
+    fn default() -> Self {
+        RawUpstream {
+            url: "https://ivs.idenfy.com".into(),
+            connect_timeout: "2s".into(),
+            attempt_timeout: "15s".into(),
+            deadline: "30s".into(),
+            ca_file: None,
+            pool_idle_timeout: "90s".into(),
+            pool_max_idle: 256,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccount {
+    pub name: String,
+    pub api_key: Option<String>,
+    pub api_key_file: Option<String>,
+    pub api_secret: Option<String>,
+    pub api_secret_file: Option<String>,
+    #[serde(default = "default_account_rate")]
+    pub rate: String,
+    #[serde(default = "default_account_burst")]
+    pub burst: u32,
+}
+
+fn default_account_rate() -> String {
+    "10000/h".into()
+}
+
+fn default_account_burst() -> u32 {
+    50
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTeam {
+    pub name: String,
+    /// May be omitted when exactly one account is configured.
+    pub account: Option<String>,
+    pub token: Option<String>,
+    #[serde(default = "default_team_rate")]
+    pub rate: String,
+    #[serde(default = "default_team_burst")]
+    pub burst: u32,
+}
+
+fn default_team_rate() -> String {
+    "20/s".into()
+}
+
+fn default_team_burst() -> u32 {
+    40
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRetry {
+    pub max_attempts: u32,
+    pub base: String,
+    pub cap: String,
+    pub budget_ratio: f32,
+    pub min_retries_per_second: u32,
+    pub retry_token_after_send: bool,
+}
+
+impl Default for RawRetry {
+    fn default() -> Self {
+        RawRetry {
+            max_attempts: 4,
+            base: "200ms".into(),
+            cap: "5s".into(),
+            budget_ratio: 0.2,
+            min_retries_per_second: 1,
+            retry_token_after_send: false,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDedup {
+    pub replay: bool,
+    pub default_lifetime: String,
+    pub safety_margin: String,
+    pub max_entries: u64,
+}
+
+impl Default for RawDedup {
+    fn default() -> Self {
+        RawDedup {
+            replay: true,
+            default_lifetime: "1h".into(),
+            safety_margin: "30s".into(),
+            max_entries: 100_000,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawValidation {
+    pub enabled: bool,
+}
+
+impl Default for RawValidation {
+    fn default() -> Self {
+        RawValidation { enabled: true }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLimits {
+    pub max_wait: String,
+    pub max_body: String,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        RawLimits {
+            max_wait: "2s".into(),
+            max_body: "16MiB".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRoutes {
+    pub prefixes: Vec<String>,
+}
+
+/// iDenfy's API path prefixes (idenfy-api.md §3).
+pub const DEFAULT_PREFIXES: &[&str] = &[
+    "/api/v2/",
+    "/kyc/",
+    "/kyb/",
+    "/aml/",
+    "/identification/",
+    "/partner/",
+    "/bank-card/",
+    "/age-estimation/",
+    "/fraud/",
+];
+
+impl Default for RawRoutes {
+    fn default() -> Self {
+        RawRoutes {
+            prefixes: DEFAULT_PREFIXES.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawState {
+    pub backend: String,
+    pub redis_url: Option<String>,
+}
+
+impl Default for RawState {
+    fn default() -> Self {
+        RawState {
+            backend: "memory".into(),
+            redis_url: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLog {
+    pub format: String,
+    pub level: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog {
+            format: "json".into(),
+            level: "info".into(),
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! Identify: which team sent this request. First on the request path, so an unknown caller
+//! costs nothing and never reaches iDenfy.
+//!
+//! A team presents `Authorization: Bearer <token>` or `Basic base64(team:token)` (so an existing
+//! iDenfy client can put team:token where it had key:secret). Tokens are compared in constant
+//! time. Credentials that match no team belong to the tokenless team, when one is configured (a
+//! sidecar's app may still send its old iDenfy key pair: it is dropped, never forwarded).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use base64::Engine;
+use http::{header, Request};
+use subtle::ConstantTimeEq;
+use tower::{Layer, Service};
+
+use crate::config::Config;
+use crate::context::Caller;
+use crate::error::GatewayError;
+
+/// The teams as the identify step needs them.
+#[derive(Debug)]
+pub struct Callers {
+    teams: Vec<(Caller, Option<Vec<u8>>)>,
+    tokenless: Option<usize>,
+}
+
+impl Callers {
+    pub fn new(config: &Config) -> Self {
+        let teams = config
+            .teams
+            .iter()
+            .enumerate()
+            .map(|(i, team)| {
+                let caller = Caller {
+                    team: i,
+                    team_name: Arc::from(team.name.as_str()),
+                    account: team.account,
+                    account_name: Arc::from(config.accounts[team.account].name.as_str()),
+                };
+                (
+                    caller,
+                    team.token.as_ref().map(|t| t.expose().as_bytes().to_vec()),
+                )
+            })
+            .collect();
+        let tokenless = config.teams.iter().position(|t| t.token.is_none());
+        Callers { teams, tokenless }
+    }
+
+    /// The team of a request, from its `Authorization` header (or its absence).
+    pub fn identify(&self, authorization: Option<&[u8]>) -> Result<&Caller, GatewayError> {
+        let found = authorization.and_then(|value| self.by_credentials(value));
+        found
+            .or(self.tokenless)
+            .map(|i| &self.teams[i].0)
+            .ok_or(GatewayError::Unauthorized)
+    }
+
+    fn by_credentials(&self, value: &[u8]) -> Option<usize> {
+        let (scheme, rest) = split_scheme(value)?;
+        if scheme.eq_ignore_ascii_case(b"bearer") {
+            self.by_token(None, rest)
+        } else if scheme.eq_ignore_ascii_case(b"basic") {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(rest)
+                .ok()?;
+            let colon = decoded.iter().position(|&b| b == b':')?;
+            self.by_token(Some(&decoded[..colon]), &decoded[colon + 1..])
+        } else {
+            None
+        }
+    }
+
+    /// Compares against every team's token, without an early exit, so the time taken does not
+    /// tell which team or how many bytes matched.
+    fn by_token(&self, name: Option<&[u8]>, token: &[u8]) -> Option<usize> {
+        let mut found = None;
+        for (i, (caller, expected)) in self.teams.iter().enumerate() {
+            let Some(expected) = expected else { continue };
+            let token_ok: bool = expected.as_slice().ct_eq(token).into();
+            let name_ok = name.is_none_or(|n| n == caller.team_name.as_bytes());
+            if token_ok && name_ok && found.is_none() {
+                found = Some(i);
+            }
+        }
+        found
+    }
+}
+
+fn split_scheme(value: &[u8]) -> Option<(&[u8], &[u8])> {
+    let space = value.iter().position(|&b| b == b' ')?;
+    let rest = value[space + 1..].trim_ascii();
+    (!rest.is_empty()).then_some((&value[..space], rest))
+}
+
+/// Adds [`Identify`].
+#[derive(Clone)]
+pub struct IdentifyLayer {
+    callers: Arc<Callers>,
+}
+
+impl IdentifyLayer {
+    pub fn new(callers: Arc<Callers>) -> Self {
+        IdentifyLayer { callers }
+    }
+}
+
+impl<S> Layer<S> for IdentifyLayer {
+    type Service = Identify<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Identify {
+            inner,
+            callers: self.callers.clone(),
+        }
+    }
+}
+
+/// Sets the [`Caller`] extension, or answers 401.
+#[derive(Clone)]
+pub struct Identify<S> {
+    inner: S,
+    callers: Arc<Callers>,
+}
+
+impl<S, B> Service<Request<B>> for Identify<S>
+where
+    S: Service<Request<B>, Error = GatewayError>,
+    S::Future: Send + 'static,
+    S::Response: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = GatewayError;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, GatewayError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let auth = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes());
+        match self.callers.identify(auth) {
+            Ok(caller) => {
+                let caller = caller.clone();
+                req.extensions_mut().insert(caller);
+                Box::pin(self.inner.call(req))
+            }
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn callers(toml_teams: &str) -> Callers {
+        let text = format!(
+            "[[account]]\nname = \"main\"\napi_key = \"k\"\napi_secret = \"s\"\n{toml_teams}"
+        );
+        Callers::new(&Config::parse(&text, &|_| None).unwrap())
+    }
+
+    fn basic(user: &str, pass: &str) -> String {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+        )
+    }
+
+    const TWO_TEAMS: &str = "[[team]]\nname = \"payments\"\ntoken = \"tok-p\"\n[[team]]\nname = \"kyc\"\ntoken = \"tok-k\"\n";
+
+    #[test]
+    fn accepts_bearer_and_basic_team_credentials() {
+        let c = callers(TWO_TEAMS);
+        assert_eq!(
+            &*c.identify(Some(b"Bearer tok-k")).unwrap().team_name,
+            "kyc"
+        );
+        assert_eq!(
+            &*c.identify(Some(basic("payments", "tok-p").as_bytes()))
+                .unwrap()
+                .team_name,
+            "payments"
+        );
+        assert_eq!(
+            &*c.identify(Some(b"bearer  tok-p ")).unwrap().team_name,
+            "payments"
+        );
+    }
+
+    #[test]
+    fn refuses_unknown_or_mismatched_credentials() {
+        let c = callers(TWO_TEAMS);
+        for bad in [
+            None,
+            Some("Bearer nope".to_string()),
+            Some("Bearer tok-p-longer".to_string()),
+            Some(basic("kyc", "tok-p")),
+            Some("Basic !!!".to_string()),
+            Some("Digest tok-p".to_string()),
+            Some("Bearer".to_string()),
+        ] {
+            let err = c.identify(bad.as_deref().map(str::as_bytes)).unwrap_err();
+            assert!(matches!(err, GatewayError::Unauthorized), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn tokenless_team_takes_requests_without_matching_credentials() {
+        let c = callers("[[team]]\nname = \"app\"\n[[team]]\nname = \"ops\"\ntoken = \"t\"\n");
+        assert_eq!(&*c.identify(None).unwrap().team_name, "app");
+        assert_eq!(
+            &*c.identify(Some(basic("old-idenfy-key", "old-secret").as_bytes()))
+                .unwrap()
+                .team_name,
+            "app"
+        );
+        assert_eq!(&*c.identify(Some(b"Bearer t")).unwrap().team_name, "ops");
+    }
+}

@@ -1,0 +1,227 @@
+//! Route: which iDenfy call this is. Only paths under the allow-listed prefixes are forwarded;
+//! a path that tries to climb out of them (`..`, encoded dots or slashes, backslashes) is refused.
+//! Runs right after `identify`, on the request head only.
+//!
+//! Route labels come from a fixed set (known endpoints, then the configured prefixes), never
+//! from the raw path, so they are safe metric labels.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Method, Request};
+use tower::{Layer, Service};
+
+use crate::context::{Route, RouteKind};
+use crate::error::GatewayError;
+
+/// Endpoints with a label of their own (idenfy-api.md §3).
+const KNOWN: &[(&str, &str)] = &[
+    ("/api/v2/token", "/api/v2/token"),
+    ("/api/v2/status", "/api/v2/status"),
+    ("/api/v2/data", "/api/v2/data"),
+    ("/api/v2/files", "/api/v2/files"),
+    ("/api/v2/delete", "/api/v2/delete"),
+    ("/api/v2/process", "/api/v2/process"),
+    ("/kyb/tokens/", "/kyb/tokens/"),
+    ("/kyb/tokens", "/kyb/tokens/"),
+    ("/kyc/identifications/", "/kyc/identifications/"),
+];
+
+/// The allow-list, with one static label per prefix.
+#[derive(Debug)]
+pub struct Routes {
+    prefixes: Vec<(String, &'static str)>,
+}
+
+impl Routes {
+    /// Labels are leaked once at start-up: a bounded set that lives as long as the process.
+    pub fn new(prefixes: &[String]) -> Self {
+        let prefixes = prefixes
+            .iter()
+            .map(|p| (p.clone(), &*Box::leak(format!("{p}*").into_boxed_str())))
+            .collect();
+        Routes { prefixes }
+    }
+
+    /// Classifies a request by method and path.
+    pub fn classify(&self, method: &Method, path: &str) -> Result<Route, GatewayError> {
+        if !is_clean(path) {
+            return Err(GatewayError::BadPath);
+        }
+        let (_, label) = self
+            .prefixes
+            .iter()
+            .find(|(prefix, _)| path.starts_with(prefix.as_str()))
+            .ok_or(GatewayError::RouteNotFound)?;
+        let known = KNOWN.iter().find(|(p, _)| *p == path).map(|(_, l)| *l);
+        let kind = match (method, known) {
+            (&Method::POST, Some("/api/v2/token")) => RouteKind::KycToken,
+            (&Method::POST, Some("/kyb/tokens/")) => RouteKind::KybToken,
+            _ => RouteKind::Other,
+        };
+        Ok(Route {
+            kind,
+            label: known.unwrap_or(label),
+        })
+    }
+}
+
+/// A path is clean when no segment is `.` or `..` and nothing is encoded that could become one
+/// (or a separator) after another decoding step.
+fn is_clean(path: &str) -> bool {
+    if !path.starts_with('/') || path.contains('\\') || path.contains("//") {
+        return false;
+    }
+    let lower = path.to_ascii_lowercase();
+    if ["%2e", "%2f", "%5c", "%00", "%25"]
+        .iter()
+        .any(|bad| lower.contains(bad))
+    {
+        return false;
+    }
+    path.split('/')
+        .all(|segment| segment != "." && segment != "..")
+}
+
+/// Adds [`RouteRequest`].
+#[derive(Clone)]
+pub struct RouteLayer {
+    routes: Arc<Routes>,
+}
+
+impl RouteLayer {
+    pub fn new(routes: Arc<Routes>) -> Self {
+        RouteLayer { routes }
+    }
+}
+
+impl<S> Layer<S> for RouteLayer {
+    type Service = RouteRequest<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RouteRequest {
+            inner,
+            routes: self.routes.clone(),
+        }
+    }
+}
+
+/// Sets the [`Route`] extension, or answers 404 (not an iDenfy path) / 400 (traversal).
+#[derive(Clone)]
+pub struct RouteRequest<S> {
+    inner: S,
+    routes: Arc<Routes>,
+}
+
+impl<S, B> Service<Request<B>> for RouteRequest<S>
+where
+    S: Service<Request<B>, Error = GatewayError>,
+    S::Future: Send + 'static,
+    S::Response: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = GatewayError;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, GatewayError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        match self.routes.classify(req.method(), req.uri().path()) {
+            Ok(route) => {
+                req.extensions_mut().insert(route);
+                Box::pin(self.inner.call(req))
+            }
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DEFAULT_PREFIXES;
+
+    fn routes() -> Routes {
+        Routes::new(
+            &DEFAULT_PREFIXES
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    #[test]
+    fn classifies_token_routes_by_method_and_path() {
+        let r = routes();
+        assert_eq!(
+            r.classify(&Method::POST, "/api/v2/token").unwrap().kind,
+            RouteKind::KycToken
+        );
+        assert_eq!(
+            r.classify(&Method::POST, "/kyb/tokens/").unwrap().kind,
+            RouteKind::KybToken
+        );
+        assert_eq!(
+            r.classify(&Method::GET, "/api/v2/token").unwrap().kind,
+            RouteKind::Other
+        );
+        let status = r.classify(&Method::POST, "/api/v2/status").unwrap();
+        assert_eq!(
+            (status.kind, status.label),
+            (RouteKind::Other, "/api/v2/status")
+        );
+    }
+
+    #[test]
+    fn labels_unknown_endpoints_by_prefix() {
+        let r = routes();
+        assert_eq!(
+            r.classify(&Method::GET, "/aml/checks/123/").unwrap().label,
+            "/aml/*"
+        );
+        assert_eq!(
+            r.classify(&Method::GET, "/api/v2/something").unwrap().label,
+            "/api/v2/*"
+        );
+    }
+
+    #[test]
+    fn refuses_paths_outside_the_allow_list() {
+        let r = routes();
+        for path in ["/", "/admin", "/metrics", "/api/v1/token", "/apix/v2/"] {
+            assert!(
+                matches!(
+                    r.classify(&Method::GET, path),
+                    Err(GatewayError::RouteNotFound)
+                ),
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_traversal_in_every_spelling() {
+        let r = routes();
+        for path in [
+            "/api/v2/../admin",
+            "/api/v2/./token",
+            "/api/v2/%2e%2e/admin",
+            "/api/v2/%2E%2E/admin",
+            "/api/v2/..%2fadmin",
+            "/api/v2/..%5cadmin",
+            "/api/v2/..\\admin",
+            "/api/v2//token",
+            "/api/v2/%252e%252e/x",
+            "/api/v2/..",
+        ] {
+            assert!(
+                matches!(r.classify(&Method::GET, path), Err(GatewayError::BadPath)),
+                "{path}"
+            );
+        }
+    }
+}
