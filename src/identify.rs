@@ -1,4 +1,4 @@
-//! Identify: which team sent this request. First on the request path, so an unknown caller
+//! Identify: which team sent this request. First on the request path (called by `front`), so an unknown caller
 //! costs nothing and never reaches iDenfy.
 //!
 //! A team presents `Authorization: Bearer <token>` or `Basic base64(team:token)` (so an existing
@@ -6,15 +6,11 @@
 //! time. Credentials that match no team belong to the tokenless team, when one is configured (a
 //! sidecar's app may still send its old iDenfy key pair: it is dropped, never forwarded).
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use base64::Engine;
-use http::{header, Request};
+
 use subtle::ConstantTimeEq;
-use tower::{Layer, Service};
 
 use crate::config::Config;
 use crate::context::Caller;
@@ -94,66 +90,6 @@ fn split_scheme(value: &[u8]) -> Option<(&[u8], &[u8])> {
     let space = value.iter().position(|&b| b == b' ')?;
     let rest = value[space + 1..].trim_ascii();
     (!rest.is_empty()).then_some((&value[..space], rest))
-}
-
-/// Adds [`Identify`].
-#[derive(Clone)]
-pub struct IdentifyLayer {
-    callers: Arc<Callers>,
-}
-
-impl IdentifyLayer {
-    pub fn new(callers: Arc<Callers>) -> Self {
-        IdentifyLayer { callers }
-    }
-}
-
-impl<S> Layer<S> for IdentifyLayer {
-    type Service = Identify<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Identify {
-            inner,
-            callers: self.callers.clone(),
-        }
-    }
-}
-
-/// Sets the [`Caller`] extension, or answers 401.
-#[derive(Clone)]
-pub struct Identify<S> {
-    inner: S,
-    callers: Arc<Callers>,
-}
-
-impl<S, B> Service<Request<B>> for Identify<S>
-where
-    S: Service<Request<B>, Error = GatewayError>,
-    S::Future: Send + 'static,
-    S::Response: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = GatewayError;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, GatewayError>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let auth = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .map(|v| v.as_bytes());
-        match self.callers.identify(auth) {
-            Ok(caller) => {
-                let caller = caller.clone();
-                req.extensions_mut().insert(caller);
-                Box::pin(self.inner.call(req))
-            }
-            Err(e) => Box::pin(std::future::ready(Err(e))),
-        }
-    }
 }
 
 #[cfg(test)]

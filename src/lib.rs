@@ -10,11 +10,18 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod body;
 pub mod config;
 pub mod context;
 pub mod credentials;
 pub mod error;
+pub mod front;
 pub mod identify;
+pub mod metrics;
 pub mod route;
 pub mod secret;
+pub mod server;
+pub mod stack;
+pub mod telemetry;
+pub mod upstream;

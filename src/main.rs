@@ -1,1 +1,147 @@
-fn main() {}
+//! The `idenfy-gateway` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use idenfy_gateway::config::{Config, LogFormat};
+
+/// Exit status for a configuration that does not validate (sysexits EX_USAGE).
+const EXIT_CONFIG: u8 = 64;
+
+/// An egress gateway for the iDenfy identity-verification API: holds the API key pair,
+/// coalesces token requests per clientId, keeps the account under its rate limit, retries
+/// what is safe to retry, and exports Prometheus metrics.
+#[derive(Parser)]
+#[command(name = "idenfy-gateway", version, about, long_about = None, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    /// With no subcommand: `run` this config file.
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve: the proxy on `listen.proxy`, the admin endpoints on `listen.admin`.
+    Run(RunArgs),
+    /// Validate a config file and exit 0, or print every problem and exit 64.
+    CheckConfig {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The TOML config file.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Log format, overriding `log.format`: json or human.
+    #[arg(long, value_parser = ["json", "human"])]
+    log_format: Option<String>,
+    /// Worker threads of the runtime (default: the CPUs this process may use).
+    #[arg(long)]
+    workers: Option<usize>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Run(args)) => run(args),
+        Some(Command::CheckConfig { config }) => check_config(&config),
+        None if cli.run.config.is_some() => run(cli.run),
+        None => {
+            eprintln!("idenfy-gateway: give a subcommand or --config FILE (see --help)");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|errors| {
+        eprintln!("{}: invalid configuration:", path.display());
+        for e in &errors.0 {
+            eprintln!("  {}: {}", e.path, e.message);
+        }
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+fn check_config(path: &std::path::Path) -> ExitCode {
+    match load(path) {
+        Ok(config) => {
+            println!(
+                "{}: ok ({} account(s), {} team(s))",
+                path.display(),
+                config.accounts.len(),
+                config.teams.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+fn runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        builder.worker_threads(n.max(1));
+    }
+    builder.enable_all().build()
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    let Some(path) = args.config else {
+        eprintln!("idenfy-gateway run: --config FILE is required");
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let mut config = match load(&path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    if let Some(format) = args.log_format {
+        config.log.format = if format == "json" {
+            LogFormat::Json
+        } else {
+            LogFormat::Human
+        };
+    }
+    idenfy_gateway::telemetry::init(config.log.format, &config.log.level);
+    let result = runtime(args.workers)
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(idenfy_gateway::server::run(config, shutdown_signal())));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "gateway failed");
+            eprintln!("idenfy-gateway: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

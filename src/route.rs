@@ -1,17 +1,11 @@
 //! Route: which iDenfy call this is. Only paths under the allow-listed prefixes are forwarded;
 //! a path that tries to climb out of them (`..`, encoded dots or slashes, backslashes) is refused.
-//! Runs right after `identify`, on the request head only.
+//! Runs right after `identify` (called by `front`), on the request head only.
 //!
 //! Route labels come from a fixed set (known endpoints, then the configured prefixes), never
 //! from the raw path, so they are safe metric labels.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
-
-use http::{Method, Request};
-use tower::{Layer, Service};
+use http::Method;
 
 use crate::context::{Route, RouteKind};
 use crate::error::GatewayError;
@@ -83,61 +77,6 @@ fn is_clean(path: &str) -> bool {
     }
     path.split('/')
         .all(|segment| segment != "." && segment != "..")
-}
-
-/// Adds [`RouteRequest`].
-#[derive(Clone)]
-pub struct RouteLayer {
-    routes: Arc<Routes>,
-}
-
-impl RouteLayer {
-    pub fn new(routes: Arc<Routes>) -> Self {
-        RouteLayer { routes }
-    }
-}
-
-impl<S> Layer<S> for RouteLayer {
-    type Service = RouteRequest<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        RouteRequest {
-            inner,
-            routes: self.routes.clone(),
-        }
-    }
-}
-
-/// Sets the [`Route`] extension, or answers 404 (not an iDenfy path) / 400 (traversal).
-#[derive(Clone)]
-pub struct RouteRequest<S> {
-    inner: S,
-    routes: Arc<Routes>,
-}
-
-impl<S, B> Service<Request<B>> for RouteRequest<S>
-where
-    S: Service<Request<B>, Error = GatewayError>,
-    S::Future: Send + 'static,
-    S::Response: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = GatewayError;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, GatewayError>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        match self.routes.classify(req.method(), req.uri().path()) {
-            Ok(route) => {
-                req.extensions_mut().insert(route);
-                Box::pin(self.inner.call(req))
-            }
-            Err(e) => Box::pin(std::future::ready(Err(e))),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,238 @@
+//! Front: the outermost step of the request path. It decides whether a request is taken at all
+//! (identify → 401, route → 404/400, body limit → 413), sets the request id and the deadline,
+//! and, once the inner stack answers, turns any error into its response (the one call to
+//! [`GatewayError::into_response`]), adds `x-request-id`, and writes one log line and the
+//! request metrics.
+//!
+//! Identify and route are plain functions called here, on the request head, so that the log
+//! line and the metrics know the team and route of every request, including refused ones.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+use tower::{Layer, Service, ServiceExt};
+
+use crate::body::Body;
+use crate::context::Deadline;
+use crate::error::GatewayError;
+use crate::identify::Callers;
+use crate::metrics::{status_class, RequestMetrics, UNKNOWN};
+use crate::route::Routes;
+
+/// The request id header: kept from the caller when sane, else generated.
+pub const X_REQUEST_ID: &str = "x-request-id";
+
+/// What the front step needs.
+#[derive(Clone)]
+pub struct FrontLayer {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    callers: Callers,
+    routes: Routes,
+    max_body: u64,
+    deadline: Duration,
+    metrics: RequestMetrics,
+}
+
+impl FrontLayer {
+    pub fn new(
+        callers: Callers,
+        routes: Routes,
+        max_body: u64,
+        deadline: Duration,
+        metrics: RequestMetrics,
+    ) -> Self {
+        FrontLayer {
+            shared: Arc::new(Shared {
+                callers,
+                routes,
+                max_body,
+                deadline,
+                metrics,
+            }),
+        }
+    }
+}
+
+impl<S> Layer<S> for FrontLayer {
+    type Service = Front<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Front {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// See the module doc.
+#[derive(Clone)]
+pub struct Front<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S> Service<Request<Incoming>> for Front<S>
+where
+    S: Service<Request<Bytes>, Response = Response<Body>, Error = GatewayError>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        let inner = self.inner.clone();
+        let shared = self.shared.clone();
+        Box::pin(async move { Ok(serve(shared, inner, req).await) })
+    }
+}
+
+/// Decrements the in-flight gauge however the request ends (answered or cancelled).
+struct InFlight(prometheus::IntGauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+async fn serve<S>(shared: Arc<Shared>, inner: S, mut req: Request<Incoming>) -> Response<Body>
+where
+    S: Service<Request<Bytes>, Response = Response<Body>, Error = GatewayError>,
+{
+    let started = Instant::now();
+    shared.metrics.in_flight.inc();
+    let _in_flight = InFlight(shared.metrics.in_flight.clone());
+    let request_id = request_id(req.headers().get(X_REQUEST_ID));
+    req.headers_mut().insert(X_REQUEST_ID, request_id.clone());
+    let method = req.method().clone();
+
+    let mut team: Arc<str> = Arc::from(UNKNOWN);
+    let mut route = UNKNOWN;
+    let result = async {
+        let caller = shared.callers.identify(
+            req.headers()
+                .get(header::AUTHORIZATION)
+                .map(|v| v.as_bytes()),
+        )?;
+        team = caller.team_name.clone();
+        let matched = shared.routes.classify(req.method(), req.uri().path())?;
+        route = matched.label;
+        let deadline = Deadline(started + shared.deadline);
+        let caller = caller.clone();
+        let ext = req.extensions_mut();
+        ext.insert(caller);
+        ext.insert(matched);
+        ext.insert(deadline);
+        let req = read_body(req, shared.max_body).await?;
+        inner.oneshot(req).await
+    }
+    .await;
+
+    let mut res = result.unwrap_or_else(GatewayError::into_response);
+    res.headers_mut().insert(X_REQUEST_ID, request_id.clone());
+    let elapsed = started.elapsed();
+    let status = res.status();
+    let m = &shared.metrics;
+    m.requests
+        .with_label_values(&[&*team, route, status_class(status)])
+        .inc();
+    m.duration
+        .with_label_values(&[route])
+        .observe(elapsed.as_secs_f64());
+    let h = res.headers();
+    let text = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
+    tracing::info!(
+        request_id = request_id.to_str().unwrap_or(""),
+        team = &*team,
+        route,
+        method = method.as_str(),
+        status = status.as_u16(),
+        attempts = text("x-gateway-attempts"),
+        dedup = text("x-gateway-dedup"),
+        error = text(crate::error::X_GATEWAY_ERROR),
+        latency_ms = elapsed.as_secs_f64() * 1000.0,
+        "request"
+    );
+    res
+}
+
+/// Reads the request body, refusing it with 413 as soon as it is known to be over `max`:
+/// from `Content-Length` before reading anything, or while reading a body of unknown length.
+async fn read_body(req: Request<Incoming>, max: u64) -> Result<Request<Bytes>, GatewayError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max) {
+        return Err(GatewayError::PayloadTooLarge { limit: max });
+    }
+    let (parts, body) = req.into_parts();
+    let limit = usize::try_from(max).unwrap_or(usize::MAX);
+    let bytes = match Limited::new(body, limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(GatewayError::PayloadTooLarge { limit: max })
+        }
+        Err(_) => return Err(GatewayError::BodyRead),
+    };
+    Ok(Request::from_parts(parts, bytes))
+}
+
+/// The caller's request id if it is short and printable, else a new random one.
+fn request_id(given: Option<&HeaderValue>) -> HeaderValue {
+    if let Some(v) = given {
+        let b = v.as_bytes();
+        if !b.is_empty()
+            && b.len() <= 128
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c))
+        {
+            return v.clone();
+        }
+    }
+    let id = format!("{:032x}", fastrand::u128(..));
+    HeaderValue::try_from(id).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_sane_request_ids_and_replaces_others() {
+        let sane = HeaderValue::from_static("abc-123_x.y:z");
+        assert_eq!(request_id(Some(&sane)), sane);
+        let long = HeaderValue::try_from("a".repeat(200)).unwrap();
+        for bad in [
+            HeaderValue::from_static("has space"),
+            HeaderValue::from_static(""),
+            long,
+        ] {
+            let id = request_id(Some(&bad));
+            assert_ne!(id, bad);
+            assert_eq!(id.len(), 32);
+        }
+        assert_eq!(request_id(None).len(), 32);
+    }
+}

@@ -1,0 +1,184 @@
+//! The listeners: accept connections (bounded), serve HTTP/1.1 and h2c with header limits and a
+//! header-read timeout, and shut down gracefully.
+//!
+//! [`start`] binds both listeners and serves in the background; [`Running::shutdown`] stops
+//! accepting, lets in-flight requests finish within `listen.shutdown_grace`, then returns.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
+
+use crate::admin::Admin;
+use crate::config::{Config, Listen};
+use crate::credentials::Credentials;
+
+/// A gateway serving in the background.
+pub struct Running {
+    /// Where the proxy listens (the real port when the config said `:0`).
+    pub proxy_addr: SocketAddr,
+    /// Where the admin endpoints listen.
+    pub admin_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops accepting, waits for in-flight requests (up to the grace period), and returns.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Builds the gateway from a validated config, binds its listeners and serves in the background.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let registry = crate::metrics::registry()?;
+    let credentials = Credentials::load(&config.accounts, &registry)?;
+    let app = crate::stack::app(&config, &registry, credentials.clone())?;
+    let ready = Arc::new(AtomicBool::new(false));
+
+    let proxy = TcpListener::bind(config.listen.proxy)
+        .await
+        .with_context(|| format!("cannot listen on listen.proxy {}", config.listen.proxy))?;
+    let admin_listener = TcpListener::bind(config.listen.admin)
+        .await
+        .with_context(|| format!("cannot listen on listen.admin {}", config.listen.admin))?;
+    let (stop, stop_signal) = watch::channel(false);
+    let running = Running {
+        proxy_addr: proxy.local_addr()?,
+        admin_addr: admin_listener.local_addr()?,
+        stop,
+        tasks: Vec::new(),
+    };
+    tracing::info!(proxy = %running.proxy_addr, admin = %running.admin_addr, upstream = %config.upstream.url, "gateway listening");
+
+    let admin = Admin {
+        registry,
+        ready: ready.clone(),
+    };
+    let mut stop_rx = stop_signal.clone();
+    let creds_task = tokio::spawn(credentials.watch(async move {
+        stopped(&mut stop_rx).await;
+    }));
+    let listen = config.listen.clone();
+    let proxy_task = tokio::spawn(serve(
+        proxy,
+        TowerToHyperService::new(app),
+        listen.clone(),
+        stop_signal.clone(),
+    ));
+    let admin_task = tokio::spawn(serve(
+        admin_listener,
+        admin.service(),
+        listen,
+        stop_signal.clone(),
+    ));
+    let mut stop_rx = stop_signal;
+    let readiness = tokio::spawn(async move {
+        ready.store(true, Ordering::Release);
+        stopped(&mut stop_rx).await;
+        ready.store(false, Ordering::Release);
+    });
+    Ok(Running {
+        tasks: vec![proxy_task, admin_task, creds_task, readiness],
+        ..running
+    })
+}
+
+/// Serves until `stop` turns true, then drains connections for at most the grace period.
+async fn serve<S, B>(
+    listener: TcpListener,
+    service: S,
+    listen: Listen,
+    mut stop: watch::Receiver<bool>,
+) where
+    S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(listen.header_read_timeout)
+        .max_buf_size(listen.max_header_bytes.max(8192))
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(listen.max_header_bytes).unwrap_or(u32::MAX));
+    let graceful = GracefulShutdown::new();
+    let connections = Arc::new(Semaphore::new(listen.max_connections));
+
+    loop {
+        // Take a connection slot before accepting: over the limit, clients wait in the backlog.
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => permit.expect("semaphore never closed"),
+            _ = stopped(&mut stop) => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stopped(&mut stop) => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service.clone())
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(listen.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(grace = ?listen.shutdown_grace, "shutdown grace period over; closing remaining connections");
+    }
+}
+
+/// Resolves once the stop flag is set.
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// Runs the gateway until `signal` resolves, then shuts down gracefully.
+pub async fn run(
+    config: Config,
+    signal: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let running = start(config).await?;
+    signal.await;
+    tracing::info!("shutting down: no new connections, finishing in-flight requests");
+    running.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}

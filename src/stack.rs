@@ -1,0 +1,52 @@
+//! The request path, in one place. Layers are listed outermost first: a layer added earlier
+//! sees the request earlier. Each line says why the layer is there and what must come before it.
+
+use std::convert::Infallible;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use prometheus::Registry;
+use tower::{Service, ServiceBuilder};
+
+use crate::body::Body;
+use crate::config::Config;
+use crate::credentials::{Credentials, SetCredentialsLayer};
+use crate::front::FrontLayer;
+use crate::identify::Callers;
+use crate::metrics::RequestMetrics;
+use crate::route::Routes;
+use crate::upstream::{Upstream, UpstreamMetrics};
+
+/// Builds the proxy's service: one per gateway, cloned per connection.
+pub fn app(
+    config: &Config,
+    registry: &Registry,
+    credentials: Credentials,
+) -> anyhow::Result<
+    impl Service<
+            Request<Incoming>,
+            Response = Response<Body>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
+> {
+    let upstream = Upstream::new(&config.upstream, UpstreamMetrics::new(registry)?)?;
+    Ok(ServiceBuilder::new()
+        // Identify (401), route (404/400) and the body limit (413) first: a request the gateway
+        // will refuse costs nothing and never reaches iDenfy. Also the request id, the deadline,
+        // the log line, the request metrics, and the one place errors become responses.
+        .layer(FrontLayer::new(
+            Callers::new(config),
+            Routes::new(&config.routes.prefixes),
+            config.limits.max_body,
+            config.upstream.deadline,
+            RequestMetrics::new(registry)?,
+        ))
+        // Per attempt: the caller's credentials and hop-by-hop headers out, the account's in.
+        .layer(SetCredentialsLayer::new(credentials))
+        // One attempt against iDenfy, with the attempt timeout.
+        .service(upstream))
+}

@@ -1,0 +1,142 @@
+//! A gateway started in-process on `127.0.0.1:0`, and a small HTTP client.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use idenfy_gateway::config::Config;
+use idenfy_gateway::server::Running;
+
+/// The config the tests start from: one account, one team with a token, listeners on `:0`.
+/// `{upstream}` is replaced by the upstream URL; `extra` is appended.
+pub fn config_text(upstream: &str, extra: &str) -> String {
+    format!(
+        r#"
+[listen]
+proxy = "127.0.0.1:0"
+admin = "127.0.0.1:0"
+shutdown_grace = "5s"
+
+[upstream]
+url = "{upstream}"
+connect_timeout = "1s"
+attempt_timeout = "2s"
+deadline = "5s"
+
+[log]
+format = "human"
+level = "warn"
+{extra}
+"#
+    )
+}
+
+/// The usual account and team: key `test-key`, secret `test-secret`, team token `team-token`.
+pub const ACCOUNT_AND_TEAM: &str = r#"
+[[account]]
+name = "main"
+api_key = "test-key"
+api_secret = "test-secret"
+
+[[team]]
+name = "payments"
+token = "team-token"
+"#;
+
+/// `Basic base64(test-key:test-secret)`.
+pub const UPSTREAM_AUTH: &str = "Basic dGVzdC1rZXk6dGVzdC1zZWNyZXQ=";
+
+pub struct TestGateway {
+    pub running: Running,
+}
+
+impl TestGateway {
+    pub async fn start(text: &str) -> TestGateway {
+        let config =
+            Config::parse(text, &|name| std::env::var(name).ok()).expect("test config is valid");
+        TestGateway {
+            running: idenfy_gateway::server::start(config)
+                .await
+                .expect("gateway starts"),
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.running.proxy_addr
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.running.proxy_addr)
+    }
+
+    pub async fn metrics(&self) -> String {
+        let res = send(
+            Method::GET,
+            &format!("http://{}/metrics", self.running.admin_addr),
+            &[],
+            "",
+        )
+        .await;
+        assert_eq!(res.status, StatusCode::OK);
+        String::from_utf8(res.body.to_vec()).unwrap()
+    }
+}
+
+/// A response as the client saw it.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|_| panic!("not JSON: {:?}", self.body))
+    }
+
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap())
+            .unwrap_or("")
+    }
+}
+
+/// Sends one request over HTTP/1.1.
+pub async fn send(
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Answer {
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let mut req = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let res = client
+        .request(req.body(Full::new(body.into())).unwrap())
+        .await
+        .expect("request sent");
+    let (parts, body) = res.into_parts();
+    let body = body.collect().await.expect("body read").to_bytes();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// Value of a metric sample line that starts with `prefix` (name and labels), 0 if absent.
+pub fn metric(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
