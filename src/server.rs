@@ -29,6 +29,9 @@ pub struct Running {
     /// Where the admin endpoints listen.
     pub admin_addr: SocketAddr,
     stop: watch::Sender<bool>,
+    proxy_task: JoinHandle<()>,
+    /// Stopped last: `/readyz` answers 503 and `/metrics` stays up while the proxy drains.
+    admin_stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -36,6 +39,8 @@ impl Running {
     /// Stops accepting, waits for in-flight requests (up to the grace period), and returns.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
+        let _ = self.proxy_task.await;
+        let _ = self.admin_stop.send(true);
         for task in self.tasks {
             let _ = task.await;
         }
@@ -56,13 +61,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("cannot listen on listen.admin {}", config.listen.admin))?;
     let (stop, stop_signal) = watch::channel(false);
-    let running = Running {
-        proxy_addr: proxy.local_addr()?,
-        admin_addr: admin_listener.local_addr()?,
-        stop,
-        tasks: Vec::new(),
-    };
-    tracing::info!(proxy = %running.proxy_addr, admin = %running.admin_addr, upstream = %config.upstream.url, "gateway listening");
+    let (admin_stop, admin_stop_signal) = watch::channel(false);
+    let (proxy_addr, admin_addr) = (proxy.local_addr()?, admin_listener.local_addr()?);
+    tracing::info!(proxy = %proxy_addr, admin = %admin_addr, upstream = %config.upstream.url, "gateway listening");
 
     let admin = Admin {
         registry,
@@ -83,7 +84,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         admin_listener,
         admin.service(),
         listen,
-        stop_signal.clone(),
+        admin_stop_signal,
     ));
     let mut stop_rx = stop_signal;
     let readiness = tokio::spawn(async move {
@@ -92,8 +93,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         ready.store(false, Ordering::Release);
     });
     Ok(Running {
-        tasks: vec![proxy_task, admin_task, creds_task, readiness],
-        ..running
+        proxy_addr,
+        admin_addr,
+        stop,
+        proxy_task,
+        admin_stop,
+        tasks: vec![admin_task, creds_task, readiness],
     })
 }
 

@@ -357,8 +357,7 @@ async fn serves_h2c_with_prior_knowledge() {
 async fn cuts_off_clients_that_send_headers_too_slowly() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let upstream = MockUpstream::start().await;
-    let extra = format!("{ACCOUNT_AND_TEAM}");
-    let text = config_text(&upstream.url(), &extra)
+    let text = config_text(&upstream.url(), ACCOUNT_AND_TEAM)
         .replace("[listen]\n", "[listen]\nheader_read_timeout = \"300ms\"\n");
     let gw = TestGateway::start(&text).await;
     let mut stream = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();

@@ -1,0 +1,219 @@
+//! The binary as an operator runs it: config errors, signals, and what it writes to its logs.
+
+mod support;
+
+use std::process::Command;
+use std::sync::Arc;
+
+use http::{Method, StatusCode};
+use support::gateway::{config_text, send, ACCOUNT_AND_TEAM};
+use support::process::{GatewayProcess, BIN};
+use support::upstream::{MockUpstream, Reply};
+
+#[test]
+fn check_config_exits_64_naming_every_bad_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(
+        &file,
+        r#"
+[upstream]
+deadline = "soon"
+[[account]]
+name = "main"
+api_key = "k"
+api_secret = "s"
+[[team]]
+name = "a"
+token = "t1"
+[[team]]
+name = "b"
+token = "t2"
+rate = "fast"
+"#,
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(r#"team[1].rate: expected N/s, N/m or N/h, got "fast""#),
+        "{stderr}"
+    );
+    assert!(stderr.contains("upstream.deadline:"), "{stderr}");
+}
+
+#[test]
+fn check_config_names_unknown_keys_and_unset_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "[listen]\nproxy = \"${IDENFY_GW_TEST_UNSET_VAR}\"\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("listen.proxy: environment variable IDENFY_GW_TEST_UNSET_VAR is not set"));
+
+    std::fs::write(&file, "[limits]\nmax_wiat = \"2s\"\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("limits") && stderr.contains("max_wiat"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn run_with_a_bad_config_exits_64_before_binding() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "[[team]]\nname = \"x\"\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("account: at least one [[account]] is required"));
+}
+
+#[tokio::test]
+async fn sigterm_lets_an_in_flight_request_finish_and_exits_0() {
+    let upstream = MockUpstream::start().await;
+    let gate = Arc::new(tokio::sync::Notify::new());
+    upstream.push(Reply::Gated(
+        gate.clone(),
+        Box::new(Reply::json(200, r#"{"status":"APPROVED"}"#)),
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gw.toml");
+    std::fs::write(&file, config_text(&upstream.url(), ACCOUNT_AND_TEAM)).unwrap();
+    let gw = GatewayProcess::start(&file, &[]);
+
+    let url = gw.url("/api/v2/status");
+    let slow = tokio::spawn(async move {
+        send(
+            Method::POST,
+            &url,
+            &[("authorization", "Bearer team-token")],
+            "{}",
+        )
+        .await
+    });
+    upstream.wait_for(1).await;
+    gw.terminate();
+    // Shutdown has begun: readiness flips before the in-flight request is released.
+    let admin = format!("http://{}/readyz", gw.admin);
+    let mut unready = false;
+    for _ in 0..400 {
+        if send(Method::GET, &admin, &[], "").await.status == StatusCode::SERVICE_UNAVAILABLE {
+            unready = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(unready, "readiness did not turn 503 during shutdown");
+    gate.notify_one();
+    let res = slow.await.unwrap();
+    assert_eq!(res.status, StatusCode::OK);
+    assert_eq!(res.body.as_ref(), br#"{"status":"APPROVED"}"#);
+    let (code, _log) = tokio::task::spawn_blocking(move || gw.wait())
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0));
+}
+
+#[tokio::test]
+async fn secrets_tokens_and_bodies_never_reach_logs_or_metrics() {
+    let upstream = MockUpstream::start().await;
+    upstream.push(Reply::json(
+        500,
+        r#"{"identifier":"INTERNAL_ERROR","message":"boom"}"#,
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gw.toml");
+    let accounts = "[[account]]\nname = \"main\"\napi_key = \"${GW_TEST_KEY}\"\napi_secret = \"${GW_TEST_SECRET}\"\n\
+                    [[team]]\nname = \"payments\"\ntoken = \"${GW_TEST_TEAM_TOKEN}\"\n";
+    std::fs::write(&file, config_text(&upstream.url(), accounts)).unwrap();
+    let secret = "sEcReT-9f2c41d7";
+    let key = "kEy-77aa01";
+    let team_token = "tEaM-5be0c3";
+    let gw = GatewayProcess::start(
+        &file,
+        &[
+            ("GW_TEST_KEY", key),
+            ("GW_TEST_SECRET", secret),
+            ("GW_TEST_TEAM_TOKEN", team_token),
+        ],
+    );
+    let bearer = format!("Bearer {team_token}");
+    let body = r#"{"clientId":"person-4411","firstName":"JONAS"}"#;
+    for path in ["/api/v2/token", "/api/v2/status", "/nope"] {
+        send(
+            Method::POST,
+            &gw.url(path),
+            &[("authorization", &bearer)],
+            body,
+        )
+        .await;
+    }
+    send(
+        Method::POST,
+        &gw.url("/api/v2/status"),
+        &[("authorization", "Bearer tEaM-wrong")],
+        body,
+    )
+    .await;
+    let metrics = send(
+        Method::GET,
+        &format!("http://{}/metrics", gw.admin),
+        &[],
+        "",
+    )
+    .await;
+    let metrics = String::from_utf8_lossy(&metrics.body).to_string();
+    gw.terminate();
+    let (code, log) = tokio::task::spawn_blocking(move || gw.wait())
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0));
+    assert!(
+        log.contains("\"request\"") || log.contains("request"),
+        "no request log lines: {log}"
+    );
+    let basic = "a0V5LTc3YWEwMTpzRWNSZVQtOWYyYzQxZDc"; // base64 of key:secret (prefix)
+    for needle in [
+        secret,
+        key,
+        team_token,
+        "tEaM-wrong",
+        basic,
+        "person-4411",
+        "JONAS",
+        "boom",
+    ] {
+        assert!(
+            !log.contains(needle),
+            "{needle} leaked into the log:\n{log}"
+        );
+        assert!(
+            !metrics.contains(needle),
+            "{needle} leaked into the metrics"
+        );
+    }
+    let help = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(!String::from_utf8_lossy(&help.stdout).contains(secret));
+}
