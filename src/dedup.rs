@@ -42,7 +42,9 @@ use tracing::Instrument;
 
 pub use self::flight::{Flights, Role, Ticket};
 pub use self::metrics::DedupMetrics;
-pub use self::replay::{replay_ttl, token_lifetime, LifetimePolicy, Replay, ReplayStore};
+pub use self::replay::{
+    replay_ttl, token_lifetime, LifetimePolicy, Replay, ReplayStore, MAX_LIFETIME,
+};
 pub use self::shared::{DedupOutcome, SharedResponse, X_GATEWAY_DEDUP, X_GATEWAY_DEDUP_MISMATCH};
 
 use self::metrics::InFlight;
