@@ -104,7 +104,10 @@ pub struct Dedup {
     pub default_lifetime: Duration,
     /// Replay stops this long before the token expires.
     pub safety_margin: Duration,
+    /// Replay store bound, in entries.
     pub max_entries: u64,
+    /// Replay store bound, in bytes of stored responses (default 64 MiB).
+    pub max_bytes: u64,
 }
 
 /// `[validation]`

@@ -2,11 +2,26 @@
 //!
 //! # Layout
 //!
+//! The request path, outermost first (assembled in [`stack`]):
+//!
+//! - [`server`]: the listeners: connection limit, header limits, h2c, graceful shutdown
+//! - [`front`]: request id, deadline, identify, route, body limit; logs, metrics, errors → responses
+//! - [`identify`]: which team sent the request (Bearer or Basic team:token)
+//! - [`route`]: which iDenfy call it is (allow-list, bounded labels, no traversal)
+//! - [`dedup`]: one clientId, one session: coalesces concurrent token requests, replays live tokens
+//! - [`credentials`]: the account's Basic key:secret in, the caller's credentials out; rotation
+//! - [`upstream`]: one attempt against iDenfy (pooled, TLS, timeouts)
+//!
+//! Around it:
+//!
 //! - [`config`]: the TOML file, validated into typed values
 //! - [`error`]: every answer the gateway makes itself, in iDenfy's error shape
 //! - [`body`]: the response body of the stack
-//! - [`context`]: what outer layers hand to inner ones (caller, route, deadline)
+//! - [`context`]: what outer layers hand to inner ones (caller, route, deadline, clientId)
 //! - [`secret`]: secrets that cannot be printed, and their sources
+//! - [`admin`]: `/metrics`, `/healthz`, `/readyz`
+//! - [`metrics`]: the registry and the whole-request metrics
+//! - [`telemetry`]: structured logs
 
 #![forbid(unsafe_code)]
 
@@ -15,6 +30,7 @@ pub mod body;
 pub mod config;
 pub mod context;
 pub mod credentials;
+pub mod dedup;
 pub mod error;
 pub mod front;
 pub mod identify;

@@ -11,6 +11,7 @@ use tower::{Service, ServiceBuilder};
 use crate::body::Body;
 use crate::config::Config;
 use crate::credentials::{Credentials, SetCredentialsLayer};
+use crate::dedup::{DedupLayer, DedupMetrics};
 use crate::front::FrontLayer;
 use crate::identify::Callers;
 use crate::metrics::RequestMetrics;
@@ -45,6 +46,10 @@ pub fn app(
             config.upstream.deadline,
             RequestMetrics::new(registry)?,
         ))
+        // Coalesce concurrent token requests per (account, route, clientId) and replay live
+        // tokens: followers and replays never reach the limits, so they spend no quota.
+        // Needs the caller and route (front) and the clientId (validate).
+        .layer(DedupLayer::new(&config.dedup, config.limits.max_body, DedupMetrics::new(registry)?))
         // Per attempt: the caller's credentials and hop-by-hop headers out, the account's in.
         .layer(SetCredentialsLayer::new(credentials))
         // One attempt against iDenfy, with the attempt timeout.

@@ -145,6 +145,7 @@ pub struct RawDedup {
     pub default_lifetime: String,
     pub safety_margin: String,
     pub max_entries: u64,
+    pub max_bytes: String,
 }
 
 impl Default for RawDedup {
@@ -154,6 +155,7 @@ impl Default for RawDedup {
             default_lifetime: "1h".into(),
             safety_margin: "30s".into(),
             max_entries: 100_000,
+            max_bytes: "64MiB".into(),
         }
     }
 }

@@ -1,0 +1,132 @@
+//! Metrics of the `dedup` layer: how token requests were answered, the sessions they opened at
+//! iDenfy, upstream 409s, and the size of the flight map and the replay store.
+
+use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+
+use super::shared::DedupOutcome;
+
+/// Labels are team and route names from config and fixed outcomes: never a clientId.
+#[derive(Clone)]
+pub struct DedupMetrics {
+    /// `idenfy_gateway_dedup_requests_total{team,route,outcome}`
+    pub(super) requests: IntCounterVec,
+    /// `idenfy_gateway_sessions_created_total{team,route}`
+    pub(super) sessions: IntCounterVec,
+    /// `idenfy_gateway_upstream_conflicts_total{team,route}`
+    pub(super) conflicts: IntCounterVec,
+    /// `idenfy_gateway_dedup_in_flight`
+    pub(super) in_flight: IntGauge,
+    /// `idenfy_gateway_dedup_replay_entries`
+    pub(super) replay_entries: IntGauge,
+}
+
+impl DedupMetrics {
+    pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let metrics = DedupMetrics {
+            requests: IntCounterVec::new(
+                Opts::new(
+                    "idenfy_gateway_dedup_requests_total",
+                    "Token requests by how they were answered: leader (went upstream), \
+                     coalesced (shared a concurrent request's answer), replayed (a stored live token)",
+                ),
+                &["team", "route", "outcome"],
+            )?,
+            sessions: IntCounterVec::new(
+                Opts::new(
+                    "idenfy_gateway_sessions_created_total",
+                    "Token requests iDenfy answered with 2xx: sessions it opened, and bills",
+                ),
+                &["team", "route"],
+            )?,
+            conflicts: IntCounterVec::new(
+                Opts::new(
+                    "idenfy_gateway_upstream_conflicts_total",
+                    "409 answers from iDenfy to token requests (clientId with an active session)",
+                ),
+                &["team", "route"],
+            )?,
+            in_flight: IntGauge::new(
+                "idenfy_gateway_dedup_in_flight",
+                "Token request keys with an upstream call in flight",
+            )?,
+            replay_entries: IntGauge::new(
+                "idenfy_gateway_dedup_replay_entries",
+                "Token responses held for replay",
+            )?,
+        };
+        registry.register(Box::new(metrics.requests.clone()))?;
+        registry.register(Box::new(metrics.sessions.clone()))?;
+        registry.register(Box::new(metrics.conflicts.clone()))?;
+        registry.register(Box::new(metrics.in_flight.clone()))?;
+        registry.register(Box::new(metrics.replay_entries.clone()))?;
+        Ok(metrics)
+    }
+
+    pub(super) fn answered(&self, team: &str, route: &str, outcome: DedupOutcome) {
+        self.requests
+            .with_label_values(&[team, route, outcome.as_str()])
+            .inc();
+    }
+
+    pub(super) fn session_created(&self, team: &str, route: &str) {
+        self.sessions.with_label_values(&[team, route]).inc();
+    }
+
+    pub(super) fn conflict(&self, team: &str, route: &str) {
+        self.conflicts.with_label_values(&[team, route]).inc();
+    }
+}
+
+/// Counts one flight in `idenfy_gateway_dedup_in_flight` for as long as it lives.
+pub(super) struct InFlight(IntGauge);
+
+impl InFlight {
+    pub(super) fn enter(gauge: &IntGauge) -> Self {
+        gauge.inc();
+        InFlight(gauge.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registers_every_metric_once() {
+        let registry = Registry::new();
+        let metrics = DedupMetrics::new(&registry).unwrap();
+        metrics.answered("payments", "/api/v2/token", DedupOutcome::Coalesced);
+        metrics.session_created("payments", "/api/v2/token");
+        metrics.conflict("payments", "/api/v2/token");
+        let names: Vec<_> = registry
+            .gather()
+            .iter()
+            .map(|family| family.name().to_owned())
+            .collect();
+        for name in [
+            "idenfy_gateway_dedup_requests_total",
+            "idenfy_gateway_sessions_created_total",
+            "idenfy_gateway_upstream_conflicts_total",
+            "idenfy_gateway_dedup_in_flight",
+            "idenfy_gateway_dedup_replay_entries",
+        ] {
+            assert!(names.iter().any(|n| n == name), "{name} missing");
+        }
+        assert!(DedupMetrics::new(&registry).is_err(), "names are unique");
+    }
+
+    #[test]
+    fn in_flight_guard_counts_while_alive() {
+        let gauge = IntGauge::new("g", "test").unwrap();
+        let guard = InFlight::enter(&gauge);
+        assert_eq!(gauge.get(), 1);
+        drop(guard);
+        assert_eq!(gauge.get(), 0);
+    }
+}

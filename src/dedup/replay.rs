@@ -1,0 +1,198 @@
+//! The replay store of the `dedup` layer: a successful token response is kept for the token's
+//! lifetime, so that a later request for the same key gets the live session instead of a 409 or a
+//! second billable session.
+//!
+//! Bounded in entries and bytes (moka, LRU). Expiry is checked against `tokio::time::Instant`,
+//! stored with each entry, so that paused-time tests see it; moka's own expiry, on the wall clock
+//! with the same lifetime, only frees the memory.
+
+use std::hash::Hash;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::StatusCode;
+use moka::ops::compute::Op;
+use moka::policy::EvictionPolicy;
+use moka::sync::Cache;
+use moka::Expiry;
+use prometheus::IntGauge;
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::shared::SharedResponse;
+
+/// iDenfy's longest token lifetime (30 days, the maximum of `expiryTime` and `lifetime`). Longer
+/// claims are clamped to it, so that no arithmetic on instants can overflow.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(2_592_000);
+
+/// How long tokens live when neither body says, and how long before their end replay stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LifetimePolicy {
+    pub default: Duration,
+    pub margin: Duration,
+}
+
+/// How long a response may be replayed, or `None` when it must not be kept: it is not a successful
+/// token response (200 or 201 whose JSON body has a non-empty `authToken` or `tokenString`), or the
+/// token lives no longer than the safety margin.
+pub fn replay_ttl(
+    status: StatusCode,
+    response: &[u8],
+    request: &[u8],
+    policy: &LifetimePolicy,
+) -> Option<Duration> {
+    if !matches!(status, StatusCode::OK | StatusCode::CREATED) {
+        return None;
+    }
+    let response: Value = serde_json::from_slice(response).ok()?;
+    if !has_token(&response) {
+        return None;
+    }
+    let request = serde_json::from_slice(request).unwrap_or(Value::Null);
+    let lifetime = token_lifetime(&response, &request, policy.default);
+    lifetime
+        .checked_sub(policy.margin)
+        .filter(|ttl| !ttl.is_zero())
+}
+
+fn has_token(response: &Value) -> bool {
+    ["authToken", "tokenString"].iter().any(|field| {
+        response
+            .get(field)
+            .and_then(Value::as_str)
+            .is_some_and(|token| !token.is_empty())
+    })
+}
+
+/// The token's lifetime: `expiryTime` (seconds) of the response (what iDenfy applied), else
+/// `expiryTime` of the request, else `lifetime` of the request (KYB and the newer KYC schema), else
+/// `default`; never more than [`MAX_LIFETIME`]. A value that is not whole seconds (a non-negative
+/// integer, or a string of one) is ignored.
+pub fn token_lifetime(response: &Value, request: &Value, default: Duration) -> Duration {
+    seconds(response, "expiryTime")
+        .or_else(|| seconds(request, "expiryTime"))
+        .or_else(|| seconds(request, "lifetime"))
+        .unwrap_or(default)
+        .min(MAX_LIFETIME)
+}
+
+fn seconds(body: &Value, field: &str) -> Option<Duration> {
+    let secs = match body.get(field)? {
+        Value::Number(n) => n.as_u64()?,
+        Value::String(s) => s.trim().parse().ok()?,
+        _ => return None,
+    };
+    Some(Duration::from_secs(secs))
+}
+
+/// A stored token response, and the fingerprint of the request body that created the session.
+#[derive(Debug, Clone)]
+pub struct Replay {
+    pub response: Arc<SharedResponse>,
+    pub fingerprint: u64,
+}
+
+struct Stored {
+    replay: Replay,
+    expires_at: Instant,
+    ttl: Duration,
+    weight: u32,
+}
+
+/// Live token responses by key.
+pub struct ReplayStore<K> {
+    cache: Cache<K, Arc<Stored>>,
+    /// Bytes one entry weighs at least: `max_bytes / max_entries`.
+    slot: u32,
+    entries: IntGauge,
+}
+
+impl<K: Hash + Eq + Clone + Send + Sync + 'static> ReplayStore<K> {
+    /// Holds about `max_entries` entries and `max_bytes` bytes at most (moka evicts the least
+    /// recently used on its next housekeeping): each entry weighs its size but at least one slot of
+    /// `max_bytes / max_entries`, against a capacity of `max_entries` slots. `entries` follows the
+    /// number of entries.
+    pub fn new(max_entries: u64, max_bytes: u64, entries: IntGauge) -> Self {
+        let slot = (max_bytes / max_entries.max(1)).clamp(1, u64::from(u32::MAX));
+        let gauge = entries.clone();
+        let cache = Cache::builder()
+            .max_capacity(slot.saturating_mul(max_entries))
+            .weigher(|_, stored: &Arc<Stored>| stored.weight)
+            .expire_after(TokenExpiry)
+            .eviction_policy(EvictionPolicy::lru())
+            .eviction_listener(move |_, _, _| gauge.dec())
+            .build();
+        ReplayStore {
+            cache,
+            slot: slot as u32,
+            entries,
+        }
+    }
+
+    /// Keeps `replay` for `ttl` from now.
+    pub fn insert(&self, key: K, replay: Replay, ttl: Duration) {
+        let ttl = ttl.min(MAX_LIFETIME);
+        let size = u32::try_from(replay.response.weight()).unwrap_or(u32::MAX);
+        let stored = Stored {
+            replay,
+            expires_at: Instant::now() + ttl,
+            ttl,
+            weight: size.max(self.slot),
+        };
+        self.entries.inc();
+        self.cache.insert(key, Arc::new(stored));
+    }
+
+    /// The live replay for `key`, if any. An entry past its expiry is removed (that entry only: a
+    /// fresh one stored meanwhile stays).
+    pub fn get(&self, key: &K) -> Option<Replay> {
+        let stored = self.cache.get(key)?;
+        if Instant::now() < stored.expires_at {
+            return Some(stored.replay.clone());
+        }
+        self.cache
+            .entry(key.clone())
+            .and_compute_with(|current| match current {
+                Some(entry) if Arc::ptr_eq(entry.value(), &stored) => Op::Remove,
+                _ => Op::Nop,
+            });
+        None
+    }
+
+    /// Entries held, after pending housekeeping (tests and diagnostics).
+    pub fn len(&self) -> u64 {
+        self.cache.run_pending_tasks();
+        self.cache.entry_count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// moka's expiry: the token's lifetime on the wall clock, a memory bound behind the check in `get`.
+struct TokenExpiry;
+
+impl<K> Expiry<K, Arc<Stored>> for TokenExpiry {
+    fn expire_after_create(
+        &self,
+        _: &K,
+        stored: &Arc<Stored>,
+        _: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(stored.ttl)
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &K,
+        stored: &Arc<Stored>,
+        _: std::time::Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(stored.ttl)
+    }
+}
+
+#[cfg(test)]
+mod tests;

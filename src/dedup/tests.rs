@@ -1,0 +1,193 @@
+//! Layer tests: the dedup service over a scripted inner service that counts its calls and can be
+//! held open on a semaphore. No sleeps: paused time where time matters.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use prometheus::Registry;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::*;
+
+const KYC: Route = Route {
+    kind: RouteKind::KycToken,
+    label: "/api/v2/token",
+};
+const KYB: Route = Route {
+    kind: RouteKind::KybToken,
+    label: "/kyb/tokens/",
+};
+const TEAM: &str = "payments";
+
+type Answer = Arc<dyn Fn(usize) -> Result<Response<Body>, GatewayError> + Send + Sync>;
+
+/// A scripted iDenfy: counts calls; when held, each call waits for a permit of `gate`.
+#[derive(Clone)]
+struct Upstream {
+    calls: Arc<AtomicUsize>,
+    gate: Option<Arc<Semaphore>>,
+    answer: Answer,
+}
+
+impl Upstream {
+    fn answering(
+        answer: impl Fn(usize) -> Result<Response<Body>, GatewayError> + Send + Sync + 'static,
+    ) -> Self {
+        Upstream {
+            calls: Arc::new(AtomicUsize::new(0)),
+            gate: None,
+            answer: Arc::new(answer),
+        }
+    }
+
+    /// Answers a fresh token per call (`tok-1`, `tok-2`, …) living `expiry` seconds.
+    fn tokens(expiry: u64) -> Self {
+        Self::answering(move |n| {
+            Ok(json(
+                201,
+                &format!(r#"{{"authToken":"tok-{n}","expiryTime":{expiry}}}"#),
+            ))
+        })
+    }
+
+    fn held(mut self) -> (Self, Arc<Semaphore>) {
+        let gate = Arc::new(Semaphore::new(0));
+        self.gate = Some(Arc::clone(&gate));
+        (self, gate)
+    }
+
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+fn json(status: u16, body: &str) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Body::full(body.to_owned()))
+        .unwrap()
+}
+
+fn config(replay: bool) -> config::Dedup {
+    config::Dedup {
+        replay,
+        default_lifetime: Duration::from_secs(3600),
+        safety_margin: Duration::from_secs(60),
+        max_entries: 1000,
+        max_bytes: 1 << 20,
+    }
+}
+
+fn stack(
+    upstream: &Upstream,
+    cfg: config::Dedup,
+) -> (
+    DedupLayer,
+    impl Service<Request<Bytes>, Response = Response<Body>, Error = GatewayError, Future = BoxFuture>
+        + Clone,
+) {
+    let metrics = DedupMetrics::new(&Registry::new()).unwrap();
+    let layer = DedupLayer::new(&cfg, 1024, metrics);
+    let up = upstream.clone();
+    let inner = tower::service_fn(move |_req: Request<Bytes>| {
+        let up = up.clone();
+        async move {
+            let n = up.calls.fetch_add(1, Ordering::SeqCst) + 1;
+            if let Some(gate) = &up.gate {
+                gate.acquire().await.unwrap().forget();
+            }
+            (up.answer)(n)
+        }
+    });
+    let svc = layer.layer(inner);
+    (layer, svc)
+}
+
+fn request(route: Route, account: usize, client_id: &str, body: &str) -> Request<Bytes> {
+    let mut req = Request::post(route.label)
+        .body(Bytes::from(body.to_owned()))
+        .unwrap();
+    let ext = req.extensions_mut();
+    ext.insert(Caller {
+        team: 0,
+        team_name: TEAM.into(),
+        account,
+        account_name: format!("account-{account}").into(),
+    });
+    ext.insert(route);
+    ext.insert(ClientId(client_id.into()));
+    req
+}
+
+fn token(client_id: &str) -> Request<Bytes> {
+    request(
+        KYC,
+        0,
+        client_id,
+        &format!(r#"{{"clientId":"{client_id}"}}"#),
+    )
+}
+
+/// Makes the dedup decision now (it happens in `call`) and waits for the answer in a task.
+fn start<S>(svc: &mut S, req: Request<Bytes>) -> JoinHandle<Result<Response<Body>, GatewayError>>
+where
+    S: Service<Request<Bytes>, Response = Response<Body>, Error = GatewayError, Future = BoxFuture>,
+{
+    tokio::spawn(svc.call(req))
+}
+
+async fn finish(handle: JoinHandle<Result<Response<Body>, GatewayError>>) -> Response<Body> {
+    handle.await.unwrap().unwrap()
+}
+
+fn dedup_header(res: &Response<Body>) -> Option<&str> {
+    res.headers()
+        .get(X_GATEWAY_DEDUP)
+        .map(|v| v.to_str().unwrap())
+}
+
+fn mismatch(res: &Response<Body>) -> bool {
+    res.headers().contains_key(X_GATEWAY_DEDUP_MISMATCH)
+}
+
+async fn text(res: Response<Body>) -> String {
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+fn answered(layer: &DedupLayer, outcome: &str) -> u64 {
+    let labels = [TEAM, KYC.label, outcome];
+    layer
+        .shared
+        .metrics
+        .requests
+        .with_label_values(&labels)
+        .get()
+}
+
+fn sessions(layer: &DedupLayer) -> u64 {
+    layer
+        .shared
+        .metrics
+        .sessions
+        .with_label_values(&[TEAM, KYC.label])
+        .get()
+}
+
+/// Lets detached flights run until none is left (yields only: no time passes).
+async fn landed(layer: &DedupLayer) {
+    for _ in 0..1000 {
+        if layer.in_flight() == 0 {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("{} flights never landed", layer.in_flight());
+}
+
+mod coalescing;
+mod replaying;
