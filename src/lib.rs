@@ -9,7 +9,6 @@
 //! - [`secret`]: secrets that cannot be printed, and their sources
 //! - [`idenfy`]: iDenfy's facts in code: token field rules and the `clientId` key
 //! - [`validate`]: refuses a token request iDenfy would refuse, and finds its `clientId`
-//! - [`simulator`]: a stand-in for iDenfy, for tests, benchmarks and the demo
 
 #![forbid(unsafe_code)]
 
@@ -19,3 +18,4 @@ pub mod context;
 pub mod error;
 pub mod idenfy;
 pub mod secret;
+pub mod validate;
