@@ -8,6 +8,7 @@
 //! - [`front`]: request id, deadline, identify, route, body limit; logs, metrics, errors → responses
 //! - [`identify`]: which team sent the request (Bearer or Basic team:token)
 //! - [`route`]: which iDenfy call it is (allow-list, bounded labels, no traversal)
+//! - [`validate`]: refuses a token request iDenfy would refuse, and finds its `clientId`
 //! - [`dedup`]: one clientId, one session: coalesces concurrent token requests, replays live tokens
 //! - [`credentials`]: the account's Basic key:secret in, the caller's credentials out; rotation
 //! - [`upstream`]: one attempt against iDenfy (pooled, TLS, timeouts)
@@ -19,6 +20,7 @@
 //! - [`body`]: the response body of the stack
 //! - [`context`]: what outer layers hand to inner ones (caller, route, deadline, clientId)
 //! - [`secret`]: secrets that cannot be printed, and their sources
+//! - [`idenfy`]: iDenfy's facts in code: token field rules and the `clientId` key
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`
 //! - [`metrics`]: the registry and the whole-request metrics
 //! - [`telemetry`]: structured logs
@@ -33,6 +35,7 @@ pub mod credentials;
 pub mod dedup;
 pub mod error;
 pub mod front;
+pub mod idenfy;
 pub mod identify;
 pub mod metrics;
 pub mod route;
@@ -41,3 +44,4 @@ pub mod server;
 pub mod stack;
 pub mod telemetry;
 pub mod upstream;
+pub mod validate;

@@ -17,6 +17,7 @@ use crate::identify::Callers;
 use crate::metrics::RequestMetrics;
 use crate::route::Routes;
 use crate::upstream::{Upstream, UpstreamMetrics};
+use crate::validate::{ValidateLayer, ValidationMetrics};
 
 /// Builds the proxy's service: one per gateway, cloned per connection.
 pub fn app(
@@ -46,10 +47,20 @@ pub fn app(
             config.upstream.deadline,
             RequestMetrics::new(registry)?,
         ))
+        // Answer locally what iDenfy would refuse with 400 (no quota spent), and find the
+        // clientId that dedup keys on. Token routes only; needs the route (front).
+        .layer(ValidateLayer::new(
+            &config.validation,
+            ValidationMetrics::new(registry)?,
+        ))
         // Coalesce concurrent token requests per (account, route, clientId) and replay live
         // tokens: followers and replays never reach the limits, so they spend no quota.
         // Needs the caller and route (front) and the clientId (validate).
-        .layer(DedupLayer::new(&config.dedup, config.limits.max_body, DedupMetrics::new(registry)?))
+        .layer(DedupLayer::new(
+            &config.dedup,
+            config.limits.max_body,
+            DedupMetrics::new(registry)?,
+        ))
         // Per attempt: the caller's credentials and hop-by-hop headers out, the account's in.
         .layer(SetCredentialsLayer::new(credentials))
         // One attempt against iDenfy, with the attempt timeout.

@@ -227,7 +227,9 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         safety_margin: d(&mut p, "dedup.safety_margin", &raw.dedup.safety_margin)
             .unwrap_or_default(),
         max_entries: positive(&mut p, "dedup.max_entries", raw.dedup.max_entries as usize) as u64,
-        max_bytes: p.check("dedup.max_bytes", values::size(&raw.dedup.max_bytes)).unwrap_or_default(),
+        max_bytes: p
+            .check("dedup.max_bytes", values::size(&raw.dedup.max_bytes))
+            .unwrap_or_default(),
     };
 
     let limits = Limits {
