@@ -47,11 +47,11 @@ pub use self::replay::{
 };
 pub use self::shared::{DedupOutcome, SharedResponse, X_GATEWAY_DEDUP, X_GATEWAY_DEDUP_MISMATCH};
 
-use self::metrics::InFlight;
 use crate::body::Body;
 use crate::config;
 use crate::context::{Caller, ClientId, Deadline, Route, RouteKind};
 use crate::error::GatewayError;
+use crate::metrics::GaugeGuard;
 
 type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, GatewayError>> + Send>>;
 
@@ -240,7 +240,7 @@ where
             return Box::pin(std::future::ready(Ok(res)));
         }
         let ticket = shared.flights.join_or_lead(ticketed.key.clone(), || {
-            let in_flight = InFlight::enter(&shared.metrics.in_flight);
+            let in_flight = GaugeGuard::enter(&shared.metrics.in_flight);
             let lead = lead(Arc::clone(shared), inner, req, ticketed.clone());
             async move {
                 let _in_flight = in_flight;
@@ -248,7 +248,13 @@ where
             }
             .in_current_span()
         });
-        Box::pin(answer(Arc::clone(shared), ticket, ticketed))
+        let waiting =
+            (ticket.role() == Role::Follower).then(|| GaugeGuard::enter(&shared.metrics.waiting));
+        let answer = answer(Arc::clone(shared), ticket, ticketed);
+        Box::pin(async move {
+            let _waiting = waiting;
+            answer.await
+        })
     }
 }
 

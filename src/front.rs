@@ -25,7 +25,7 @@ use crate::body::Body;
 use crate::context::Deadline;
 use crate::error::GatewayError;
 use crate::identify::Callers;
-use crate::metrics::{status_class, RequestMetrics, UNKNOWN};
+use crate::metrics::{status_class, GaugeGuard, RequestMetrics, UNKNOWN};
 use crate::route::Routes;
 
 /// The request id header: kept from the caller when sane, else generated.
@@ -106,22 +106,12 @@ where
     }
 }
 
-/// Decrements the in-flight gauge however the request ends (answered or cancelled).
-struct InFlight(prometheus::IntGauge);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
-}
-
 async fn serve<S>(shared: Arc<Shared>, inner: S, mut req: Request<Incoming>) -> Response<Body>
 where
     S: Service<Request<Bytes>, Response = Response<Body>, Error = GatewayError>,
 {
     let started = Instant::now();
-    shared.metrics.in_flight.inc();
-    let _in_flight = InFlight(shared.metrics.in_flight.clone());
+    let _in_flight = GaugeGuard::enter(&shared.metrics.in_flight);
     let request_id = request_id(req.headers().get(X_REQUEST_ID));
     req.headers_mut().insert(X_REQUEST_ID, request_id.clone());
     let method = req.method().clone();

@@ -68,6 +68,23 @@ pub fn registry() -> prometheus::Result<Registry> {
     Ok(registry)
 }
 
+/// Counts one thing in a gauge for as long as the guard lives, however it ends (finished,
+/// cancelled, panicked).
+pub struct GaugeGuard(IntGauge);
+
+impl GaugeGuard {
+    pub fn enter(gauge: &IntGauge) -> Self {
+        gauge.inc();
+        GaugeGuard(gauge.clone())
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// `2xx`, `4xx`, … for a status code.
 pub fn status_class(status: http::StatusCode) -> &'static str {
     match status.as_u16() {

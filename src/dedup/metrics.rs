@@ -18,6 +18,8 @@ pub struct DedupMetrics {
     pub(super) in_flight: IntGauge,
     /// `idenfy_gateway_dedup_replay_entries`
     pub(super) replay_entries: IntGauge,
+    /// `idenfy_gateway_dedup_waiting`
+    pub(super) waiting: IntGauge,
 }
 
 impl DedupMetrics {
@@ -53,12 +55,17 @@ impl DedupMetrics {
                 "idenfy_gateway_dedup_replay_entries",
                 "Token responses held for replay",
             )?,
+            waiting: IntGauge::new(
+                "idenfy_gateway_dedup_waiting",
+                "Token requests waiting for a concurrent request's answer (coalesced followers)",
+            )?,
         };
         registry.register(Box::new(metrics.requests.clone()))?;
         registry.register(Box::new(metrics.sessions.clone()))?;
         registry.register(Box::new(metrics.conflicts.clone()))?;
         registry.register(Box::new(metrics.in_flight.clone()))?;
         registry.register(Box::new(metrics.replay_entries.clone()))?;
+        registry.register(Box::new(metrics.waiting.clone()))?;
         Ok(metrics)
     }
 
@@ -74,22 +81,6 @@ impl DedupMetrics {
 
     pub(super) fn conflict(&self, team: &str, route: &str) {
         self.conflicts.with_label_values(&[team, route]).inc();
-    }
-}
-
-/// Counts one flight in `idenfy_gateway_dedup_in_flight` for as long as it lives.
-pub(super) struct InFlight(IntGauge);
-
-impl InFlight {
-    pub(super) fn enter(gauge: &IntGauge) -> Self {
-        gauge.inc();
-        InFlight(gauge.clone())
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.dec();
     }
 }
 
@@ -115,6 +106,7 @@ mod tests {
             "idenfy_gateway_upstream_conflicts_total",
             "idenfy_gateway_dedup_in_flight",
             "idenfy_gateway_dedup_replay_entries",
+            "idenfy_gateway_dedup_waiting",
         ] {
             assert!(names.iter().any(|n| n == name), "{name} missing");
         }
@@ -124,7 +116,7 @@ mod tests {
     #[test]
     fn in_flight_guard_counts_while_alive() {
         let gauge = IntGauge::new("g", "test").unwrap();
-        let guard = InFlight::enter(&gauge);
+        let guard = crate::metrics::GaugeGuard::enter(&gauge);
         assert_eq!(gauge.get(), 1);
         drop(guard);
         assert_eq!(gauge.get(), 0);
