@@ -89,7 +89,11 @@ mod tests {
     #[test]
     fn garbage_and_zero_are_ignored() {
         for bad in ["soon", "-5", "5 parsecs", "", "0", "0ms"] {
-            assert_eq!(deadline_for(&with_header(bad), CONFIGURED), CONFIGURED, "{bad}");
+            assert_eq!(
+                deadline_for(&with_header(bad), CONFIGURED),
+                CONFIGURED,
+                "{bad}"
+            );
         }
     }
 

@@ -132,7 +132,10 @@ impl Shared {
     where
         S: Service<Request<Bytes>, Response = Response<Body>, Error = GatewayError>,
     {
-        let kind = req.extensions().get::<Route>().map_or(RouteKind::Other, |r| r.kind);
+        let kind = req
+            .extensions()
+            .get::<Route>()
+            .map_or(RouteKind::Other, |r| r.kind);
         let deadline = req.extensions().get::<Deadline>().copied();
         self.budget.deposit();
         let mut rng = fastrand::Rng::new();
@@ -152,14 +155,22 @@ impl Shared {
                 return self.finish(attempt.answer, attempts, None);
             };
             let answer = keep(attempt.answer).await;
-            let retry_after = answer.as_ref().ok().and_then(|r| backoff::retry_after(r.headers()));
+            let retry_after = answer
+                .as_ref()
+                .ok()
+                .and_then(|r| backoff::retry_after(r.headers()));
             let delay = self.backoff.delay(n, retry_after, &mut rng);
             if let Some(cause) = self.deny(attempts, delay, deadline) {
                 self.metrics.denied(cause);
                 return self.finish(answer, attempts, None);
             }
             self.metrics.retried(reason);
-            tracing::debug!(reason = reason.as_str(), attempt = attempts, ?delay, "retrying upstream");
+            tracing::debug!(
+                reason = reason.as_str(),
+                attempt = attempts,
+                ?delay,
+                "retrying upstream"
+            );
             last = Some(answer);
             tokio::time::sleep(delay).await;
         }

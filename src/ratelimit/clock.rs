@@ -58,6 +58,9 @@ mod tests {
             Duration::from_millis(1500)
         );
         assert_eq!(before.duration_since(after), Nanos::from(0u64));
-        assert_eq!(after.saturating_sub(Duration::from_millis(1500).into()), before);
+        assert_eq!(
+            after.saturating_sub(Duration::from_millis(1500).into()),
+            before
+        );
     }
 }

@@ -12,7 +12,9 @@ use crate::error::Limit;
 
 /// Buckets of `idenfy_gateway_limiter_wait_seconds`: 0 (passed at once) up to 10 s. `max_wait`
 /// defaults to 2 s, so the 2 s bucket holds every wait unless the operator raised it.
-pub const WAIT_BUCKETS: &[f64] = &[0.0, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0];
+pub const WAIT_BUCKETS: &[f64] = &[
+    0.0, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0,
+];
 
 /// Metrics of the team and account limits.
 #[derive(Debug, Clone)]
@@ -76,10 +78,7 @@ impl LimitMetrics {
 
     /// The handles of one quota, resolved once at start.
     pub(crate) fn quota(&self, limit: Limit, name: &str) -> QuotaMetrics {
-        let outcome = |o: &str| {
-            self.decisions
-                .with_label_values(&[limit.as_str(), name, o])
-        };
+        let outcome = |o: &str| self.decisions.with_label_values(&[limit.as_str(), name, o]);
         QuotaMetrics {
             passed: outcome("passed"),
             delayed: outcome("delayed"),

@@ -121,3 +121,22 @@ async fn a_shorter_pause_never_cuts_a_longer_one() {
     q.pause_until(now + Duration::from_secs(1));
     assert_eq!(q.paused_until(), Some(now + Duration::from_secs(3)));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_newcomer_never_takes_the_cell_reserved_for_a_waiter() {
+    let q = quota(1, 1);
+    assert!(matches!(q.admit(Instant::now(), LONG), Ok(Admission::Now)));
+    let Admission::Queued(first) = q.admit(Instant::now(), LONG).unwrap() else {
+        panic!("the cell is spent");
+    };
+    // The cell frees at 1 s; a newcomer arriving then, before the waiter wakes, queues behind it.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let now = Instant::now();
+    let Admission::Queued(second) = q.admit(now, LONG).unwrap() else {
+        panic!("the newcomer took the waiter's cell");
+    };
+    assert_eq!(second.at - now, Duration::from_secs(1));
+    assert_eq!(first.wait().await, Ok(()));
+    assert_eq!(second.wait().await, Ok(()));
+    assert_eq!(Instant::now() - now, Duration::from_secs(1));
+}

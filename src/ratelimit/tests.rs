@@ -1,4 +1,5 @@
-//! Tests of the team and account limit layers on paused tokio time.
+//! Tests of the limit layers on paused tokio time: the team limit and both limits together here,
+//! the account limit and its pause in [`account`].
 
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
@@ -15,8 +16,9 @@ use super::*;
 use crate::body::Body;
 use crate::config::{self, Rate};
 use crate::context::{Caller, Deadline};
-use crate::retry::{RetryLayer, RetryMetrics, X_GATEWAY_ATTEMPTS};
 use crate::secret::SecretSource;
+
+mod account;
 
 type Answer = Result<Response<Body>, GatewayError>;
 
@@ -153,10 +155,16 @@ where
 async fn twenty_simultaneous_requests_are_spread_over_three_seconds() {
     let registry = Registry::new();
     let metrics = LimitMetrics::new(&registry).unwrap();
-    let layer = TeamLimitLayer::new(&[team("a", 5, 5)], &limits(Duration::from_secs(5)), &metrics);
+    let layer = TeamLimitLayer::new(
+        &[team("a", 5, 5)],
+        &limits(Duration::from_secs(5)),
+        &metrics,
+    );
     let (svc, log) = upstream(None);
     let answers = burst(layer.layer(svc), (0..20).map(|i| request(0, i)).collect()).await;
-    assert!(answers.iter().all(|a| a.as_ref().unwrap().status() == StatusCode::OK));
+    assert!(answers
+        .iter()
+        .all(|a| a.as_ref().unwrap().status() == StatusCode::OK));
     let times: Vec<_> = log.lock().unwrap().iter().map(|(at, ..)| *at).collect();
     assert_eq!(times[..5], [Duration::ZERO; 5]);
     for (k, at) in times[5..].iter().enumerate() {
@@ -170,14 +178,21 @@ async fn twenty_simultaneous_requests_are_spread_over_three_seconds() {
             &[("limit", "team"), ("name", "a"), ("outcome", outcome)],
         )
     };
-    assert_eq!((team_a("passed"), team_a("delayed"), team_a("refused")), (5.0, 15.0, 0.0));
+    assert_eq!(
+        (team_a("passed"), team_a("delayed"), team_a("refused")),
+        (5.0, 15.0, 0.0)
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn requests_beyond_max_wait_are_refused_at_once_with_retry_after() {
     let registry = Registry::new();
     let metrics = LimitMetrics::new(&registry).unwrap();
-    let layer = TeamLimitLayer::new(&[team("a", 5, 5)], &limits(Duration::from_secs(2)), &metrics);
+    let layer = TeamLimitLayer::new(
+        &[team("a", 5, 5)],
+        &limits(Duration::from_secs(2)),
+        &metrics,
+    );
     let (svc, log) = upstream(None);
     let start = Instant::now();
     let mut svc = layer.layer(svc);
@@ -187,24 +202,51 @@ async fn requests_beyond_max_wait_are_refused_at_once_with_retry_after() {
     }
     tokio::task::yield_now().await;
     for i in 15..20 {
-        let err = svc.ready().await.unwrap().call(request(0, i)).await.unwrap_err();
+        let err = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(request(0, i))
+            .await
+            .unwrap_err();
         assert_eq!(start.elapsed(), Duration::ZERO, "refused without waiting");
-        assert!(matches!(err, GatewayError::RateLimited { limit: Limit::Team, .. }));
+        assert!(matches!(
+            err,
+            GatewayError::RateLimited {
+                limit: Limit::Team,
+                ..
+            }
+        ));
         let res = err.into_response();
         assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(res.headers()[header::RETRY_AFTER], "3", "next place at 2.2 s");
+        assert_eq!(
+            res.headers()[header::RETRY_AFTER],
+            "3",
+            "next place at 2.2 s"
+        );
     }
     assert!(waiting.join_all().await.iter().all(Result::is_ok));
     assert_eq!(log.lock().unwrap().len(), 15);
     assert_eq!(start.elapsed(), Duration::from_secs(2));
     let refused = [("limit", "team"), ("name", "a"), ("outcome", "refused")];
-    assert_eq!(counter(&registry, "idenfy_gateway_limiter_decisions_total", &refused), 5.0);
+    assert_eq!(
+        counter(
+            &registry,
+            "idenfy_gateway_limiter_decisions_total",
+            &refused
+        ),
+        5.0
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_wait_that_would_pass_the_deadline_is_refused_at_once() {
     let metrics = LimitMetrics::new(&Registry::new()).unwrap();
-    let layer = TeamLimitLayer::new(&[team("a", 1, 1)], &limits(Duration::from_secs(10)), &metrics);
+    let layer = TeamLimitLayer::new(
+        &[team("a", 1, 1)],
+        &limits(Duration::from_secs(10)),
+        &metrics,
+    );
     let (svc, log) = upstream(None);
     let svc = layer.layer(svc);
     svc.clone().oneshot(request(0, 0)).await.unwrap();
@@ -212,14 +254,20 @@ async fn a_wait_that_would_pass_the_deadline_is_refused_at_once() {
     req.extensions_mut()
         .insert(Deadline(Instant::now() + Duration::from_millis(800)));
     let err = svc.oneshot(req).await.unwrap_err();
-    assert!(matches!(err, GatewayError::RateLimited { retry_after, .. } if retry_after == Duration::from_secs(1)));
+    assert!(
+        matches!(err, GatewayError::RateLimited { retry_after, .. } if retry_after == Duration::from_secs(1))
+    );
     assert_eq!(log.lock().unwrap().len(), 1);
 }
 
 #[tokio::test(start_paused = true)]
 async fn waiting_requests_are_served_in_arrival_order() {
     let metrics = LimitMetrics::new(&Registry::new()).unwrap();
-    let layer = TeamLimitLayer::new(&[team("a", 10, 1)], &limits(Duration::from_secs(5)), &metrics);
+    let layer = TeamLimitLayer::new(
+        &[team("a", 10, 1)],
+        &limits(Duration::from_secs(5)),
+        &metrics,
+    );
     let (svc, log) = upstream(None);
     let svc = layer.layer(svc);
     let mut set = JoinSet::new();
@@ -255,104 +303,23 @@ async fn a_noisy_team_does_not_delay_a_quiet_one() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let asked = Instant::now();
     svc.clone().oneshot(request(1, 99)).await.unwrap();
-    assert_eq!(asked.elapsed(), Duration::ZERO, "the quiet team passes at once");
+    assert_eq!(
+        asked.elapsed(),
+        Duration::ZERO,
+        "the quiet team passes at once"
+    );
     flood.join_all().await;
     assert!(log.lock().unwrap().iter().any(|(_, team, _)| *team == 1));
 }
 
 #[tokio::test(start_paused = true)]
-async fn an_idenfy_429_holds_every_attempt_on_the_account() {
-    let registry = Registry::new();
-    let metrics = LimitMetrics::new(&registry).unwrap();
-    let layer = AccountLimitLayer::new(
-        &[account(100, 100)],
-        &limits(Duration::from_secs(5)),
-        &retry_cfg(),
-        &metrics,
-    );
-    let (svc, log) = upstream(Some((429, "", Some("2"))));
-    let svc = layer.layer(svc);
-    let res = svc.clone().oneshot(request(0, 0)).await.unwrap();
-    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS, "passed through");
-    let paused = [("account", "main")];
-    assert_eq!(counter(&registry, "idenfy_gateway_account_paused", &paused), 1.0);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    // Another team, same account: waits until the pause ends.
-    let res = svc.clone().oneshot(request(1, 1)).await.unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    let times: Vec<_> = log.lock().unwrap().iter().map(|(at, ..)| *at).collect();
-    assert_eq!(times, [Duration::ZERO, Duration::from_secs(2)]);
-    tokio::task::yield_now().await;
-    assert_eq!(counter(&registry, "idenfy_gateway_account_paused", &paused), 0.0);
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_pause_longer_than_max_wait_is_refused_with_the_time_left() {
-    let metrics = LimitMetrics::new(&Registry::new()).unwrap();
-    let layer = AccountLimitLayer::new(
-        &[account(100, 100)],
-        &limits(Duration::from_secs(1)),
-        &retry_cfg(),
-        &metrics,
-    );
-    let (svc, log) = upstream(Some((429, "", Some("2"))));
-    let svc = layer.layer(svc);
-    svc.clone().oneshot(request(0, 0)).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let err = svc.oneshot(request(1, 1)).await.unwrap_err();
-    let GatewayError::RateLimited { limit, retry_after } = err else {
-        panic!("expected a refusal, got {err:?}");
-    };
-    assert_eq!((limit, retry_after), (Limit::Account, Duration::from_millis(1900)));
-    assert_eq!(log.lock().unwrap().len(), 1);
-}
-
-#[tokio::test(start_paused = true)]
-async fn too_many_requests_without_retry_after_pauses_for_the_backoff_base() {
-    let metrics = LimitMetrics::new(&Registry::new()).unwrap();
-    let layer = AccountLimitLayer::new(
-        &[account(100, 100)],
-        &limits(Duration::from_secs(5)),
-        &retry_cfg(),
-        &metrics,
-    );
-    let body = r#"{"identifier":"TOO_MANY_REQUESTS","message":"Requests per hour limit has been reached."}"#;
-    let (svc, log) = upstream(Some((400, body, None)));
-    let svc = layer.layer(svc);
-    let res = svc.clone().oneshot(request(0, 0)).await.unwrap();
-    let bytes = http_body_util::BodyExt::collect(res.into_body()).await.unwrap().to_bytes();
-    assert_eq!(&bytes[..], body.as_bytes(), "the caller still gets the body");
-    svc.oneshot(request(0, 1)).await.unwrap();
-    let times: Vec<_> = log.lock().unwrap().iter().map(|(at, ..)| *at).collect();
-    assert_eq!(times, [Duration::ZERO, Duration::from_millis(200)]);
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_retry_after_idenfy_429_waits_out_the_pause() {
-    let metrics = LimitMetrics::new(&Registry::new()).unwrap();
-    let account_limit = AccountLimitLayer::new(
-        &[account(100, 100)],
-        &limits(Duration::from_secs(5)),
-        &retry_cfg(),
-        &metrics,
-    );
-    let retry = RetryLayer::new(&retry_cfg(), RetryMetrics::new(&Registry::new()).unwrap());
-    let (svc, log) = upstream(Some((429, "", Some("2"))));
-    let svc = tower::ServiceBuilder::new()
-        .layer(retry)
-        .layer(account_limit)
-        .service(svc);
-    let res = svc.oneshot(request(0, 0)).await.unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    assert_eq!(res.headers()[X_GATEWAY_ATTEMPTS], "2");
-    let times: Vec<_> = log.lock().unwrap().iter().map(|(at, ..)| *at).collect();
-    assert_eq!(times, [Duration::ZERO, Duration::from_secs(2)]);
-}
-
-#[tokio::test(start_paused = true)]
 async fn a_request_without_a_caller_is_an_internal_error() {
     let metrics = LimitMetrics::new(&Registry::new()).unwrap();
-    let layer = TeamLimitLayer::new(&[team("a", 5, 5)], &limits(Duration::from_secs(1)), &metrics);
+    let layer = TeamLimitLayer::new(
+        &[team("a", 5, 5)],
+        &limits(Duration::from_secs(1)),
+        &metrics,
+    );
     let (svc, _) = upstream(None);
     let req = Request::get("/api/v2/status").body(Bytes::new()).unwrap();
     let err = layer.layer(svc).oneshot(req).await.unwrap_err();

@@ -24,7 +24,12 @@ impl Backoff {
     }
 
     /// The sleep before retry `n`: uniform in `[0, ceiling(n)]`, at least `retry_after`.
-    pub fn delay(&self, n: u32, retry_after: Option<Duration>, rng: &mut fastrand::Rng) -> Duration {
+    pub fn delay(
+        &self,
+        n: u32,
+        retry_after: Option<Duration>,
+        rng: &mut fastrand::Rng,
+    ) -> Duration {
         let ceiling = u64::try_from(self.ceiling(n).as_nanos()).unwrap_or(u64::MAX);
         let jitter = Duration::from_nanos(rng.u64(0..=ceiling));
         jitter.max(retry_after.unwrap_or_default())
@@ -61,7 +66,10 @@ mod tests {
     #[test]
     fn ceiling_doubles_up_to_the_cap() {
         let ms = |n| BACKOFF.ceiling(n).as_millis();
-        assert_eq!([ms(0), ms(1), ms(2), ms(3), ms(4), ms(5)], [200, 400, 800, 1600, 3200, 5000]);
+        assert_eq!(
+            [ms(0), ms(1), ms(2), ms(3), ms(4), ms(5)],
+            [200, 400, 800, 1600, 3200, 5000]
+        );
         assert_eq!(BACKOFF.ceiling(40), BACKOFF.cap, "no overflow");
     }
 
@@ -96,7 +104,10 @@ mod tests {
         assert_eq!(parse(" 0 "), Some(Duration::ZERO));
         let later = httpdate::fmt_http_date(now + Duration::from_secs(90));
         let later = HeaderValue::from_str(&later).unwrap();
-        assert_eq!(parse_retry_after(&later, now), Some(Duration::from_secs(90)));
+        assert_eq!(
+            parse_retry_after(&later, now),
+            Some(Duration::from_secs(90))
+        );
         let earlier = httpdate::fmt_http_date(now - Duration::from_secs(90));
         let earlier = HeaderValue::from_str(&earlier).unwrap();
         assert_eq!(parse_retry_after(&earlier, now), Some(Duration::ZERO));

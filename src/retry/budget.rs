@@ -43,7 +43,11 @@ struct Ring {
 impl RetryBudget {
     /// `ratio` is clamped to `0..=10` (NaN reads as 0).
     pub fn new(ratio: f32, min_per_second: u32) -> Self {
-        let ratio = if ratio.is_nan() { 0.0 } else { ratio.clamp(0.0, MAX_RATIO) };
+        let ratio = if ratio.is_nan() {
+            0.0
+        } else {
+            ratio.clamp(0.0, MAX_RATIO)
+        };
         RetryBudget {
             deposit: (f64::from(ratio) * UNIT as f64).round() as i64,
             reserve: i64::from(min_per_second) * WINDOW.as_secs() as i64 * UNIT,
@@ -158,7 +162,11 @@ mod tests {
         advance(Duration::from_secs(5)).await;
         budget.deposit();
         advance(Duration::from_secs(5)).await;
-        assert_eq!(drain(&budget), 1, "the first deposit left, the second is 5 s old");
+        assert_eq!(
+            drain(&budget),
+            1,
+            "the first deposit left, the second is 5 s old"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -35,7 +35,10 @@ pub async fn buffer_small(
         .await
         .map_err(|_| GatewayError::UpstreamProtocol)?
         .to_bytes();
-    Ok((Response::from_parts(parts, Body::full(bytes.clone())), Some(bytes)))
+    Ok((
+        Response::from_parts(parts, Body::full(bytes.clone())),
+        Some(bytes),
+    ))
 }
 
 /// The answer and, when its classification needs it and the body is small, its `identifier`.

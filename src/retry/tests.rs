@@ -170,14 +170,23 @@ async fn retries_400_too_many_requests() {
 #[tokio::test(start_paused = true)]
 async fn never_retried_answers_pass_through_after_one_attempt_byte_for_byte() {
     let cases = [
-        (400, r#"{"identifier":"BAD_VALUE","message":"firstName has digits"}"#),
+        (
+            400,
+            r#"{"identifier":"BAD_VALUE","message":"firstName has digits"}"#,
+        ),
         (401, r#"{"message":"Invalid authorization credentials"}"#),
-        (402, r#"{"message":"Action not allowed due to lack of funds or exceeded limit."}"#),
+        (
+            402,
+            r#"{"message":"Action not allowed due to lack of funds or exceeded limit."}"#,
+        ),
         (403, r#"{"message":"Partner inactive"}"#),
         (404, r#"{"identifier":"NOT_FOUND","message":"x"}"#),
         (409, r#"{"message":"Client ID already exists"}"#),
         (422, r#"{"identifier":"VALIDATION_ERROR","message":"x"}"#),
-        (400, r#"{"identifier":"PERMISSIONS_ERROR","message":"Partner reached token limit."}"#),
+        (
+            400,
+            r#"{"identifier":"PERMISSIONS_ERROR","message":"Partner reached token limit."}"#,
+        ),
     ];
     for (code, text) in cases {
         let mut eager = cfg();
@@ -198,7 +207,11 @@ async fn never_retried_answers_pass_through_after_one_attempt_byte_for_byte() {
 async fn max_attempts_bounds_an_always_failing_upstream() {
     let (svc, log) = upstream(vec![status(500)]);
     let (layer, metrics) = layer(&cfg());
-    let res = layer.layer(svc).oneshot(request(RouteKind::Other, None)).await.unwrap();
+    let res = layer
+        .layer(svc)
+        .oneshot(request(RouteKind::Other, None))
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(attempts(&res), "4");
     assert_eq!(log.lock().unwrap().len(), 4);
@@ -241,7 +254,11 @@ async fn a_retry_that_cannot_finish_before_the_deadline_is_not_started() {
     let res = res.unwrap();
     assert_eq!(start.elapsed(), Duration::ZERO, "no pointless wait");
     assert_eq!(log.lock().unwrap().len(), 1);
-    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE, "the last upstream answer");
+    assert_eq!(
+        res.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the last upstream answer"
+    );
     assert_eq!(attempts(&res), "1");
     assert_eq!(&body(res).await[..], b"down");
 }
@@ -278,7 +295,10 @@ async fn budget_bounds_retries_during_a_full_outage() {
         requests.spawn(svc.clone().oneshot(request(RouteKind::Other, None)));
     }
     while let Some(res) = requests.join_next().await {
-        assert_eq!(res.unwrap().unwrap().status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            res.unwrap().unwrap().status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
     }
     let calls = log.lock().unwrap().len();
     assert!(calls > 200, "some retries went: {calls}");
@@ -293,7 +313,12 @@ async fn token_request_is_not_retried_after_send_by_default() {
         Step::Fail(GatewayError::UpstreamTimedOut),
         Step::Fail(GatewayError::UpstreamProtocol),
     ] {
-        let (res, log) = run(&cfg(), vec![failure, ok()], request(RouteKind::KycToken, None)).await;
+        let (res, log) = run(
+            &cfg(),
+            vec![failure, ok()],
+            request(RouteKind::KycToken, None),
+        )
+        .await;
         let res = res.unwrap();
         assert_eq!(log.lock().unwrap().len(), 1);
         assert_ne!(res.status(), StatusCode::OK);
@@ -355,6 +380,17 @@ async fn a_first_attempt_refused_by_the_account_limit_stays_an_error() {
         limit: Limit::Account,
         retry_after: Duration::from_secs(3),
     };
-    let (res, _) = run(&cfg(), vec![Step::Fail(refused)], request(RouteKind::Other, None)).await;
-    assert!(matches!(res, Err(GatewayError::RateLimited { limit: Limit::Account, .. })));
+    let (res, _) = run(
+        &cfg(),
+        vec![Step::Fail(refused)],
+        request(RouteKind::Other, None),
+    )
+    .await;
+    assert!(matches!(
+        res,
+        Err(GatewayError::RateLimited {
+            limit: Limit::Account,
+            ..
+        })
+    ));
 }
