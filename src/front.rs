@@ -23,6 +23,7 @@ use tower::{Layer, Service, ServiceExt};
 
 use crate::body::Body;
 use crate::context::Deadline;
+use crate::deadline::deadline_for;
 use crate::error::GatewayError;
 use crate::identify::Callers;
 use crate::metrics::{status_class, GaugeGuard, RequestMetrics, UNKNOWN};
@@ -127,7 +128,7 @@ where
         team = caller.team_name.clone();
         let matched = shared.routes.classify(req.method(), req.uri().path())?;
         route = matched.label;
-        let deadline = Deadline(started + shared.deadline);
+        let deadline = Deadline(started + deadline_for(req.headers(), shared.deadline));
         let caller = caller.clone();
         let ext = req.extensions_mut();
         ext.insert(caller);

@@ -10,6 +10,9 @@
 //! - [`route`]: which iDenfy call it is (allow-list, bounded labels, no traversal)
 //! - [`validate`]: refuses a token request iDenfy would refuse, and finds its `clientId`
 //! - [`dedup`]: one clientId, one session: coalesces concurrent token requests, replays live tokens
+//! - [`ratelimit`]: team quota on requests (before the retry loop), account quota on attempts
+//!   (inside it), account pause after a 429
+//! - [`retry`]: the retry loop: policy, full-jitter backoff, retry budget, attempt count
 //! - [`credentials`]: the account's Basic key:secret in, the caller's credentials out; rotation
 //! - [`upstream`]: one attempt against iDenfy (pooled, TLS, timeouts)
 //!
@@ -19,6 +22,7 @@
 //! - [`error`]: every answer the gateway makes itself, in iDenfy's error shape
 //! - [`body`]: the response body of the stack
 //! - [`context`]: what outer layers hand to inner ones (caller, route, deadline, clientId)
+//! - [`deadline`]: the whole-request deadline and the caller's `x-gateway-timeout`
 //! - [`secret`]: secrets that cannot be printed, and their sources
 //! - [`idenfy`]: iDenfy's facts in code: token field rules and the `clientId` key
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`
@@ -32,12 +36,15 @@ pub mod body;
 pub mod config;
 pub mod context;
 pub mod credentials;
+pub mod deadline;
 pub mod dedup;
 pub mod error;
 pub mod front;
 pub mod idenfy;
 pub mod identify;
 pub mod metrics;
+pub mod ratelimit;
+pub mod retry;
 pub mod route;
 pub mod secret;
 pub mod server;

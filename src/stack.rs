@@ -15,6 +15,8 @@ use crate::dedup::{DedupLayer, DedupMetrics};
 use crate::front::FrontLayer;
 use crate::identify::Callers;
 use crate::metrics::RequestMetrics;
+use crate::ratelimit::{AccountLimitLayer, LimitMetrics, TeamLimitLayer};
+use crate::retry::{RetryLayer, RetryMetrics};
 use crate::route::Routes;
 use crate::upstream::{Upstream, UpstreamMetrics};
 use crate::validate::{ValidateLayer, ValidationMetrics};
@@ -35,6 +37,7 @@ pub fn app(
         + Sync
         + 'static,
 > {
+    let limit_metrics = LimitMetrics::new(registry)?;
     let upstream = Upstream::new(&config.upstream, UpstreamMetrics::new(registry)?)?;
     Ok(ServiceBuilder::new()
         // Identify (401), route (404/400) and the body limit (413) first: a request the gateway
@@ -60,6 +63,24 @@ pub fn app(
             &config.dedup,
             config.limits.max_body,
             DedupMetrics::new(registry)?,
+        ))
+        // The team's quota on logical requests: wait briefly in line, or 429. After dedup, so
+        // coalesced and replayed requests spend nothing.
+        .layer(TeamLimitLayer::new(
+            &config.teams,
+            &config.limits,
+            &limit_metrics,
+        ))
+        // Retries 429/5xx/connection failures with full-jitter backoff, within the budget and
+        // the deadline; everything inside runs once per attempt.
+        .layer(RetryLayer::new(&config.retry, RetryMetrics::new(registry)?))
+        // The account's quota on upstream attempts (retries included), and the account-wide
+        // pause after iDenfy says 429. Inside the retry loop: every attempt counts at iDenfy.
+        .layer(AccountLimitLayer::new(
+            &config.accounts,
+            &config.limits,
+            &config.retry,
+            &limit_metrics,
         ))
         // Per attempt: the caller's credentials and hop-by-hop headers out, the account's in.
         .layer(SetCredentialsLayer::new(credentials))

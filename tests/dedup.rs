@@ -25,7 +25,11 @@ fn token_reply(client_id: &str, auth_token: &str, expiry: u64) -> Reply {
 
 async fn setup(extra: &str) -> (MockUpstream, TestGateway) {
     let upstream = MockUpstream::start().await;
-    let gw = TestGateway::start(&config_text(&upstream.url(), &format!("{ACCOUNT_AND_TEAM}{extra}"))).await;
+    let gw = TestGateway::start(&config_text(
+        &upstream.url(),
+        &format!("{ACCOUNT_AND_TEAM}{extra}"),
+    ))
+    .await;
     (upstream, gw)
 }
 
@@ -49,7 +53,10 @@ async fn wait_for_followers(gw: &TestGateway, n: f64) {
 async fn coalesces_forty_concurrent_token_requests_into_one_upstream_call() {
     let (upstream, gw) = setup("").await;
     let gate = Arc::new(Notify::new());
-    upstream.push(Reply::Gated(gate.clone(), Box::new(token_reply("user-1", "tok-aaaa", 3600))));
+    upstream.push(Reply::Gated(
+        gate.clone(),
+        Box::new(token_reply("user-1", "tok-aaaa", 3600)),
+    ));
     let body = r#"{"clientId":"user-1"}"#.to_string();
     let leader = token_request(&gw, body.clone());
     upstream.wait_for(1).await;
@@ -62,9 +69,14 @@ async fn coalesces_forty_concurrent_token_requests_into_one_upstream_call() {
         answers.push(f.await.unwrap());
     }
     assert_eq!(upstream.count(), 1);
-    assert!(answers.iter().all(|a| a.status == StatusCode::CREATED && a.body == answers[0].body));
+    assert!(answers
+        .iter()
+        .all(|a| a.status == StatusCode::CREATED && a.body == answers[0].body));
     assert_eq!(answers[0].json()["authToken"], "tok-aaaa");
-    let outcomes: Vec<&str> = answers.iter().map(|a| a.header("x-gateway-dedup")).collect();
+    let outcomes: Vec<&str> = answers
+        .iter()
+        .map(|a| a.header("x-gateway-dedup"))
+        .collect();
     assert_eq!(outcomes.iter().filter(|o| **o == "leader").count(), 1);
     assert_eq!(outcomes.iter().filter(|o| **o == "coalesced").count(), 39);
     let text = gw.metrics().await;
@@ -77,14 +89,23 @@ async fn coalesces_forty_concurrent_token_requests_into_one_upstream_call() {
 async fn never_merges_distinct_client_ids() {
     let (upstream, gw) = setup("").await;
     let gate = Arc::new(Notify::new());
-    upstream.push(Reply::Gated(gate.clone(), Box::new(token_reply("a", "tok-a", 3600))));
-    upstream.push(Reply::Gated(gate.clone(), Box::new(token_reply("b", "tok-b", 3600))));
+    upstream.push(Reply::Gated(
+        gate.clone(),
+        Box::new(token_reply("a", "tok-a", 3600)),
+    ));
+    upstream.push(Reply::Gated(
+        gate.clone(),
+        Box::new(token_reply("b", "tok-b", 3600)),
+    ));
     let a = token_request(&gw, r#"{"clientId":"a"}"#.into());
     let b = token_request(&gw, r#"{"clientId":"b"}"#.into());
     upstream.wait_for(2).await;
     gate.notify_waiters();
     let (a, b) = (a.await.unwrap(), b.await.unwrap());
-    assert_eq!((a.header("x-gateway-dedup"), b.header("x-gateway-dedup")), ("leader", "leader"));
+    assert_eq!(
+        (a.header("x-gateway-dedup"), b.header("x-gateway-dedup")),
+        ("leader", "leader")
+    );
     assert_ne!(a.body, b.body);
     assert_eq!(upstream.count(), 2);
 }
@@ -93,9 +114,21 @@ async fn never_merges_distinct_client_ids() {
 async fn replays_a_live_token_without_calling_upstream() {
     let (upstream, gw) = setup("").await;
     upstream.push(token_reply("user-7", "tok-live", 3600));
-    let first = send(Method::POST, &gw.url("/api/v2/token"), &[BEARER], r#"{"clientId":"user-7"}"#).await;
+    let first = send(
+        Method::POST,
+        &gw.url("/api/v2/token"),
+        &[BEARER],
+        r#"{"clientId":"user-7"}"#,
+    )
+    .await;
     // A numeric clientId is the same key as its string.
-    let again = send(Method::POST, &gw.url("/api/v2/token"), &[BEARER], r#"{"clientId":"user-7"}"#).await;
+    let again = send(
+        Method::POST,
+        &gw.url("/api/v2/token"),
+        &[BEARER],
+        r#"{"clientId":"user-7"}"#,
+    )
+    .await;
     assert_eq!(first.header("x-gateway-dedup"), "leader");
     assert_eq!(again.header("x-gateway-dedup"), "replayed");
     assert_eq!(again.status, StatusCode::CREATED);
@@ -103,8 +136,20 @@ async fn replays_a_live_token_without_calling_upstream() {
     assert_eq!(upstream.count(), 1);
 
     upstream.push(token_reply("100000", "tok-num", 3600));
-    send(Method::POST, &gw.url("/api/v2/token"), &[BEARER], r#"{"clientId":100000}"#).await;
-    let string_form = send(Method::POST, &gw.url("/api/v2/token"), &[BEARER], r#"{"clientId":"100000"}"#).await;
+    send(
+        Method::POST,
+        &gw.url("/api/v2/token"),
+        &[BEARER],
+        r#"{"clientId":100000}"#,
+    )
+    .await;
+    let string_form = send(
+        Method::POST,
+        &gw.url("/api/v2/token"),
+        &[BEARER],
+        r#"{"clientId":"100000"}"#,
+    )
+    .await;
     assert_eq!(string_form.header("x-gateway-dedup"), "replayed");
     assert_eq!(upstream.count(), 2);
 }
@@ -113,8 +158,20 @@ async fn replays_a_live_token_without_calling_upstream() {
 async fn flags_a_replay_whose_body_differs_from_the_leaders() {
     let (upstream, gw) = setup("").await;
     upstream.push(token_reply("user-8", "tok-8", 3600));
-    send(Method::POST, &gw.url("/api/v2/token"), &[BEARER], r#"{"clientId":"user-8","firstName":"ONE"}"#).await;
-    let other = send(Method::POST, &gw.url("/api/v2/token"), &[BEARER], r#"{"clientId":"user-8","firstName":"TWO"}"#).await;
+    send(
+        Method::POST,
+        &gw.url("/api/v2/token"),
+        &[BEARER],
+        r#"{"clientId":"user-8","firstName":"ONE"}"#,
+    )
+    .await;
+    let other = send(
+        Method::POST,
+        &gw.url("/api/v2/token"),
+        &[BEARER],
+        r#"{"clientId":"user-8","firstName":"TWO"}"#,
+    )
+    .await;
     assert_eq!(other.header("x-gateway-dedup"), "replayed");
     assert_eq!(other.header("x-gateway-dedup-mismatch"), "true");
     assert_eq!(other.json()["authToken"], "tok-8");
@@ -127,8 +184,20 @@ async fn does_not_replay_a_token_that_outlives_its_lifetime_or_when_replay_is_of
     let (upstream, gw) = setup("[dedup]\nsafety_margin = \"30s\"\n").await;
     upstream.push(token_reply("user-9", "tok-short", 20));
     upstream.push(token_reply("user-9", "tok-next", 20));
-    send(Method::POST, &gw.url("/api/v2/token"), &[BEARER], r#"{"clientId":"user-9"}"#).await;
-    let second = send(Method::POST, &gw.url("/api/v2/token"), &[BEARER], r#"{"clientId":"user-9"}"#).await;
+    send(
+        Method::POST,
+        &gw.url("/api/v2/token"),
+        &[BEARER],
+        r#"{"clientId":"user-9"}"#,
+    )
+    .await;
+    let second = send(
+        Method::POST,
+        &gw.url("/api/v2/token"),
+        &[BEARER],
+        r#"{"clientId":"user-9"}"#,
+    )
+    .await;
     assert_eq!(second.header("x-gateway-dedup"), "leader");
     assert_eq!(second.json()["authToken"], "tok-next");
     assert_eq!(upstream.count(), 2);
@@ -136,7 +205,13 @@ async fn does_not_replay_a_token_that_outlives_its_lifetime_or_when_replay_is_of
     let (upstream, gw) = setup("[dedup]\nreplay = false\n").await;
     upstream.set_default(token_reply("user-10", "tok", 3600));
     for _ in 0..2 {
-        let res = send(Method::POST, &gw.url("/api/v2/token"), &[BEARER], r#"{"clientId":"user-10"}"#).await;
+        let res = send(
+            Method::POST,
+            &gw.url("/api/v2/token"),
+            &[BEARER],
+            r#"{"clientId":"user-10"}"#,
+        )
+        .await;
         assert_eq!(res.header("x-gateway-dedup"), "leader");
     }
     assert_eq!(upstream.count(), 2);
@@ -154,7 +229,10 @@ async fn shares_a_failure_with_waiting_followers_but_never_replays_it() {
     let followers: Vec<_> = (0..3).map(|_| token_request(&gw, body.clone())).collect();
     wait_for_followers(&gw, 3.0).await;
     gate.notify_one();
-    assert_eq!(leader.await.unwrap().status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        leader.await.unwrap().status,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
     for f in followers {
         let res = f.await.unwrap();
         assert_eq!(res.status, StatusCode::INTERNAL_SERVER_ERROR);
@@ -173,7 +251,10 @@ async fn a_leader_whose_client_disconnects_still_answers_its_followers() {
     use tokio::io::AsyncWriteExt;
     let (upstream, gw) = setup("").await;
     let gate = Arc::new(Notify::new());
-    upstream.push(Reply::Gated(gate.clone(), Box::new(token_reply("user-12", "tok-12", 3600))));
+    upstream.push(Reply::Gated(
+        gate.clone(),
+        Box::new(token_reply("user-12", "tok-12", 3600)),
+    ));
     let body = r#"{"clientId":"user-12"}"#;
     let mut leader = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
     let raw = format!(
@@ -192,7 +273,10 @@ async fn a_leader_whose_client_disconnects_still_answers_its_followers() {
     assert_eq!(res.header("x-gateway-dedup"), "coalesced");
     assert_eq!(res.json()["authToken"], "tok-12");
     assert_eq!(upstream.count(), 1);
-    assert_eq!(metric(&gw.metrics().await, "idenfy_gateway_dedup_in_flight "), 0.0);
+    assert_eq!(
+        metric(&gw.metrics().await, "idenfy_gateway_dedup_in_flight "),
+        0.0
+    );
 }
 
 #[tokio::test]
@@ -200,11 +284,23 @@ async fn passes_an_upstream_409_through_once_without_retrying() {
     let (upstream, gw) = setup("").await;
     let conflict = r#"{"identifier":"CLIENT_ID_ACTIVE","message":"Client ID already exists"}"#;
     upstream.set_default(Reply::json(409, conflict));
-    let res = send(Method::POST, &gw.url("/api/v2/token"), &[BEARER], r#"{"clientId":"user-13"}"#).await;
+    let res = send(
+        Method::POST,
+        &gw.url("/api/v2/token"),
+        &[BEARER],
+        r#"{"clientId":"user-13"}"#,
+    )
+    .await;
     assert_eq!(res.status, StatusCode::CONFLICT);
     assert_eq!(res.body.as_ref(), conflict.as_bytes());
     assert_eq!(upstream.count(), 1);
-    assert_eq!(metric(&gw.metrics().await, "idenfy_gateway_upstream_conflicts_total{"), 1.0);
+    assert_eq!(
+        metric(
+            &gw.metrics().await,
+            "idenfy_gateway_upstream_conflicts_total{"
+        ),
+        1.0
+    );
 }
 
 #[tokio::test]
@@ -217,38 +313,96 @@ async fn answers_invalid_token_requests_locally_with_idenfys_identifiers() {
         (r#"{"firstName":"A"}"#.into(), "MISSING_VALUE", "clientId"),
         (r#"{"clientId":""}"#.into(), "", "clientId"),
         (r#"{"clientId":"žmogus"}"#.into(), "BAD_VALUE", "clientId"),
-        (format!(r#"{{"clientId":"{long}"}}"#), "BAD_VALUE", "clientId"),
-        (r#"{"clientId":"u","dateOfBirth":"2023-02-30"}"#.into(), "BAD_VALUE", "dateOfBirth"),
-        (r#"{"clientId":"u","expiryTime":2592001}"#.into(), "BAD_VALUE", "expiryTime"),
-        (r#"{"clientId":"u","sessionLength":30}"#.into(), "BAD_VALUE", "sessionLength"),
-        (r#"{"clientId":"u","country":"XX"}"#.into(), "BAD_VALUE", "country"),
+        (
+            format!(r#"{{"clientId":"{long}"}}"#),
+            "BAD_VALUE",
+            "clientId",
+        ),
+        (
+            r#"{"clientId":"u","dateOfBirth":"2023-02-30"}"#.into(),
+            "BAD_VALUE",
+            "dateOfBirth",
+        ),
+        (
+            r#"{"clientId":"u","expiryTime":2592001}"#.into(),
+            "BAD_VALUE",
+            "expiryTime",
+        ),
+        (
+            r#"{"clientId":"u","sessionLength":30}"#.into(),
+            "BAD_VALUE",
+            "sessionLength",
+        ),
+        (
+            r#"{"clientId":"u","country":"XX"}"#.into(),
+            "BAD_VALUE",
+            "country",
+        ),
         (r#"{"clientId":"u","sex":"X"}"#.into(), "BAD_VALUE", "sex"),
-        (format!(r#"{{"clientId":"u","externalRef":"{}"}}"#, "r".repeat(41)), "BAD_VALUE", "externalRef"),
-        (format!(r#"{{"clientId":"u","successUrl":"https://{}"}}"#, "a".repeat(2048)), "BAD_VALUE", "successUrl"),
+        (
+            format!(r#"{{"clientId":"u","externalRef":"{}"}}"#, "r".repeat(41)),
+            "BAD_VALUE",
+            "externalRef",
+        ),
+        (
+            format!(
+                r#"{{"clientId":"u","successUrl":"https://{}"}}"#,
+                "a".repeat(2048)
+            ),
+            "BAD_VALUE",
+            "successUrl",
+        ),
     ];
     for (body, identifier, field) in &cases {
-        let res = send(Method::POST, &gw.url("/api/v2/token"), &[BEARER], body.clone()).await;
+        let res = send(
+            Method::POST,
+            &gw.url("/api/v2/token"),
+            &[BEARER],
+            body.clone(),
+        )
+        .await;
         assert_eq!(res.status, StatusCode::BAD_REQUEST, "{body}");
         assert_eq!(res.header("x-gateway-error"), "validation", "{body}");
         let json = res.json();
         if !identifier.is_empty() {
             assert_eq!(json["identifier"], *identifier, "{body}");
         }
-        assert!(json["message"].as_str().unwrap().contains(field), "{body}: {json}");
+        assert!(
+            json["message"].as_str().unwrap().contains(field),
+            "{body}: {json}"
+        );
     }
     assert_eq!(upstream.count(), 0);
     // Unknown fields pass through untouched.
     upstream.push(token_reply("u", "tok-u", 3600));
-    let ok = send(Method::POST, &gw.url("/api/v2/token"), &[BEARER], r#"{"clientId":"u","checkLiveness":true}"#).await;
+    let ok = send(
+        Method::POST,
+        &gw.url("/api/v2/token"),
+        &[BEARER],
+        r#"{"clientId":"u","checkLiveness":true}"#,
+    )
+    .await;
     assert_eq!(ok.status, StatusCode::CREATED);
-    assert_eq!(upstream.received()[0].body.as_ref(), br#"{"clientId":"u","checkLiveness":true}"#);
+    assert_eq!(
+        upstream.received()[0].body.as_ref(),
+        br#"{"clientId":"u","checkLiveness":true}"#
+    );
 }
 
 #[tokio::test]
 async fn forwards_invalid_bodies_when_validation_is_off() {
     let (upstream, gw) = setup("[validation]\nenabled = false\n").await;
-    upstream.set_default(Reply::json(400, r#"{"identifier":"BAD_VALUE","message":"sex"}"#));
-    let res = send(Method::POST, &gw.url("/api/v2/token"), &[BEARER], r#"{"clientId":"u","sex":"X"}"#).await;
+    upstream.set_default(Reply::json(
+        400,
+        r#"{"identifier":"BAD_VALUE","message":"sex"}"#,
+    ));
+    let res = send(
+        Method::POST,
+        &gw.url("/api/v2/token"),
+        &[BEARER],
+        r#"{"clientId":"u","sex":"X"}"#,
+    )
+    .await;
     assert_eq!(res.status, StatusCode::BAD_REQUEST);
     assert_eq!(res.header("x-gateway-error"), "");
     assert_eq!(upstream.count(), 1);

@@ -1,0 +1,114 @@
+//! The request deadline: how long a whole request may take (limiter waits, attempts and backoff
+//! together). An outer layer sets [`crate::context::Deadline`] from [`deadline_for`]; the team limit,
+//! the retry loop and the account limit never start a wait or an attempt that cannot end before it.
+
+use std::time::Duration;
+
+use http::HeaderMap;
+
+use crate::context::Deadline;
+
+/// Caller header that may shorten (never lengthen) `upstream.deadline` for one request.
+///
+/// Accepted forms: a `humantime` duration (`"5s"`, `"250ms"`, `"1m 30s"`) or a bare integer, read
+/// as milliseconds (`"1500"`). Anything else, zero, or a longer value than configured is ignored.
+pub const X_GATEWAY_TIMEOUT: &str = "x-gateway-timeout";
+
+/// The least time an upstream attempt needs: 100 ms. A wait (limiter, pause or backoff) is only
+/// taken, and an attempt only started, if at least this much of the deadline is left afterwards;
+/// less than that cannot plausibly reach iDenfy and come back.
+pub const MIN_ATTEMPT_TIME: Duration = Duration::from_millis(100);
+
+/// The deadline for one request: `configured`, shortened by a valid `x-gateway-timeout` header.
+pub fn deadline_for(headers: &HeaderMap, configured: Duration) -> Duration {
+    headers
+        .get(X_GATEWAY_TIMEOUT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_timeout)
+        .map_or(configured, |asked| asked.min(configured))
+}
+
+fn parse_timeout(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let asked = match text.parse::<u64>() {
+        Ok(ms) => Duration::from_millis(ms),
+        Err(_) => humantime::parse_duration(text).ok()?,
+    };
+    (!asked.is_zero()).then_some(asked)
+}
+
+/// How long a request may queue for quota: `max_wait`, and never so long that less than
+/// [`MIN_ATTEMPT_TIME`] of the deadline would be left for the attempt.
+pub fn wait_budget(max_wait: Duration, deadline: Option<&Deadline>) -> Duration {
+    match deadline {
+        Some(d) => max_wait.min(d.remaining().saturating_sub(MIN_ATTEMPT_TIME)),
+        None => max_wait,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn with_header(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(X_GATEWAY_TIMEOUT, HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    const CONFIGURED: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn without_header_the_configured_deadline_applies() {
+        assert_eq!(deadline_for(&HeaderMap::new(), CONFIGURED), CONFIGURED);
+    }
+
+    #[test]
+    fn header_shortens_the_deadline() {
+        assert_eq!(
+            deadline_for(&with_header("5s"), CONFIGURED),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            deadline_for(&with_header("250ms"), CONFIGURED),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            deadline_for(&with_header(" 1500 "), CONFIGURED),
+            Duration::from_millis(1500)
+        );
+    }
+
+    #[test]
+    fn header_never_lengthens_the_deadline() {
+        assert_eq!(deadline_for(&with_header("5m"), CONFIGURED), CONFIGURED);
+        assert_eq!(deadline_for(&with_header("600000"), CONFIGURED), CONFIGURED);
+    }
+
+    #[test]
+    fn garbage_and_zero_are_ignored() {
+        for bad in ["soon", "-5", "5 parsecs", "", "0", "0ms"] {
+            assert_eq!(
+                deadline_for(&with_header(bad), CONFIGURED),
+                CONFIGURED,
+                "{bad}"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn wait_budget_leaves_time_for_an_attempt() {
+        let max_wait = Duration::from_secs(2);
+        assert_eq!(wait_budget(max_wait, None), max_wait);
+        let far = Deadline(tokio::time::Instant::now() + Duration::from_secs(10));
+        assert_eq!(wait_budget(max_wait, Some(&far)), max_wait);
+        let near = Deadline(tokio::time::Instant::now() + Duration::from_millis(600));
+        assert_eq!(
+            wait_budget(max_wait, Some(&near)),
+            Duration::from_millis(500)
+        );
+        let gone = Deadline(tokio::time::Instant::now() + Duration::from_millis(50));
+        assert_eq!(wait_budget(max_wait, Some(&gone)), Duration::ZERO);
+    }
+}

@@ -1,0 +1,162 @@
+//! The account limit: one quota per iDenfy account on upstream attempts, inside the retry loop
+//! (every retry spends it), and the account pause: iDenfy's 429, or 400 `TOO_MANY_REQUESTS`,
+//! holds every attempt on that account, from every team, until the pause ends.
+//!
+//! The pause lasts the answer's `Retry-After` (delta-seconds or HTTP-date, at most 1 h) when it
+//! has one. iDenfy documents none, so without it the pause is `min(retry.cap, retry.base * 2^k)`,
+//! `k` being the number of throttled answers in a row before this one: 200 ms, 400 ms, 800 ms …
+//! up to 5 s with the defaults. Any other answer resets `k`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use tokio::time::Instant;
+use tower::{Layer, Service, ServiceExt};
+
+use super::metrics::{LimitMetrics, PauseMetrics, QuotaMetrics};
+use super::{admit, Quota};
+use crate::body::Body;
+use crate::config;
+use crate::context::{Caller, Deadline};
+use crate::deadline::wait_budget;
+use crate::error::{GatewayError, Limit};
+use crate::retry::backoff::{self, Backoff};
+use crate::retry::inspect;
+use crate::retry::policy::is_throttled;
+
+/// Adds the per-account quota and pause to a service.
+#[derive(Clone)]
+pub struct AccountLimitLayer {
+    shared: Arc<Shared>,
+}
+
+/// The per-account quota around credentials and the upstream client.
+#[derive(Clone)]
+pub struct AccountLimit<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    /// Indexed like `Config::accounts`.
+    accounts: Vec<Account>,
+    max_wait: Duration,
+    /// Pause length when iDenfy gives no `Retry-After`.
+    pause: Backoff,
+}
+
+struct Account {
+    quota: Arc<Quota>,
+    metrics: QuotaMetrics,
+    pause: PauseMetrics,
+    /// Throttled answers in a row.
+    throttled: AtomicU32,
+}
+
+impl AccountLimitLayer {
+    pub fn new(
+        accounts: &[config::Account],
+        limits: &config::Limits,
+        retry: &config::Retry,
+        metrics: &LimitMetrics,
+    ) -> Self {
+        let accounts = accounts
+            .iter()
+            .map(|a| Account {
+                quota: Arc::new(Quota::new(a.rate, a.burst)),
+                metrics: metrics.quota(Limit::Account, &a.name),
+                pause: metrics.pause(&a.name),
+                throttled: AtomicU32::new(0),
+            })
+            .collect();
+        AccountLimitLayer {
+            shared: Arc::new(Shared {
+                accounts,
+                max_wait: limits.max_wait,
+                pause: Backoff {
+                    base: retry.base,
+                    cap: retry.cap,
+                },
+            }),
+        }
+    }
+}
+
+impl<S> Layer<S> for AccountLimitLayer {
+    type Service = AccountLimit<S>;
+
+    fn layer(&self, inner: S) -> AccountLimit<S> {
+        AccountLimit {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S> Service<Request<Bytes>> for AccountLimit<S>
+where
+    S: Service<Request<Bytes>, Response = Response<Body>, Error = GatewayError>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    type Response = Response<Body>;
+    type Error = GatewayError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, GatewayError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Bytes>) -> Self::Future {
+        let (mut inner, shared) = (self.inner.clone(), self.shared.clone());
+        Box::pin(async move {
+            // `identify` always sets the caller; without one the stack is miswired.
+            let index = req.extensions().get::<Caller>().map(|c| c.account);
+            let account = index
+                .and_then(|a| shared.accounts.get(a))
+                .ok_or(GatewayError::Internal)?;
+            let budget = wait_budget(shared.max_wait, req.extensions().get::<Deadline>());
+            admit(&account.quota, &account.metrics, Limit::Account, budget).await?;
+            let res = inner.ready().await?.call(req).await?;
+            let (res, identifier) = inspect::with_identifier(res).await?;
+            if is_throttled(res.status(), identifier.as_deref()) {
+                let streak = account.throttled.fetch_add(1, Ordering::Relaxed);
+                let pause = backoff::retry_after(res.headers())
+                    .unwrap_or_else(|| shared.pause.ceiling(streak));
+                account.pause_for(pause);
+            } else {
+                account.throttled.store(0, Ordering::Relaxed);
+            }
+            Ok(res)
+        })
+    }
+}
+
+impl Account {
+    /// Holds every attempt on the account for `pause`; the gauge drops when the pause ends.
+    fn pause_for(&self, pause: Duration) {
+        self.pause.pauses.inc();
+        if pause.is_zero() {
+            return;
+        }
+        let until = Instant::now() + pause;
+        self.quota.pause_until(until);
+        self.pause.paused.set(1);
+        let (quota, gauge) = (self.quota.clone(), self.pause.paused.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep_until(until).await;
+            // A later, longer pause resets the gauge when it ends.
+            if quota.paused_until().is_none() {
+                gauge.set(0);
+            }
+        });
+    }
+}

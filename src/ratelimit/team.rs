@@ -1,0 +1,99 @@
+//! The team limit: one quota per team on logical requests, after dedup and before the retry loop
+//! (a request and its retries count once here).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use tower::{Layer, Service, ServiceExt};
+
+use super::metrics::{LimitMetrics, QuotaMetrics};
+use super::{admit, Quota};
+use crate::body::Body;
+use crate::config;
+use crate::context::{Caller, Deadline};
+use crate::deadline::wait_budget;
+use crate::error::{GatewayError, Limit};
+
+/// Adds the per-team quota to a service.
+#[derive(Clone)]
+pub struct TeamLimitLayer {
+    shared: Arc<Shared>,
+}
+
+/// The per-team quota in front of the retry loop.
+#[derive(Clone)]
+pub struct TeamLimit<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    /// Indexed like `Config::teams` (governor's keyed limiter would give every key one quota).
+    teams: Vec<(Quota, QuotaMetrics)>,
+    max_wait: Duration,
+}
+
+impl TeamLimitLayer {
+    pub fn new(teams: &[config::Team], limits: &config::Limits, metrics: &LimitMetrics) -> Self {
+        let teams = teams
+            .iter()
+            .map(|t| {
+                let quota = Quota::new(t.rate, t.burst);
+                (quota, metrics.quota(Limit::Team, &t.name))
+            })
+            .collect();
+        TeamLimitLayer {
+            shared: Arc::new(Shared {
+                teams,
+                max_wait: limits.max_wait,
+            }),
+        }
+    }
+}
+
+impl<S> Layer<S> for TeamLimitLayer {
+    type Service = TeamLimit<S>;
+
+    fn layer(&self, inner: S) -> TeamLimit<S> {
+        TeamLimit {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S> Service<Request<Bytes>> for TeamLimit<S>
+where
+    S: Service<Request<Bytes>, Response = Response<Body>, Error = GatewayError>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    type Response = Response<Body>;
+    type Error = GatewayError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, GatewayError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Bytes>) -> Self::Future {
+        let (mut inner, shared) = (self.inner.clone(), self.shared.clone());
+        Box::pin(async move {
+            // `identify` always sets the caller; without one the stack is miswired.
+            let team = req.extensions().get::<Caller>().map(|c| c.team);
+            let (quota, metrics) = team
+                .and_then(|t| shared.teams.get(t))
+                .ok_or(GatewayError::Internal)?;
+            let budget = wait_budget(shared.max_wait, req.extensions().get::<Deadline>());
+            admit(quota, metrics, Limit::Team, budget).await?;
+            inner.ready().await?.call(req).await
+        })
+    }
+}

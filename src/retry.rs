@@ -1,0 +1,251 @@
+//! The retry loop: inside the team limit, around the account limit, credentials and the upstream
+//! client, so that every attempt (retries included) spends account quota. It retries what
+//! [`policy`] allows, after a full-jitter [`backoff`] that honours `Retry-After`, within the retry
+//! [`budget`], `retry.max_attempts` and the request [`Deadline`].
+//!
+//! The answer is the last upstream answer, unchanged, plus `x-gateway-attempts: N` (upstream
+//! attempts made). When the last attempt failed (connect, timeout, broken connection, deadline),
+//! the error is turned into its response here, through [`GatewayError::into_response`], so that it
+//! carries the header too. When a retry could not even start (the account limit refused it, or
+//! there is no time left for backoff plus an attempt), the previous upstream answer is returned: a
+//! real answer from iDenfy says more than "no time left". Only an attempt cut off by the deadline
+//! ends in `DeadlineExceeded` (504, `x-gateway-error: deadline`).
+
+pub mod backoff;
+pub mod budget;
+pub mod inspect;
+pub mod metrics;
+pub mod policy;
+
+pub use self::metrics::RetryMetrics;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response};
+use tokio::time::Instant;
+use tower::{Layer, Service, ServiceExt};
+
+use self::backoff::Backoff;
+use self::budget::RetryBudget;
+use self::metrics::Denied;
+use self::policy::{Policy, Verdict};
+use crate::body::Body;
+use crate::config;
+use crate::context::{Deadline, Route, RouteKind};
+use crate::deadline::MIN_ATTEMPT_TIME;
+use crate::error::GatewayError;
+
+/// Header with the number of upstream attempts made for the request.
+pub const X_GATEWAY_ATTEMPTS: &str = "x-gateway-attempts";
+
+type Answer = Result<Response<Body>, GatewayError>;
+
+/// Adds the retry loop to a service (see the module doc).
+#[derive(Clone)]
+pub struct RetryLayer {
+    shared: Arc<Shared>,
+}
+
+/// The retry loop around the account limit and the upstream client.
+#[derive(Clone)]
+pub struct Retry<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    policy: Policy,
+    backoff: Backoff,
+    max_attempts: u32,
+    budget: RetryBudget,
+    metrics: RetryMetrics,
+}
+
+/// One attempt's outcome.
+struct Attempt {
+    answer: Answer,
+    /// It reached iDenfy (or tried to connect): an upstream attempt, counted.
+    upstream: bool,
+    verdict: Verdict,
+}
+
+impl RetryLayer {
+    /// One budget is shared by every request through this layer (and its clones).
+    pub fn new(cfg: &config::Retry, metrics: RetryMetrics) -> Self {
+        RetryLayer {
+            shared: Arc::new(Shared {
+                policy: Policy {
+                    retry_token_after_send: cfg.retry_token_after_send,
+                },
+                backoff: Backoff {
+                    base: cfg.base,
+                    cap: cfg.cap,
+                },
+                max_attempts: cfg.max_attempts.get(),
+                budget: RetryBudget::new(cfg.budget_ratio, cfg.min_retries_per_second),
+                metrics,
+            }),
+        }
+    }
+}
+
+impl<S> Layer<S> for RetryLayer {
+    type Service = Retry<S>;
+
+    fn layer(&self, inner: S) -> Retry<S> {
+        Retry {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S> Service<Request<Bytes>> for Retry<S>
+where
+    S: Service<Request<Bytes>, Response = Response<Body>, Error = GatewayError>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    type Response = Response<Body>;
+    type Error = GatewayError;
+    type Future = Pin<Box<dyn Future<Output = Answer> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Bytes>) -> Self::Future {
+        let (inner, shared) = (self.inner.clone(), self.shared.clone());
+        Box::pin(async move { shared.run(inner, req).await })
+    }
+}
+
+impl Shared {
+    async fn run<S>(&self, mut inner: S, req: Request<Bytes>) -> Answer
+    where
+        S: Service<Request<Bytes>, Response = Response<Body>, Error = GatewayError>,
+    {
+        let kind = req
+            .extensions()
+            .get::<Route>()
+            .map_or(RouteKind::Other, |r| r.kind);
+        let deadline = req.extensions().get::<Deadline>().copied();
+        self.budget.deposit();
+        let mut rng = fastrand::Rng::new();
+        let (mut attempts, mut last) = (0, None);
+        loop {
+            // `attempts` is also the index of the retry that may follow: 0 after the first.
+            let n = attempts;
+            if deadline.is_some_and(|d| d.remaining() < MIN_ATTEMPT_TIME) {
+                return self.finish(Err(GatewayError::DeadlineExceeded), attempts, last);
+            }
+            let attempt = self.attempt(&mut inner, req.clone(), deadline, kind).await;
+            if !attempt.upstream {
+                return self.finish(attempt.answer, attempts, last);
+            }
+            attempts += 1;
+            let Verdict::Retry(reason) = attempt.verdict else {
+                return self.finish(attempt.answer, attempts, None);
+            };
+            let answer = keep(attempt.answer).await;
+            let retry_after = answer
+                .as_ref()
+                .ok()
+                .and_then(|r| backoff::retry_after(r.headers()));
+            let delay = self.backoff.delay(n, retry_after, &mut rng);
+            if let Some(cause) = self.deny(attempts, delay, deadline) {
+                self.metrics.denied(cause);
+                return self.finish(answer, attempts, None);
+            }
+            self.metrics.retried(reason);
+            tracing::debug!(
+                reason = reason.as_str(),
+                attempt = attempts,
+                ?delay,
+                "retrying upstream"
+            );
+            last = Some(answer);
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// One attempt, bounded by the deadline, classified.
+    async fn attempt<S>(
+        &self,
+        inner: &mut S,
+        req: Request<Bytes>,
+        deadline: Option<Deadline>,
+        kind: RouteKind,
+    ) -> Attempt
+    where
+        S: Service<Request<Bytes>, Response = Response<Body>, Error = GatewayError>,
+    {
+        let call = async {
+            let res = inner.ready().await?.call(req).await?;
+            inspect::with_identifier(res).await
+        };
+        let result = match deadline {
+            Some(d) => tokio::time::timeout_at(d.0, call)
+                .await
+                .unwrap_or(Err(GatewayError::DeadlineExceeded)),
+            None => call.await,
+        };
+        match result {
+            Ok((res, identifier)) => Attempt {
+                verdict: self
+                    .policy
+                    .classify_response(kind, res.status(), identifier.as_deref()),
+                answer: Ok(res),
+                upstream: true,
+            },
+            Err(err) => Attempt {
+                verdict: self.policy.classify_error(kind, &err),
+                upstream: err.is_retryable() || matches!(err, GatewayError::DeadlineExceeded),
+                answer: Err(err),
+            },
+        }
+    }
+
+    /// Why retry number `made` (attempts made so far) after `delay` may not happen, if it may not.
+    fn deny(&self, made: u32, delay: Duration, deadline: Option<Deadline>) -> Option<Denied> {
+        if made >= self.max_attempts {
+            return Some(Denied::MaxAttempts);
+        }
+        if deadline.is_some_and(|d| Instant::now() + delay + MIN_ATTEMPT_TIME > d.0) {
+            return Some(Denied::Deadline);
+        }
+        // Last: a retry denied for another reason spends no budget.
+        (!self.budget.withdraw()).then_some(Denied::Budget)
+    }
+
+    /// The final answer: `answer`, or the previous upstream answer when this one never reached
+    /// iDenfy; errors after an attempt become responses, all with `x-gateway-attempts`.
+    fn finish(&self, answer: Answer, attempts: u32, last: Option<Answer>) -> Answer {
+        let answer = last.unwrap_or(answer);
+        if attempts == 0 {
+            return answer;
+        }
+        self.metrics.attempts(attempts);
+        let mut res = answer.unwrap_or_else(GatewayError::into_response);
+        res.headers_mut()
+            .insert(X_GATEWAY_ATTEMPTS, HeaderValue::from(attempts));
+        Ok(res)
+    }
+}
+
+/// An answer kept across backoff: a small body is read so that the upstream connection is free
+/// while the loop sleeps.
+async fn keep(answer: Answer) -> Answer {
+    let res = answer?;
+    Ok(inspect::buffer_small(res).await?.0)
+}
+
+#[cfg(test)]
+mod tests;
