@@ -9,6 +9,7 @@
 //! - [`secret`]: secrets that cannot be printed, and their sources
 //! - [`idenfy`]: iDenfy's facts in code: token field rules and the `clientId` key
 //! - [`validate`]: refuses a token request iDenfy would refuse, and finds its `clientId`
+//! - [`simulator`]: a stand-in for iDenfy, for tests, benchmarks and the demo
 
 #![forbid(unsafe_code)]
 
@@ -18,4 +19,5 @@ pub mod context;
 pub mod error;
 pub mod idenfy;
 pub mod secret;
+pub mod simulator;
 pub mod validate;
