@@ -56,7 +56,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use counters::{AuthorizationSeen, Counters, Rejections, Webhooks};
+pub use counters::{AuthorizationSeen, Counters, Rejections, Webhooks, MAX_CLIENT_IDS};
 pub use faults::{Fault, Faults};
 pub use sessions::{DEFAULT_EXPIRY_TIME, DEFAULT_SESSION_LENGTH};
 pub use state::{Credentials, Settings};
@@ -277,5 +277,52 @@ impl Simulator {
 impl Drop for Simulator {
     fn drop(&mut self) {
         let _ = self.shutdown.send(());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        sim: SimulatorConfig,
+    }
+
+    #[test]
+    fn flags_parse_into_the_config() {
+        let cli = Cli::try_parse_from([
+            "simulate",
+            "--listen",
+            "127.0.0.1:0",
+            "--api-key",
+            "k",
+            "--api-secret",
+            "s",
+            "--hourly-limit",
+            "5",
+            "--allow-duplicate-sessions",
+            "--fault-rate",
+            "0.5",
+            "--fault-status",
+            "502",
+        ])
+        .unwrap();
+        let settings = cli.sim.settings();
+        assert_eq!(settings.credentials[0].api_key, "k");
+        assert_eq!(settings.hourly_limit, 5);
+        assert!(!settings.conflict_on_active);
+        assert_eq!((cli.sim.faults.rate, cli.sim.faults.status), (0.5, 502));
+    }
+
+    #[test]
+    fn flag_defaults_match_the_library_defaults() {
+        let cli = Cli::try_parse_from(["simulate"]).unwrap();
+        let default = SimulatorConfig::default();
+        assert_eq!(cli.sim.listen.to_string(), "127.0.0.1:8081");
+        assert_eq!(cli.sim.settings(), default.settings());
+        assert_eq!(cli.sim.faults, default.faults);
     }
 }

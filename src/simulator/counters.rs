@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 
 /// Distinct `Authorization` values are remembered up to this many (the rest are only counted).
 const MAX_AUTHORIZATIONS: usize = 64;
+/// Distinct clientIds tracked per map: a benchmark with unique clientIds cannot grow the
+/// simulator without limit. Past it, new clientIds are not counted (known ones still are).
+pub const MAX_CLIENT_IDS: usize = 100_000;
 
 /// A snapshot of the counters (`GET /__sim/counters`, [`crate::simulator::Simulator::counters`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,13 +113,15 @@ impl Counters {
     }
 }
 
-/// Adds one to a per-clientId count.
+/// Adds one to a per-clientId count (see [`MAX_CLIENT_IDS`]).
 pub(crate) fn bump(map: &mut BTreeMap<String, u64>, client_id: &str) {
+    let room = map.len() < MAX_CLIENT_IDS;
     match map.get_mut(client_id) {
         Some(n) => *n += 1,
-        None => {
+        None if room => {
             map.insert(client_id.to_owned(), 1);
         }
+        None => {}
     }
 }
 
