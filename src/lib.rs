@@ -28,6 +28,7 @@
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`
 //! - [`metrics`]: the registry and the whole-request metrics
 //! - [`telemetry`]: structured logs
+//! - [`simulator`]: a faithful stand-in for iDenfy on loopback (tests, demo, benchmarks)
 
 #![forbid(unsafe_code)]
 
@@ -48,6 +49,7 @@ pub mod retry;
 pub mod route;
 pub mod secret;
 pub mod server;
+pub mod simulator;
 pub mod stack;
 pub mod telemetry;
 pub mod upstream;
