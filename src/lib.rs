@@ -29,6 +29,7 @@
 //! - [`metrics`]: the registry and the whole-request metrics
 //! - [`telemetry`]: structured logs
 //! - [`simulator`]: a faithful stand-in for iDenfy on loopback (tests, demo, benchmarks)
+//! - [`demo`]: the simulator with the gateway in front of it, for trying things with curl
 
 #![forbid(unsafe_code)]
 
@@ -39,6 +40,7 @@ pub mod context;
 pub mod credentials;
 pub mod deadline;
 pub mod dedup;
+pub mod demo;
 pub mod error;
 pub mod front;
 pub mod idenfy;

@@ -1,10 +1,13 @@
 //! The `idenfy-gateway` command line.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use idenfy_gateway::config::{Config, LogFormat};
+use idenfy_gateway::demo::{Demo, DemoAddrs};
+use idenfy_gateway::simulator::{Simulator, SimulatorConfig};
 
 /// Exit status for a configuration that does not validate (sysexits EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
@@ -33,6 +36,23 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Serve the iDenfy simulator alone (for developing and testing against iDenfy offline).
+    Simulate(SimulatorConfig),
+    /// The simulator, with the gateway in front of it, on loopback; prints what to try with curl.
+    Demo(DemoArgs),
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Where the gateway listens.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    proxy: SocketAddr,
+    /// Where the gateway's admin endpoints listen.
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    admin: SocketAddr,
+    /// Where the simulator listens.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    simulator: SocketAddr,
 }
 
 #[derive(Args)]
@@ -53,6 +73,8 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Run(args)) => run(args),
         Some(Command::CheckConfig { config }) => check_config(&config),
+        Some(Command::Simulate(config)) => simulate(config),
+        Some(Command::Demo(args)) => demo(args),
         None if cli.run.config.is_some() => run(cli.run),
         None => {
             eprintln!("idenfy-gateway: give a subcommand or --config FILE (see --help)");
@@ -122,6 +144,55 @@ fn run(args: RunArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Runs an async main on a fresh runtime; an error is printed and exits 1.
+fn block_on(
+    workers: Option<usize>,
+    main: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> ExitCode {
+    let result = runtime(workers)
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(main));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "failed");
+            eprintln!("idenfy-gateway: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn simulate(config: SimulatorConfig) -> ExitCode {
+    idenfy_gateway::telemetry::init(LogFormat::Human, "info");
+    block_on(None, async move {
+        let sim = Simulator::start(config).await?;
+        println!(
+            "iDenfy simulator on {} (control API under {}/__sim/)",
+            sim.url(),
+            sim.url()
+        );
+        shutdown_signal().await;
+        sim.shutdown().await;
+        Ok(())
+    })
+}
+
+fn demo(args: DemoArgs) -> ExitCode {
+    idenfy_gateway::telemetry::init(LogFormat::Human, "warn");
+    block_on(None, async move {
+        let addrs = DemoAddrs {
+            proxy: args.proxy,
+            admin: args.admin,
+            simulator: args.simulator,
+        };
+        let demo = Demo::start(addrs).await?;
+        println!("{}", demo.instructions());
+        shutdown_signal().await;
+        demo.shutdown().await;
+        Ok(())
+    })
 }
 
 /// Resolves on SIGTERM or SIGINT.

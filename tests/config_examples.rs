@@ -80,3 +80,11 @@ name = "c"
         );
     }
 }
+
+#[test]
+fn demo_example_loads() {
+    let addr = "127.0.0.1:0".parse().unwrap();
+    let config = idenfy_gateway::demo::demo_config(addr, addr, "http://127.0.0.1:1").unwrap();
+    assert!(config.teams[0].token.is_none());
+    assert!(config.dedup.replay);
+}

@@ -217,3 +217,63 @@ async fn secrets_tokens_and_bodies_never_reach_logs_or_metrics() {
     let help = Command::new(BIN).arg("--help").output().unwrap();
     assert!(!String::from_utf8_lossy(&help.stdout).contains(secret));
 }
+
+#[tokio::test]
+async fn demo_serves_the_printed_curl_commands() {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(BIN)
+        .args([
+            "demo",
+            "--proxy",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--simulator",
+            "127.0.0.1:0",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let text = tokio::task::spawn_blocking(move || {
+        let mut text = String::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            text.push_str(&line);
+            text.push('\n');
+            if line.contains("Ctrl-C stops the demo") {
+                break;
+            }
+        }
+        text
+    })
+    .await
+    .unwrap();
+    let curl_urls: Vec<&str> = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with("curl"))
+        .filter_map(|l| l.split_whitespace().find(|w| w.starts_with("http://")))
+        .collect();
+    assert_eq!(curl_urls.len(), 3, "{text}");
+    let body = r#"{"clientId":"demo-user-1"}"#;
+    let json = [("content-type", "application/json")];
+    let first = send(Method::POST, curl_urls[0], &json, body).await;
+    let second = send(Method::POST, curl_urls[1], &json, body).await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    assert_eq!(first.header("x-gateway-dedup"), "leader");
+    assert_eq!(first.json()["authToken"].as_str().unwrap().len(), 40);
+    assert_eq!(second.header("x-gateway-dedup"), "replayed");
+    assert_eq!(second.body, first.body);
+    let metrics = send(Method::GET, curl_urls[2], &[], "").await;
+    assert!(
+        String::from_utf8_lossy(&metrics.body).contains("idenfy_gateway_sessions_created_total")
+    );
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}

@@ -2,12 +2,13 @@
 //! into a fresh `Response` for each waiter of the flight and for each replay.
 
 use bytes::Bytes;
-use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 
 use crate::body::Body;
+use crate::credentials::strip_hop_by_hop;
 use crate::error::GatewayError;
+use crate::retry::X_GATEWAY_ATTEMPTS;
 
 /// Says how a token response was obtained: `leader | coalesced | replayed`.
 pub const X_GATEWAY_DEDUP: &str = "x-gateway-dedup";
@@ -37,19 +38,6 @@ impl DedupOutcome {
         }
     }
 }
-
-/// Connection-level headers (RFC 9110 §7.6.1): they describe one hop, not the response.
-const HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
 
 /// A buffered response: status, end-to-end headers and the whole body.
 #[derive(Debug)]
@@ -114,24 +102,14 @@ impl SharedResponse {
         *res.headers_mut() = self.headers.clone();
         let headers = res.headers_mut();
         headers.insert(X_GATEWAY_DEDUP, HeaderValue::from_static(outcome.as_str()));
+        if outcome == DedupOutcome::Replayed {
+            // This request made no upstream attempt: the stored copy is not its answer's history.
+            headers.insert(X_GATEWAY_ATTEMPTS, HeaderValue::from_static("0"));
+        }
         if mismatch {
             headers.insert(X_GATEWAY_DEDUP_MISMATCH, HeaderValue::from_static("true"));
         }
         res
-    }
-}
-
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Headers that `Connection` names are hop-by-hop too.
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
-        headers.remove(name);
     }
 }
 
