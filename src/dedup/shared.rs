@@ -116,6 +116,7 @@ impl SharedResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header;
 
     fn upstream(body: &'static str) -> Response<Body> {
         Response::builder()
