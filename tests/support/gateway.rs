@@ -36,15 +36,20 @@ level = "warn"
 }
 
 /// The usual account and team: key `test-key`, secret `test-secret`, team token `team-token`.
+/// Quotas are high so that only the tests about limits meet them.
 pub const ACCOUNT_AND_TEAM: &str = r#"
 [[account]]
 name = "main"
 api_key = "test-key"
 api_secret = "test-secret"
+rate = "10000/s"
+burst = 10000
 
 [[team]]
 name = "payments"
 token = "team-token"
+rate = "10000/s"
+burst = 10000
 "#;
 
 /// `Basic base64(test-key:test-secret)`.

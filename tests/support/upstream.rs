@@ -21,6 +21,8 @@ pub struct Recorded {
     pub uri: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 /// What the upstream does with a request.
@@ -137,6 +139,7 @@ async fn handle(
         uri: parts.uri.to_string(),
         headers: parts.headers,
         body,
+        at: std::time::Instant::now(),
     });
     state.arrived.notify_waiters();
     let next = state.script.lock().unwrap().pop_front();
