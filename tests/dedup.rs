@@ -6,11 +6,9 @@ mod support;
 use std::sync::Arc;
 
 use http::{Method, StatusCode};
-use support::gateway::{config_text, metric, send, Answer, TestGateway, ACCOUNT_AND_TEAM};
+use support::gateway::{metric, send, with_mock_upstream, Answer, TestGateway, BEARER};
 use support::upstream::{MockUpstream, Reply};
 use tokio::sync::Notify;
-
-const BEARER: (&str, &str) = ("authorization", "Bearer team-token");
 
 fn token_reply(client_id: &str, auth_token: &str, expiry: u64) -> Reply {
     Reply::Respond {
@@ -24,13 +22,7 @@ fn token_reply(client_id: &str, auth_token: &str, expiry: u64) -> Reply {
 }
 
 async fn setup(extra: &str) -> (MockUpstream, TestGateway) {
-    let upstream = MockUpstream::start().await;
-    let gw = TestGateway::start(&config_text(
-        &upstream.url(),
-        &format!("{ACCOUNT_AND_TEAM}{extra}"),
-    ))
-    .await;
-    (upstream, gw)
+    with_mock_upstream(extra).await
 }
 
 fn token_request(gw: &TestGateway, body: String) -> tokio::task::JoinHandle<Answer> {

@@ -4,9 +4,7 @@ mod support;
 
 use http::{Method, StatusCode};
 use idenfy_gateway::simulator::{Credentials, Faults, Simulator, SimulatorConfig};
-use support::gateway::{config_text, send, TestGateway};
-
-const BEARER: (&str, &str) = ("authorization", "Bearer team-token");
+use support::gateway::{config_text, send, TestGateway, BEARER};
 
 fn accounts(key: &str, secret: &str) -> String {
     format!(

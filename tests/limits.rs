@@ -8,20 +8,15 @@ mod support;
 use std::time::Duration;
 
 use http::{Method, StatusCode};
-use support::gateway::{config_text, metric, send, Answer, TestGateway, ACCOUNT_AND_TEAM};
+use support::gateway::{
+    config_text, metric, send, with_mock_upstream, Answer, TestGateway, ACCOUNT_AND_TEAM, BEARER,
+};
 use support::upstream::{MockUpstream, Reply};
 
-const BEARER: (&str, &str) = ("authorization", "Bearer team-token");
 const FAST_RETRY: &str = "[retry]\nmax_attempts = 4\nbase = \"1ms\"\ncap = \"5ms\"\n";
 
 async fn setup(extra: &str) -> (MockUpstream, TestGateway) {
-    let upstream = MockUpstream::start().await;
-    let gw = TestGateway::start(&config_text(
-        &upstream.url(),
-        &format!("{ACCOUNT_AND_TEAM}{extra}"),
-    ))
-    .await;
-    (upstream, gw)
+    with_mock_upstream(extra).await
 }
 
 async fn status(gw: &TestGateway, headers: &[(&str, &str)]) -> Answer {

@@ -3,19 +3,14 @@
 mod support;
 
 use http::{Method, StatusCode};
-use support::gateway::{config_text, metric, send, TestGateway, ACCOUNT_AND_TEAM, UPSTREAM_AUTH};
+use support::gateway::{
+    config_text, metric, send, with_mock_upstream, TestGateway, ACCOUNT_AND_TEAM, BEARER,
+    UPSTREAM_AUTH,
+};
 use support::upstream::{MockUpstream, Reply};
 
-const BEARER: (&str, &str) = ("authorization", "Bearer team-token");
-
 async fn setup(extra: &str) -> (MockUpstream, TestGateway) {
-    let upstream = MockUpstream::start().await;
-    let gw = TestGateway::start(&config_text(
-        &upstream.url(),
-        &format!("{ACCOUNT_AND_TEAM}{extra}"),
-    ))
-    .await;
-    (upstream, gw)
+    with_mock_upstream(extra).await
 }
 
 #[tokio::test]

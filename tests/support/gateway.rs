@@ -52,6 +52,18 @@ rate = "10000/s"
 burst = 10000
 "#;
 
+/// The usual team's credentials, as a request header.
+pub const BEARER: (&str, &str) = ("authorization", "Bearer team-token");
+
+/// A scripted upstream, and a gateway in front of it with the usual account and team plus `extra`.
+pub async fn with_mock_upstream(
+    extra: &str,
+) -> (crate::support::upstream::MockUpstream, TestGateway) {
+    let upstream = crate::support::upstream::MockUpstream::start().await;
+    let text = config_text(&upstream.url(), &format!("{ACCOUNT_AND_TEAM}{extra}"));
+    (upstream, TestGateway::start(&text).await)
+}
+
 /// `Basic base64(test-key:test-secret)`.
 pub const UPSTREAM_AUTH: &str = "Basic dGVzdC1rZXk6dGVzdC1zZWNyZXQ=";
 
