@@ -64,8 +64,6 @@ pub enum GatewayError {
     UpstreamConnect,
     #[error("the connection to iDenfy failed")]
     UpstreamProtocol,
-    #[error("the gateway is shutting down")]
-    ShuttingDown,
     #[error("internal gateway error")]
     Internal,
 }
@@ -87,7 +85,6 @@ impl GatewayError {
             RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             DeadlineExceeded | UpstreamTimedOut => StatusCode::GATEWAY_TIMEOUT,
             UpstreamConnect | UpstreamProtocol => StatusCode::BAD_GATEWAY,
-            ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -105,7 +102,6 @@ impl GatewayError {
             RateLimited { .. } => "TOO_MANY_REQUESTS",
             DeadlineExceeded | UpstreamTimedOut => "GATEWAY_TIMEOUT",
             UpstreamConnect | UpstreamProtocol => "BAD_GATEWAY",
-            ShuttingDown => "SERVICE_UNAVAILABLE",
             Internal => "INTERNAL_ERROR",
         }
     }
@@ -131,7 +127,6 @@ impl GatewayError {
             UpstreamTimedOut => "upstream_timeout",
             UpstreamConnect => "upstream_connect",
             UpstreamProtocol => "upstream_protocol",
-            ShuttingDown => "shutting_down",
             Internal => "internal",
         }
     }
@@ -150,7 +145,6 @@ impl GatewayError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             GatewayError::RateLimited { retry_after, .. } => Some(*retry_after),
-            GatewayError::ShuttingDown => Some(Duration::from_secs(1)),
             _ => None,
         }
     }
@@ -237,7 +231,6 @@ mod tests {
             GatewayError::UpstreamTimedOut,
             GatewayError::UpstreamConnect,
             GatewayError::UpstreamProtocol,
-            GatewayError::ShuttingDown,
             GatewayError::Internal,
         ] {
             let status = err.status();

@@ -4,7 +4,7 @@ use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
 
 use super::policy::RetryReason;
 
-/// Buckets of `idenfy_gateway_upstream_attempts`: one per attempt count up to 6, then 8 and 10
+/// Buckets of `idenfy_gateway_attempts_per_request`: one per attempt count up to 6, then 8 and 10
 /// (`retry.max_attempts` defaults to 4).
 pub const ATTEMPT_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0];
 
@@ -37,7 +37,7 @@ pub struct RetryMetrics {
     /// `idenfy_gateway_retries_denied_total{cause}`: retries the policy wanted but that did not
     /// happen; `cause="budget"` counts budget refusals.
     denied: IntCounterVec,
-    /// `idenfy_gateway_upstream_attempts`: upstream attempts per request that reached iDenfy.
+    /// `idenfy_gateway_attempts_per_request`: upstream attempts per request that reached iDenfy.
     attempts: Histogram,
 }
 
@@ -56,7 +56,7 @@ impl RetryMetrics {
         )?;
         let attempts = Histogram::with_opts(
             HistogramOpts::new(
-                "idenfy_gateway_upstream_attempts",
+                "idenfy_gateway_attempts_per_request",
                 "Upstream attempts per request",
             )
             .buckets(ATTEMPT_BUCKETS.to_vec()),
