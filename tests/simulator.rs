@@ -12,7 +12,8 @@ use idenfy_gateway::simulator::{
 };
 use serde_json::{json, Value};
 use sha2::Sha256;
-use support::http::{basic, Client, Recorder, Reply};
+use support::http::{basic, Answer, Client};
+use support::upstream::{MockUpstream, Reply};
 
 const TOKEN: &str = "/api/v2/token";
 
@@ -41,17 +42,17 @@ impl Sim {
         format!("{}{}", self.sim.url(), path)
     }
 
-    async fn post(&self, path: &str, body: Value) -> Reply {
+    async fn post(&self, path: &str, body: Value) -> Answer {
         self.client
             .post_json(&self.url(path), Some(&self.auth), &body)
             .await
     }
 
-    async fn token(&self, body: Value) -> Reply {
+    async fn token(&self, body: Value) -> Answer {
         self.post(TOKEN, body).await
     }
 
-    async fn control(&self, method: Method, path: &str, body: Value) -> Reply {
+    async fn control(&self, method: Method, path: &str, body: Value) -> Answer {
         let body = if body.is_null() {
             String::new()
         } else {
@@ -61,7 +62,7 @@ impl Sim {
     }
 }
 
-fn identifier(reply: &Reply) -> Value {
+fn identifier(reply: &Answer) -> Value {
     reply.json()["identifier"].clone()
 }
 
@@ -276,7 +277,7 @@ async fn takes_idenfy_down_and_up_at_run_time() {
         .unwrap();
     let down = sim.token(json!({"clientId": "c-1"})).await;
     assert_eq!(down.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(down.header("retry-after"), Some("7"));
+    assert_eq!(down.header("retry-after"), "7");
     sim.sim.clear_faults();
     assert_eq!(
         sim.token(json!({"clientId": "c-1"})).await.status,
@@ -297,7 +298,7 @@ async fn takes_idenfy_down_and_up_at_run_time() {
         (error.status, identifier(&error)),
         (StatusCode::INTERNAL_SERVER_ERROR, json!("INTERNAL_ERROR"))
     );
-    assert_eq!(error.header("retry-after"), None);
+    assert_eq!(error.header("retry-after"), "");
     assert_eq!(
         sim.control(Method::POST, "/__sim/up", Value::Null)
             .await
@@ -349,7 +350,7 @@ async fn gateway_errors_look_like_a_load_balancer() {
     assert_eq!(down.status, StatusCode::OK);
     let reply = sim.token(json!({"clientId": "c-1"})).await;
     assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
-    assert_eq!(reply.header("content-type"), Some("text/html"));
+    assert_eq!(reply.header("content-type"), "text/html");
 }
 
 #[tokio::test]
@@ -506,9 +507,9 @@ async fn unknown_paths_and_wrong_methods_are_refused() {
 
 #[tokio::test]
 async fn sends_a_signed_webhook_when_a_session_finishes() {
-    let receiver = Recorder::start().await;
+    let receiver = MockUpstream::start().await;
     let sim = Sim::with(SimulatorConfig {
-        webhook_url: Some(receiver.url("/idenfy")),
+        webhook_url: Some(format!("{}/idenfy", receiver.url())),
         webhook_key: Some("hook-key".into()),
         ..SimulatorConfig::default()
     })
@@ -530,7 +531,7 @@ async fn sends_a_signed_webhook_when_a_session_finishes() {
     assert_eq!(received.len(), 1);
     let hook = &received[0];
     assert_eq!(
-        (hook.method.clone(), hook.path.as_str()),
+        (hook.method.clone(), hook.uri.as_str()),
         (Method::POST, "/idenfy")
     );
     let signature = hook.headers["idenfy-signature"].to_str().unwrap();
@@ -564,8 +565,8 @@ async fn sends_a_signed_webhook_when_a_session_finishes() {
 
 #[tokio::test]
 async fn webhook_is_unsigned_without_a_key_and_retried_once() {
-    let receiver = Recorder::start().await;
-    receiver.answer_with(&[StatusCode::INTERNAL_SERVER_ERROR]);
+    let receiver = MockUpstream::start().await;
+    receiver.push(Reply::json(500, "{}"));
     let sim = Sim::start().await;
     sim.sim.update_settings(|s| s.webhook_retry_delay_ms = 0);
     let scan_ref = sim.token(json!({"clientId": "c-1"})).await.json()["scanRef"]
@@ -573,7 +574,7 @@ async fn webhook_is_unsigned_without_a_key_and_retried_once() {
         .unwrap()
         .to_owned();
     let finish = Finish {
-        url: Some(receiver.url("/hook")),
+        url: Some(format!("{}/hook", receiver.url())),
         ..Finish::new("APPROVED")
     };
     let report = sim.sim.finish(&scan_ref, finish).await.unwrap();

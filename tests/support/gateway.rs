@@ -3,13 +3,13 @@
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http::{Method, Request, StatusCode};
+use http_body_util::Full;
 use idenfy_gateway::config::Config;
 use idenfy_gateway::server::Running;
+
+pub use crate::support::http::Answer;
+use crate::support::http::Client;
 
 /// The config the tests start from: one account, one team with a token, listeners on `:0`.
 /// `{upstream}` is replaced by the upstream URL; `extra` is appended.
@@ -103,51 +103,19 @@ impl TestGateway {
     }
 }
 
-/// A response as the client saw it.
-#[derive(Debug)]
-pub struct Answer {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-}
-
-impl Answer {
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|_| panic!("not JSON: {:?}", self.body))
-    }
-
-    pub fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .map(|v| v.to_str().unwrap())
-            .unwrap_or("")
-    }
-}
-
-/// Sends one request over HTTP/1.1.
+/// Sends one request over HTTP/1.1; panics when no answer comes.
 pub async fn send(
     method: Method,
     url: &str,
     headers: &[(&str, &str)],
     body: impl Into<Bytes>,
 ) -> Answer {
-    let client: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build_http();
     let mut req = Request::builder().method(method).uri(url);
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let res = client
-        .request(req.body(Full::new(body.into())).unwrap())
-        .await
-        .expect("request sent");
-    let (parts, body) = res.into_parts();
-    let body = body.collect().await.expect("body read").to_bytes();
-    Answer {
-        status: parts.status,
-        headers: parts.headers,
-        body,
-    }
+    let req = req.body(Full::new(body.into())).expect("valid request");
+    Client::default().send(req).await.expect("an answer")
 }
 
 /// Value of a metric sample line that starts with `prefix` (name and labels), 0 if absent.

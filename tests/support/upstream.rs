@@ -1,5 +1,5 @@
-//! A scripted upstream on `127.0.0.1:0`: answers each request with the next scripted reply
-//! (or the default one) and records what it received.
+//! A scripted server on `127.0.0.1:0` (an upstream, or a webhook receiver): answers each request
+//! with the next scripted reply (or the default one) and records what it received.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -14,7 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
-/// One request as the upstream saw it.
+/// One request as the upstream (or a webhook receiver) saw it.
 #[derive(Debug, Clone)]
 pub struct Recorded {
     pub method: http::Method,
