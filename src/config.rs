@@ -12,6 +12,7 @@ use crate::secret::{Secret, SecretSource};
 
 mod load;
 mod raw;
+mod validate;
 pub(crate) mod values;
 
 pub use load::{ConfigError, ConfigErrors};

@@ -1,16 +1,12 @@
-//! Loading: read the file, interpolate `${VAR}`, deserialize, validate into typed values.
+//! Loading: read the file, interpolate `${VAR}`, deserialize, then `validate` into typed values.
 //! Every problem is collected with its key path, so an operator fixes them all in one go.
 
-use std::collections::HashSet;
 use std::fmt;
-use std::net::SocketAddr;
-use std::num::NonZeroU32;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use super::raw::{RawAccount, RawConfig, RawTeam};
+use super::raw::RawConfig;
 use super::values;
-use super::*;
-use crate::secret::{Secret, SecretSource};
+use super::Config;
 
 /// One problem in a config file: where, and what.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,10 +35,10 @@ impl std::error::Error for ConfigErrors {}
 
 /// Collects errors with their key paths.
 #[derive(Default)]
-struct Problems(Vec<ConfigError>);
+pub(super) struct Problems(pub(super) Vec<ConfigError>);
 
 impl Problems {
-    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.0.push(ConfigError {
             path: path.into(),
             message: message.into(),
@@ -50,7 +46,11 @@ impl Problems {
     }
 
     /// Keeps the value, or records the error and returns `None`.
-    fn check<T>(&mut self, path: impl Into<String>, result: Result<T, String>) -> Option<T> {
+    pub(super) fn check<T>(
+        &mut self,
+        path: impl Into<String>,
+        result: Result<T, String>,
+    ) -> Option<T> {
         result.map_err(|message| self.add(path, message)).ok()
     }
 }
@@ -80,7 +80,7 @@ impl Config {
         }
         let raw: RawConfig = serde_path_to_error::deserialize(value)
             .map_err(|e| single(e.path().to_string(), e.inner().to_string()))?;
-        validate(raw)
+        super::validate::validate(raw)
     }
 }
 
@@ -112,398 +112,5 @@ fn interpolate_tree(
             }
         }
         _ => {}
-    }
-}
-
-fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
-    let mut p = Problems::default();
-    let d = |p: &mut Problems, path: &str, s: &str| p.check(path, values::duration(s));
-
-    let listen = Listen {
-        proxy: addr(&mut p, "listen.proxy", &raw.listen.proxy),
-        admin: addr(&mut p, "listen.admin", &raw.listen.admin),
-        allow_unauthenticated: raw.listen.allow_unauthenticated,
-        max_connections: positive(&mut p, "listen.max_connections", raw.listen.max_connections),
-        header_read_timeout: d(
-            &mut p,
-            "listen.header_read_timeout",
-            &raw.listen.header_read_timeout,
-        )
-        .unwrap_or_default(),
-        max_header_bytes: p
-            .check(
-                "listen.max_header_bytes",
-                values::size(&raw.listen.max_header_bytes),
-            )
-            .unwrap_or_default() as usize,
-        shutdown_grace: d(&mut p, "listen.shutdown_grace", &raw.listen.shutdown_grace)
-            .unwrap_or_default(),
-    };
-
-    let upstream = Upstream {
-        url: upstream_url(&mut p, &raw.upstream.url),
-        connect_timeout: d(
-            &mut p,
-            "upstream.connect_timeout",
-            &raw.upstream.connect_timeout,
-        )
-        .unwrap_or_default(),
-        attempt_timeout: d(
-            &mut p,
-            "upstream.attempt_timeout",
-            &raw.upstream.attempt_timeout,
-        )
-        .unwrap_or_default(),
-        deadline: d(&mut p, "upstream.deadline", &raw.upstream.deadline).unwrap_or_default(),
-        ca_file: raw.upstream.ca_file.as_ref().map(PathBuf::from),
-        pool_idle_timeout: d(
-            &mut p,
-            "upstream.pool_idle_timeout",
-            &raw.upstream.pool_idle_timeout,
-        )
-        .unwrap_or_default(),
-        pool_max_idle: raw.upstream.pool_max_idle,
-    };
-    if let Some(ca) = &upstream.ca_file {
-        if let Err(e) = std::fs::metadata(ca) {
-            p.add(
-                "upstream.ca_file",
-                format!("cannot read {}: {e}", ca.display()),
-            );
-        }
-    }
-
-    let accounts: Vec<Account> = raw
-        .account
-        .iter()
-        .enumerate()
-        .map(|(i, a)| account(&mut p, i, a))
-        .collect();
-    if accounts.is_empty() {
-        p.add("account", "at least one [[account]] is required");
-    }
-    unique_names(&mut p, "account", accounts.iter().map(|a| a.name.as_str()));
-
-    let teams: Vec<Team> = raw
-        .team
-        .iter()
-        .enumerate()
-        .map(|(i, t)| team(&mut p, i, t, &accounts))
-        .collect();
-    if teams.is_empty() {
-        p.add("team", "at least one [[team]] is required");
-    }
-    unique_names(&mut p, "team", teams.iter().map(|t| t.name.as_str()));
-    check_team_tokens(&mut p, &teams, &listen);
-
-    let retry = Retry {
-        max_attempts: p
-            .check(
-                "retry.max_attempts",
-                NonZeroU32::new(raw.retry.max_attempts).ok_or("must be at least 1".into()),
-            )
-            .unwrap_or(NonZeroU32::MIN),
-        base: d(&mut p, "retry.base", &raw.retry.base).unwrap_or_default(),
-        cap: d(&mut p, "retry.cap", &raw.retry.cap).unwrap_or_default(),
-        budget_ratio: raw.retry.budget_ratio,
-        min_retries_per_second: raw.retry.min_retries_per_second,
-        retry_token_after_send: raw.retry.retry_token_after_send,
-    };
-    if !(0.0..=1000.0).contains(&retry.budget_ratio) {
-        p.add(
-            "retry.budget_ratio",
-            format!("expected 0.0 to 1000.0, got {}", retry.budget_ratio),
-        );
-    }
-
-    let dedup = Dedup {
-        replay: raw.dedup.replay,
-        default_lifetime: d(
-            &mut p,
-            "dedup.default_lifetime",
-            &raw.dedup.default_lifetime,
-        )
-        .unwrap_or_default(),
-        safety_margin: d(&mut p, "dedup.safety_margin", &raw.dedup.safety_margin)
-            .unwrap_or_default(),
-        max_entries: positive(&mut p, "dedup.max_entries", raw.dedup.max_entries as usize) as u64,
-        max_bytes: p
-            .check("dedup.max_bytes", values::size(&raw.dedup.max_bytes))
-            .unwrap_or_default(),
-    };
-
-    let limits = Limits {
-        max_wait: d(&mut p, "limits.max_wait", &raw.limits.max_wait).unwrap_or_default(),
-        max_body: p
-            .check("limits.max_body", values::size(&raw.limits.max_body))
-            .unwrap_or_default(),
-    };
-
-    for (i, prefix) in raw.routes.prefixes.iter().enumerate() {
-        if !prefix.starts_with('/')
-            || !prefix.ends_with('/')
-            || prefix.len() < 3
-            || prefix.contains("..")
-        {
-            p.add(
-                format!("routes.prefixes[{i}]"),
-                format!("expected a path prefix like \"/api/v2/\", got {prefix:?}"),
-            );
-        }
-    }
-
-    let state = match raw.state.backend.as_str() {
-        "memory" => State::Memory,
-        "redis" => {
-            p.add(
-                "state.backend",
-                "the redis backend is not available in this version; use \"memory\"",
-            );
-            State::Memory
-        }
-        other => {
-            p.add(
-                "state.backend",
-                format!("expected \"memory\" or \"redis\", got {other:?}"),
-            );
-            State::Memory
-        }
-    };
-
-    let log = Log {
-        format: match raw.log.format.as_str() {
-            "json" => LogFormat::Json,
-            "human" => LogFormat::Human,
-            other => {
-                p.add(
-                    "log.format",
-                    format!("expected \"json\" or \"human\", got {other:?}"),
-                );
-                LogFormat::Json
-            }
-        },
-        level: raw.log.level.clone(),
-    };
-    if tracing_subscriber::EnvFilter::try_new(&log.level).is_err() {
-        p.add(
-            "log.level",
-            format!("not a tracing filter: {:?}", log.level),
-        );
-    }
-
-    if !p.0.is_empty() {
-        return Err(ConfigErrors(p.0));
-    }
-    Ok(Config {
-        listen,
-        upstream,
-        accounts,
-        teams,
-        retry,
-        dedup,
-        validation: Validation {
-            enabled: raw.validation.enabled,
-        },
-        limits,
-        routes: Routes {
-            prefixes: raw.routes.prefixes,
-        },
-        state,
-        log,
-    })
-}
-
-fn addr(p: &mut Problems, path: &str, s: &str) -> SocketAddr {
-    p.check(
-        path,
-        s.parse()
-            .map_err(|_| format!("expected an address like \"127.0.0.1:8080\", got {s:?}")),
-    )
-    .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)))
-}
-
-fn positive(p: &mut Problems, path: &str, n: usize) -> usize {
-    if n == 0 {
-        p.add(path, "must be at least 1");
-    }
-    n.max(1)
-}
-
-fn upstream_url(p: &mut Problems, s: &str) -> http::Uri {
-    let parsed = s
-        .parse::<http::Uri>()
-        .map_err(|e| e.to_string())
-        .and_then(|uri| match (uri.scheme_str(), uri.host(), uri.path()) {
-            (Some("http" | "https"), Some(_), "/" | "") if uri.query().is_none() => Ok(uri),
-            _ => Err(format!(
-                "expected a base URL like \"https://ivs.idenfy.com\", got {s:?}"
-            )),
-        });
-    p.check("upstream.url", parsed)
-        .unwrap_or_else(|| http::Uri::from_static("http://invalid"))
-}
-
-fn rate_burst(p: &mut Problems, path: &str, rate: &str, burst: u32) -> (Rate, NonZeroU32) {
-    let rate = p.check(format!("{path}.rate"), values::rate(rate));
-    let burst = p.check(
-        format!("{path}.burst"),
-        NonZeroU32::new(burst).ok_or("must be at least 1".into()),
-    );
-    let fallback = Rate {
-        count: NonZeroU32::MIN,
-        per: std::time::Duration::from_secs(1),
-    };
-    (rate.unwrap_or(fallback), burst.unwrap_or(NonZeroU32::MIN))
-}
-
-fn account(p: &mut Problems, i: usize, raw: &RawAccount) -> Account {
-    let path = format!("account[{i}]");
-    if raw.name.is_empty() {
-        p.add(format!("{path}.name"), "must not be empty");
-    }
-    let api_key = secret_source(p, &path, "api_key", &raw.api_key, &raw.api_key_file);
-    let api_secret = secret_source(
-        p,
-        &path,
-        "api_secret",
-        &raw.api_secret,
-        &raw.api_secret_file,
-    );
-    let (rate, burst) = rate_burst(p, &path, &raw.rate, raw.burst);
-    Account {
-        name: raw.name.clone(),
-        api_key,
-        api_secret,
-        rate,
-        burst,
-    }
-}
-
-fn secret_source(
-    p: &mut Problems,
-    path: &str,
-    key: &str,
-    inline: &Option<String>,
-    file: &Option<String>,
-) -> SecretSource {
-    match (inline, file) {
-        (Some(value), None) if !value.is_empty() => {
-            SecretSource::Inline(Secret::new(value.as_str()))
-        }
-        (Some(_), None) => {
-            p.add(format!("{path}.{key}"), "must not be empty");
-            SecretSource::Inline(Secret::new(""))
-        }
-        (None, Some(file)) => {
-            match crate::credentials::read_secret_file(Path::new(file)) {
-                Ok(_) => {}
-                Err(e) => p.add(format!("{path}.{key}_file"), e),
-            }
-            SecretSource::File(PathBuf::from(file))
-        }
-        (Some(_), Some(_)) => {
-            p.add(
-                format!("{path}.{key}"),
-                format!("give either {key} or {key}_file, not both"),
-            );
-            SecretSource::Inline(Secret::new(""))
-        }
-        (None, None) => {
-            p.add(
-                format!("{path}.{key}"),
-                format!("missing: give {key} or {key}_file"),
-            );
-            SecretSource::Inline(Secret::new(""))
-        }
-    }
-}
-
-fn team(p: &mut Problems, i: usize, raw: &RawTeam, accounts: &[Account]) -> Team {
-    let path = format!("team[{i}]");
-    if raw.name.is_empty() || raw.name.contains(':') {
-        p.add(
-            format!("{path}.name"),
-            "must be non-empty and contain no ':'",
-        );
-    }
-    let account = match &raw.account {
-        Some(name) => accounts
-            .iter()
-            .position(|a| &a.name == name)
-            .unwrap_or_else(|| {
-                p.add(
-                    format!("{path}.account"),
-                    format!("no [[account]] is named {name:?}"),
-                );
-                0
-            }),
-        None if accounts.len() == 1 => 0,
-        None => {
-            p.add(
-                format!("{path}.account"),
-                "missing: several accounts exist, name one",
-            );
-            0
-        }
-    };
-    let token = match raw.token.as_deref() {
-        Some("") => {
-            p.add(
-                format!("{path}.token"),
-                "must not be empty (omit it for no caller authentication)",
-            );
-            None
-        }
-        Some(t) => Some(Secret::new(t)),
-        None => None,
-    };
-    let (rate, burst) = rate_burst(p, &path, &raw.rate, raw.burst);
-    Team {
-        name: raw.name.clone(),
-        account,
-        token,
-        rate,
-        burst,
-    }
-}
-
-fn unique_names<'a>(p: &mut Problems, section: &str, names: impl Iterator<Item = &'a str>) {
-    let mut seen = HashSet::new();
-    for (i, name) in names.enumerate() {
-        if !seen.insert(name) {
-            p.add(
-                format!("{section}[{i}].name"),
-                format!("duplicate name {name:?}"),
-            );
-        }
-    }
-}
-
-fn check_team_tokens(p: &mut Problems, teams: &[Team], listen: &Listen) {
-    let tokenless: Vec<usize> = (0..teams.len())
-        .filter(|&i| teams[i].token.is_none())
-        .collect();
-    if tokenless.len() > 1 {
-        p.add(
-            format!("team[{}].token", tokenless[1]),
-            "at most one team may have no token",
-        );
-    }
-    if let Some(&i) = tokenless.first() {
-        if !listen.proxy.ip().is_loopback() && !listen.allow_unauthenticated {
-            p.add(
-                format!("team[{i}].token"),
-                "a team without a token is only allowed on a loopback listener; \
-                 set listen.allow_unauthenticated = true to serve it on listen.proxy anyway",
-            );
-        }
-    }
-    let mut seen = HashSet::new();
-    for (i, team) in teams.iter().enumerate() {
-        if let Some(token) = &team.token {
-            if !seen.insert(token.expose()) {
-                p.add(format!("team[{i}].token"), "two teams share this token");
-            }
-        }
     }
 }
