@@ -45,6 +45,16 @@ impl Problems {
         });
     }
 
+    /// A duration, or zero after recording the problem.
+    pub(super) fn duration(&mut self, path: &str, s: &str) -> std::time::Duration {
+        self.check(path, values::duration(s)).unwrap_or_default()
+    }
+
+    /// A size in bytes, or zero after recording the problem.
+    pub(super) fn size(&mut self, path: &str, s: &str) -> u64 {
+        self.check(path, values::size(s)).unwrap_or_default()
+    }
+
     /// Keeps the value, or records the error and returns `None`.
     pub(super) fn check<T>(
         &mut self,

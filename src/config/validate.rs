@@ -7,69 +7,17 @@ use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 
 use super::load::Problems;
-use super::raw::{RawAccount, RawConfig, RawTeam};
+use super::raw::{
+    RawAccount, RawConfig, RawDedup, RawListen, RawLog, RawRetry, RawTeam, RawUpstream,
+};
 use super::values;
 use super::*;
 use crate::secret::{Secret, SecretSource};
 
 pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     let mut p = Problems::default();
-    let d = |p: &mut Problems, path: &str, s: &str| p.check(path, values::duration(s));
-
-    let listen = Listen {
-        proxy: addr(&mut p, "listen.proxy", &raw.listen.proxy),
-        admin: addr(&mut p, "listen.admin", &raw.listen.admin),
-        allow_unauthenticated: raw.listen.allow_unauthenticated,
-        max_connections: positive(&mut p, "listen.max_connections", raw.listen.max_connections),
-        header_read_timeout: d(
-            &mut p,
-            "listen.header_read_timeout",
-            &raw.listen.header_read_timeout,
-        )
-        .unwrap_or_default(),
-        max_header_bytes: p
-            .check(
-                "listen.max_header_bytes",
-                values::size(&raw.listen.max_header_bytes),
-            )
-            .unwrap_or_default() as usize,
-        shutdown_grace: d(&mut p, "listen.shutdown_grace", &raw.listen.shutdown_grace)
-            .unwrap_or_default(),
-    };
-
-    let upstream = Upstream {
-        url: upstream_url(&mut p, &raw.upstream.url),
-        connect_timeout: d(
-            &mut p,
-            "upstream.connect_timeout",
-            &raw.upstream.connect_timeout,
-        )
-        .unwrap_or_default(),
-        attempt_timeout: d(
-            &mut p,
-            "upstream.attempt_timeout",
-            &raw.upstream.attempt_timeout,
-        )
-        .unwrap_or_default(),
-        deadline: d(&mut p, "upstream.deadline", &raw.upstream.deadline).unwrap_or_default(),
-        ca_file: raw.upstream.ca_file.as_ref().map(PathBuf::from),
-        pool_idle_timeout: d(
-            &mut p,
-            "upstream.pool_idle_timeout",
-            &raw.upstream.pool_idle_timeout,
-        )
-        .unwrap_or_default(),
-        pool_max_idle: raw.upstream.pool_max_idle,
-    };
-    if let Some(ca) = &upstream.ca_file {
-        if let Err(e) = std::fs::metadata(ca) {
-            p.add(
-                "upstream.ca_file",
-                format!("cannot read {}: {e}", ca.display()),
-            );
-        }
-    }
-
+    let listen = listen(&mut p, &raw.listen);
+    let upstream = upstream(&mut p, &raw.upstream);
     let accounts: Vec<Account> = raw
         .account
         .iter()
@@ -80,7 +28,6 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         p.add("account", "at least one [[account]] is required");
     }
     unique_names(&mut p, "account", accounts.iter().map(|a| a.name.as_str()));
-
     let teams: Vec<Team> = raw
         .team
         .iter()
@@ -92,122 +39,147 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     }
     unique_names(&mut p, "team", teams.iter().map(|t| t.name.as_str()));
     check_team_tokens(&mut p, &teams, &listen);
-
-    let retry = Retry {
-        max_attempts: p
-            .check(
-                "retry.max_attempts",
-                NonZeroU32::new(raw.retry.max_attempts).ok_or("must be at least 1".into()),
-            )
-            .unwrap_or(NonZeroU32::MIN),
-        base: d(&mut p, "retry.base", &raw.retry.base).unwrap_or_default(),
-        cap: d(&mut p, "retry.cap", &raw.retry.cap).unwrap_or_default(),
-        budget_ratio: raw.retry.budget_ratio,
-        min_retries_per_second: raw.retry.min_retries_per_second,
-        retry_token_after_send: raw.retry.retry_token_after_send,
+    let config = Config {
+        retry: retry(&mut p, &raw.retry),
+        dedup: dedup(&mut p, &raw.dedup),
+        validation: Validation {
+            enabled: raw.validation.enabled,
+        },
+        limits: Limits {
+            max_wait: p.duration("limits.max_wait", &raw.limits.max_wait),
+            max_body: p.size("limits.max_body", &raw.limits.max_body),
+        },
+        routes: routes(&mut p, raw.routes.prefixes),
+        state: state(&mut p, &raw.state.backend),
+        log: log(&mut p, &raw.log),
+        listen,
+        upstream,
+        accounts,
+        teams,
     };
-    if !(0.0..=1000.0).contains(&retry.budget_ratio) {
+    if p.0.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigErrors(p.0))
+    }
+}
+
+fn listen(p: &mut Problems, raw: &RawListen) -> Listen {
+    Listen {
+        proxy: addr(p, "listen.proxy", &raw.proxy),
+        admin: addr(p, "listen.admin", &raw.admin),
+        allow_unauthenticated: raw.allow_unauthenticated,
+        max_connections: positive(p, "listen.max_connections", raw.max_connections),
+        header_read_timeout: p.duration("listen.header_read_timeout", &raw.header_read_timeout),
+        max_header_bytes: p.size("listen.max_header_bytes", &raw.max_header_bytes) as usize,
+        shutdown_grace: p.duration("listen.shutdown_grace", &raw.shutdown_grace),
+    }
+}
+
+fn upstream(p: &mut Problems, raw: &RawUpstream) -> Upstream {
+    let ca_file = raw.ca_file.as_ref().map(PathBuf::from);
+    if let Some(ca) = &ca_file {
+        if let Err(e) = std::fs::metadata(ca) {
+            p.add(
+                "upstream.ca_file",
+                format!("cannot read {}: {e}", ca.display()),
+            );
+        }
+    }
+    Upstream {
+        url: upstream_url(p, &raw.url),
+        connect_timeout: p.duration("upstream.connect_timeout", &raw.connect_timeout),
+        attempt_timeout: p.duration("upstream.attempt_timeout", &raw.attempt_timeout),
+        deadline: p.duration("upstream.deadline", &raw.deadline),
+        ca_file,
+        pool_idle_timeout: p.duration("upstream.pool_idle_timeout", &raw.pool_idle_timeout),
+        pool_max_idle: raw.pool_max_idle,
+    }
+}
+
+fn retry(p: &mut Problems, raw: &RawRetry) -> Retry {
+    if !(0.0..=1000.0).contains(&raw.budget_ratio) {
         p.add(
             "retry.budget_ratio",
-            format!("expected 0.0 to 1000.0, got {}", retry.budget_ratio),
+            format!("expected 0.0 to 1000.0, got {}", raw.budget_ratio),
         );
     }
+    let max_attempts = NonZeroU32::new(raw.max_attempts).ok_or("must be at least 1".to_string());
+    Retry {
+        max_attempts: p
+            .check("retry.max_attempts", max_attempts)
+            .unwrap_or(NonZeroU32::MIN),
+        base: p.duration("retry.base", &raw.base),
+        cap: p.duration("retry.cap", &raw.cap),
+        budget_ratio: raw.budget_ratio,
+        min_retries_per_second: raw.min_retries_per_second,
+        retry_token_after_send: raw.retry_token_after_send,
+    }
+}
 
-    let dedup = Dedup {
-        replay: raw.dedup.replay,
-        default_lifetime: d(
-            &mut p,
-            "dedup.default_lifetime",
-            &raw.dedup.default_lifetime,
-        )
-        .unwrap_or_default(),
-        safety_margin: d(&mut p, "dedup.safety_margin", &raw.dedup.safety_margin)
-            .unwrap_or_default(),
-        max_entries: positive(&mut p, "dedup.max_entries", raw.dedup.max_entries as usize) as u64,
-        max_bytes: p
-            .check("dedup.max_bytes", values::size(&raw.dedup.max_bytes))
-            .unwrap_or_default(),
-    };
+fn dedup(p: &mut Problems, raw: &RawDedup) -> Dedup {
+    Dedup {
+        replay: raw.replay,
+        default_lifetime: p.duration("dedup.default_lifetime", &raw.default_lifetime),
+        safety_margin: p.duration("dedup.safety_margin", &raw.safety_margin),
+        max_entries: positive(p, "dedup.max_entries", raw.max_entries as usize) as u64,
+        max_bytes: p.size("dedup.max_bytes", &raw.max_bytes),
+    }
+}
 
-    let limits = Limits {
-        max_wait: d(&mut p, "limits.max_wait", &raw.limits.max_wait).unwrap_or_default(),
-        max_body: p
-            .check("limits.max_body", values::size(&raw.limits.max_body))
-            .unwrap_or_default(),
-    };
-
-    for (i, prefix) in raw.routes.prefixes.iter().enumerate() {
-        if !prefix.starts_with('/')
-            || !prefix.ends_with('/')
-            || prefix.len() < 3
-            || prefix.contains("..")
-        {
+fn routes(p: &mut Problems, prefixes: Vec<String>) -> Routes {
+    for (i, prefix) in prefixes.iter().enumerate() {
+        let ok = prefix.starts_with('/')
+            && prefix.ends_with('/')
+            && prefix.len() >= 3
+            && !prefix.contains("..");
+        if !ok {
             p.add(
                 format!("routes.prefixes[{i}]"),
                 format!("expected a path prefix like \"/api/v2/\", got {prefix:?}"),
             );
         }
     }
+    Routes { prefixes }
+}
 
-    let state = match raw.state.backend.as_str() {
-        "memory" => State::Memory,
-        "redis" => {
-            p.add(
-                "state.backend",
-                "the redis backend is not available in this version; use \"memory\"",
-            );
-            State::Memory
-        }
+fn state(p: &mut Problems, backend: &str) -> State {
+    match backend {
+        "memory" => {}
+        "redis" => p.add(
+            "state.backend",
+            "the redis backend is not available in this version; use \"memory\"",
+        ),
+        other => p.add(
+            "state.backend",
+            format!("expected \"memory\" or \"redis\", got {other:?}"),
+        ),
+    }
+    State::Memory
+}
+
+fn log(p: &mut Problems, raw: &RawLog) -> Log {
+    let format = match raw.format.as_str() {
+        "json" => LogFormat::Json,
+        "human" => LogFormat::Human,
         other => {
             p.add(
-                "state.backend",
-                format!("expected \"memory\" or \"redis\", got {other:?}"),
+                "log.format",
+                format!("expected \"json\" or \"human\", got {other:?}"),
             );
-            State::Memory
+            LogFormat::Json
         }
     };
-
-    let log = Log {
-        format: match raw.log.format.as_str() {
-            "json" => LogFormat::Json,
-            "human" => LogFormat::Human,
-            other => {
-                p.add(
-                    "log.format",
-                    format!("expected \"json\" or \"human\", got {other:?}"),
-                );
-                LogFormat::Json
-            }
-        },
-        level: raw.log.level.clone(),
-    };
-    if tracing_subscriber::EnvFilter::try_new(&log.level).is_err() {
+    if tracing_subscriber::EnvFilter::try_new(&raw.level).is_err() {
         p.add(
             "log.level",
-            format!("not a tracing filter: {:?}", log.level),
+            format!("not a tracing filter: {:?}", raw.level),
         );
     }
-
-    if !p.0.is_empty() {
-        return Err(ConfigErrors(p.0));
+    Log {
+        format,
+        level: raw.level.clone(),
     }
-    Ok(Config {
-        listen,
-        upstream,
-        accounts,
-        teams,
-        retry,
-        dedup,
-        validation: Validation {
-            enabled: raw.validation.enabled,
-        },
-        limits,
-        routes: Routes {
-            prefixes: raw.routes.prefixes,
-        },
-        state,
-        log,
-    })
 }
 
 fn addr(p: &mut Problems, path: &str, s: &str) -> SocketAddr {
