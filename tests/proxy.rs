@@ -392,3 +392,32 @@ async fn refuses_oversized_headers() {
     );
     assert_eq!(upstream.count(), 0);
 }
+
+#[tokio::test]
+async fn holds_connections_over_the_limit_until_a_slot_frees() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (upstream, gw) = setup("").await;
+    let text = config_text(&upstream.url(), ACCOUNT_AND_TEAM)
+        .replace("[listen]\n", "[listen]\nmax_connections = 1\n");
+    drop(gw);
+    let gw = TestGateway::start(&text).await;
+    let request = b"POST /api/v2/status HTTP/1.1\r\nhost: x\r\nauthorization: Bearer team-token\r\ncontent-length: 2\r\n\r\n{}";
+    let mut first = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    first.write_all(request).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = first.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+
+    // The first connection stays open (keep-alive) and holds the only slot.
+    let mut second = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    second.write_all(request).await.unwrap();
+    let waiting =
+        tokio::time::timeout(std::time::Duration::from_millis(300), second.read(&mut buf)).await;
+    assert!(waiting.is_err(), "a connection over the limit was served");
+    assert_eq!(upstream.count(), 1);
+
+    drop(first);
+    let n = second.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    assert_eq!(upstream.count(), 2);
+}
