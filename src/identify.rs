@@ -46,6 +46,16 @@ impl Callers {
         Callers { teams, tokenless }
     }
 
+    /// How many teams there are (a [`Caller::team`] is below this).
+    pub fn len(&self) -> usize {
+        self.teams.len()
+    }
+
+    /// No team at all (never the case for a validated config).
+    pub fn is_empty(&self) -> bool {
+        self.teams.is_empty()
+    }
+
     /// The team of a request, from its `Authorization` header (or its absence).
     pub fn identify(&self, authorization: Option<&[u8]>) -> Result<&Caller, GatewayError> {
         let found = authorization.and_then(|value| self.by_credentials(value));

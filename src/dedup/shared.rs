@@ -2,7 +2,7 @@
 //! into a fresh `Response` for each waiter of the flight and for each replay.
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 
 use crate::body::Body;
@@ -101,13 +101,17 @@ impl SharedResponse {
         *res.status_mut() = self.status;
         *res.headers_mut() = self.headers.clone();
         let headers = res.headers_mut();
-        headers.insert(X_GATEWAY_DEDUP, HeaderValue::from_static(outcome.as_str()));
+        // Header names built at compile time: inserting by `&str` parses and allocates each time.
+        const DEDUP: HeaderName = HeaderName::from_static(X_GATEWAY_DEDUP);
+        const ATTEMPTS: HeaderName = HeaderName::from_static(X_GATEWAY_ATTEMPTS);
+        const MISMATCH: HeaderName = HeaderName::from_static(X_GATEWAY_DEDUP_MISMATCH);
+        headers.insert(DEDUP, HeaderValue::from_static(outcome.as_str()));
         if outcome == DedupOutcome::Replayed {
             // This request made no upstream attempt: the stored copy is not its answer's history.
-            headers.insert(X_GATEWAY_ATTEMPTS, HeaderValue::from_static("0"));
+            headers.insert(ATTEMPTS, HeaderValue::from_static("0"));
         }
         if mismatch {
-            headers.insert(X_GATEWAY_DEDUP_MISMATCH, HeaderValue::from_static("true"));
+            headers.insert(MISMATCH, HeaderValue::from_static("true"));
         }
         res
     }
