@@ -125,7 +125,9 @@ type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 /// Sends one attempt to iDenfy.
 #[derive(Clone)]
 pub struct Upstream {
-    client: HttpClient,
+    /// Shared, not cloned: every layer clones its inner service per request, and a hyper
+    /// `Client` clone is a dozen reference counts.
+    client: Arc<HttpClient>,
     scheme: Scheme,
     authority: Authority,
     attempt_timeout: Duration,
@@ -159,7 +161,7 @@ impl Upstream {
             .cloned()
             .ok_or_else(|| anyhow::anyhow!("upstream.url has no host"))?;
         Ok(Upstream {
-            client,
+            client: Arc::new(client),
             scheme,
             authority,
             attempt_timeout: cfg.attempt_timeout,

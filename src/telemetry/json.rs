@@ -133,9 +133,18 @@ fn write_str(w: &mut Writer<'_>, s: &str) -> fmt::Result {
 /// Escapes what it is given as JSON string content, as `serde_json` does.
 struct Escaped<'a, 'w>(&'a mut Writer<'w>);
 
+/// The bytes JSON strings must escape: `"`, `\\` and the control characters.
+const fn needs_escape(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\'
+}
+
 impl Write for Escaped<'_, '_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         let bytes = s.as_bytes();
+        // The usual case (ids, names, labels): nothing to escape, one write.
+        if !bytes.iter().any(|&b| needs_escape(b)) {
+            return self.0.write_str(s);
+        }
         let mut start = 0;
         for (i, &b) in bytes.iter().enumerate() {
             let escape: &str = match b {
