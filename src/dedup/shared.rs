@@ -48,13 +48,25 @@ pub struct SharedResponse {
 }
 
 impl SharedResponse {
-    /// Keeps `status`, `headers` without the hop-by-hop ones, and `body`.
+    /// Keeps `status`, `headers` without the hop-by-hop ones, and `body`, in memory of their
+    /// own: hyper hands out header values and body chunks as slices of its connection read
+    /// buffer, and a stored slice would keep the whole buffer (kilobytes) alive for the token's
+    /// lifetime. One small copy per upstream answer instead (the replay store held ~6 KiB per
+    /// 417-byte token before).
     pub fn new(status: StatusCode, mut headers: HeaderMap, body: Bytes) -> Self {
         strip_hop_by_hop(&mut headers);
+        let headers = headers
+            .iter()
+            .map(|(name, value)| {
+                let mut own = HeaderValue::from_bytes(value.as_bytes()).unwrap_or(value.clone());
+                own.set_sensitive(value.is_sensitive());
+                (name.clone(), own)
+            })
+            .collect();
         SharedResponse {
             status,
             headers,
-            body,
+            body: Bytes::copy_from_slice(&body),
         }
     }
 
