@@ -31,7 +31,13 @@ pub const MAX_BUFFERED: usize = 4 * 1024 * 1024;
 /// Installs the global subscriber (once; later calls are no-ops, which suits tests). Keep the
 /// guard for as long as the program runs: dropping it flushes every buffered line.
 pub fn init(format: LogFormat, level: &str) -> LogGuard {
-    let writer = LogWriter::stderr();
+    init_to(format, level, Box::new(io::stderr()))
+}
+
+/// [`init`], with the lines going to `out` instead of stderr (benchmarks send them to
+/// `io::sink()` to pay for every log line without printing it).
+pub fn init_to(format: LogFormat, level: &str, out: Box<dyn Write + Send>) -> LogGuard {
+    let writer = LogWriter::new(out);
     let guard = writer.guard();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
