@@ -200,6 +200,14 @@ const HOP_BY_HOP: [header::HeaderName; 7] = [
 
 /// Removes hop-by-hop headers, and every header the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none of them: one pass over the names present, with no hashing and no
+    // allocation, instead of nine removals by name.
+    let any = headers.keys().any(|name| {
+        HOP_BY_HOP.contains(name) || name == "keep-alive" || name == "proxy-connection"
+    });
+    if !any {
+        return;
+    }
     let named: Vec<header::HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()

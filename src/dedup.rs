@@ -88,6 +88,8 @@ struct DedupKey {
 struct Ticketed {
     key: DedupKey,
     team: Arc<str>,
+    /// The team's index in the config (for its metric handles).
+    team_index: usize,
     route: &'static str,
     deadline: Option<Deadline>,
     fingerprint: u64,
@@ -109,6 +111,7 @@ impl Ticketed {
                 client_id: Arc::clone(&client_id.0),
             },
             team: Arc::clone(&caller.team_name),
+            team_index: caller.team,
             route: route.label,
             deadline: req.extensions().get::<Deadline>().copied(),
             fingerprint: fingerprint(req.body()),
@@ -234,9 +237,13 @@ where
             let outcome = DedupOutcome::Replayed;
             let mismatch = hit.fingerprint != ticketed.fingerprint;
             let res = hit.response.to_response(outcome, mismatch);
-            shared
-                .metrics
-                .answered(&ticketed.team, ticketed.route, outcome);
+            shared.metrics.answered_by(
+                ticketed.team_index,
+                &ticketed.team,
+                ticketed.key.kind,
+                ticketed.route,
+                outcome,
+            );
             return Box::pin(std::future::ready(Ok(res)));
         }
         let ticket = shared.flights.join_or_lead(ticketed.key.clone(), || {
@@ -320,7 +327,9 @@ async fn answer(
         (Role::Leader, true) => DedupOutcome::Replayed,
         (Role::Leader, false) => DedupOutcome::Leader,
     };
-    shared.metrics.answered(&t.team, t.route, label);
+    shared
+        .metrics
+        .answered_by(t.team_index, &t.team, t.key.kind, t.route, label);
     let response = outcome.result?;
     Ok(response.to_response(label, outcome.fingerprint != t.fingerprint))
 }

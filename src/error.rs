@@ -162,7 +162,9 @@ impl GatewayError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        headers.insert(X_GATEWAY_ERROR, HeaderValue::from_static(self.reason()));
+        // Built at compile time: inserting by `&str` parses and allocates each time.
+        const ERROR: http::HeaderName = http::HeaderName::from_static(X_GATEWAY_ERROR);
+        headers.insert(ERROR, HeaderValue::from_static(self.reason()));
         if let Some(after) = self.retry_after() {
             headers.insert(
                 header::RETRY_AFTER,

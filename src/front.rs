@@ -15,7 +15,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Request, Response};
+use http::{header, HeaderName, HeaderValue, Request, Response};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use tokio::time::Instant;
@@ -26,11 +26,20 @@ use crate::context::Deadline;
 use crate::deadline::deadline_for;
 use crate::error::GatewayError;
 use crate::identify::Callers;
-use crate::metrics::{status_class, GaugeGuard, RequestMetrics, UNKNOWN};
+use crate::metrics::{
+    status_class_index, GaugeGuard, HandleTable, RequestMetrics, STATUS_CLASSES, UNKNOWN,
+};
 use crate::route::Routes;
 
 /// The request id header: kept from the caller when sane, else generated.
 pub const X_REQUEST_ID: &str = "x-request-id";
+
+/// Header names built at compile time: inserting or looking up by `&str` parses (and, to
+/// insert, allocates) the name on every request.
+const REQUEST_ID: HeaderName = HeaderName::from_static(X_REQUEST_ID);
+const ATTEMPTS: HeaderName = HeaderName::from_static(crate::retry::X_GATEWAY_ATTEMPTS);
+const DEDUP: HeaderName = HeaderName::from_static(crate::dedup::X_GATEWAY_DEDUP);
+const ERROR: HeaderName = HeaderName::from_static(crate::error::X_GATEWAY_ERROR);
 
 /// What the front step needs.
 #[derive(Clone)]
@@ -44,6 +53,70 @@ struct Shared {
     max_body: u64,
     deadline: Duration,
     metrics: RequestMetrics,
+    handles: Handles,
+}
+
+/// The request metrics' handles, by team index (then one row for unknown callers), route label
+/// index (in `labels`, the last one `unknown`) and status class.
+struct Handles {
+    labels: Vec<&'static str>,
+    /// The row of requests that never got as far as a team (401).
+    unknown_team: usize,
+    requests: HandleTable<prometheus::IntCounter>,
+    duration: HandleTable<prometheus::Histogram>,
+}
+
+impl Handles {
+    fn new(callers: &Callers, routes: &Routes) -> Self {
+        let mut labels = routes.labels();
+        labels.push(UNKNOWN);
+        Handles {
+            requests: HandleTable::new(callers.len() + 1, labels.len() * STATUS_CLASSES.len()),
+            duration: HandleTable::new(1, labels.len()),
+            labels,
+            unknown_team: callers.len(),
+        }
+    }
+
+    fn label_index(&self, label: &'static str) -> Option<usize> {
+        // Labels are the same `&'static str`s `classify` hands out: a pointer compare first.
+        let labels = &self.labels;
+        labels
+            .iter()
+            .position(|l| std::ptr::eq(*l, label))
+            .or_else(|| labels.iter().position(|l| *l == label))
+    }
+
+    /// Counts one answered request and its duration.
+    fn record(
+        &self,
+        m: &RequestMetrics,
+        team: Option<(usize, &str)>,
+        route: &'static str,
+        status: http::StatusCode,
+        seconds: f64,
+    ) {
+        let class = status_class_index(status);
+        let (row, team) = team.unwrap_or((self.unknown_team, UNKNOWN));
+        let route_at = self.label_index(route);
+        let counter = || {
+            m.requests
+                .with_label_values(&[team, route, STATUS_CLASSES[class]])
+        };
+        let cached = route_at.and_then(|r| {
+            self.requests
+                .get(row, r * STATUS_CLASSES.len() + class, counter)
+        });
+        match cached {
+            Some(c) => c.inc(),
+            None => counter().inc(),
+        }
+        let histogram = || m.duration.with_label_values(&[route]);
+        match route_at.and_then(|r| self.duration.get(0, r, histogram)) {
+            Some(h) => h.observe(seconds),
+            None => histogram().observe(seconds),
+        }
+    }
 }
 
 impl FrontLayer {
@@ -54,6 +127,7 @@ impl FrontLayer {
         deadline: Duration,
         metrics: RequestMetrics,
     ) -> Self {
+        let handles = Handles::new(&callers, &routes);
         FrontLayer {
             shared: Arc::new(Shared {
                 callers,
@@ -61,6 +135,7 @@ impl FrontLayer {
                 max_body,
                 deadline,
                 metrics,
+                handles,
             }),
         }
     }
@@ -113,11 +188,11 @@ where
 {
     let started = Instant::now();
     let _in_flight = GaugeGuard::enter(&shared.metrics.in_flight);
-    let request_id = request_id(req.headers().get(X_REQUEST_ID));
-    req.headers_mut().insert(X_REQUEST_ID, request_id.clone());
+    let request_id = request_id(req.headers().get(REQUEST_ID));
+    req.headers_mut().insert(REQUEST_ID, request_id.clone());
     let method = req.method().clone();
 
-    let mut team: Arc<str> = Arc::from(UNKNOWN);
+    let mut team = None;
     let mut route = UNKNOWN;
     let result = async {
         let caller = shared.callers.identify(
@@ -125,7 +200,7 @@ where
                 .get(header::AUTHORIZATION)
                 .map(|v| v.as_bytes()),
         )?;
-        team = caller.team_name.clone();
+        team = Some(caller);
         let matched = shared.routes.classify(req.method(), req.uri().path())?;
         route = matched.label;
         let deadline = Deadline(started + deadline_for(req.headers(), shared.deadline));
@@ -140,27 +215,24 @@ where
     .await;
 
     let mut res = result.unwrap_or_else(GatewayError::into_response);
-    res.headers_mut().insert(X_REQUEST_ID, request_id.clone());
+    res.headers_mut().insert(REQUEST_ID, request_id.clone());
     let elapsed = started.elapsed();
     let status = res.status();
-    let m = &shared.metrics;
-    m.requests
-        .with_label_values(&[&*team, route, status_class(status)])
-        .inc();
-    m.duration
-        .with_label_values(&[route])
-        .observe(elapsed.as_secs_f64());
+    let team = team.map(|c| (c.team, &*c.team_name));
+    shared
+        .handles
+        .record(&shared.metrics, team, route, status, elapsed.as_secs_f64());
     let h = res.headers();
-    let text = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let text = |name: HeaderName| h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
     tracing::info!(
         request_id = request_id.to_str().unwrap_or(""),
-        team = &*team,
+        team = team.map_or(UNKNOWN, |(_, name)| name),
         route,
         method = method.as_str(),
         status = status.as_u16(),
-        attempts = text("x-gateway-attempts"),
-        dedup = text("x-gateway-dedup"),
-        error = text(crate::error::X_GATEWAY_ERROR),
+        attempts = text(ATTEMPTS),
+        dedup = text(DEDUP),
+        error = text(ERROR),
         latency_ms = elapsed.as_secs_f64() * 1000.0,
         "request"
     );
@@ -202,8 +274,14 @@ fn request_id(given: Option<&HeaderValue>) -> HeaderValue {
             return v.clone();
         }
     }
-    let id = format!("{:032x}", fastrand::u128(..));
-    HeaderValue::try_from(id).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+    // 32 lowercase hex digits, written in place (no `format!` per request).
+    let mut id = [0u8; 32];
+    let mut bits = fastrand::u128(..);
+    for digit in id.iter_mut().rev() {
+        *digit = b"0123456789abcdef"[(bits & 0xf) as usize];
+        bits >>= 4;
+    }
+    HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
 #[cfg(test)]

@@ -2,14 +2,20 @@
 //! costs nothing and never reaches iDenfy.
 //!
 //! A team presents `Authorization: Bearer <token>` or `Basic base64(team:token)` (so an existing
-//! iDenfy client can put team:token where it had key:secret). Tokens are compared in constant
-//! time. Credentials that match no team belong to the tokenless team, when one is configured (a
-//! sidecar's app may still send its old iDenfy key pair: it is dropped, never forwarded).
+//! iDenfy client can put team:token where it had key:secret). Credentials that match no team
+//! belong to the tokenless team, when one is configured (a sidecar's app may still send its old
+//! iDenfy key pair: it is dropped, never forwarded).
+//!
+//! The presented token is found by the SHA-256 of its bytes in a map built at start-up, then
+//! compared with the team's token in constant time: the cost is the same for 1 or 1,000 teams,
+//! and the time taken tells nothing about how many bytes of a real token matched (the map only
+//! ever compares digests, and a digest match is followed by the constant-time compare).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use base64::Engine;
-
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::config::Config;
@@ -20,12 +26,14 @@ use crate::error::GatewayError;
 #[derive(Debug)]
 pub struct Callers {
     teams: Vec<(Caller, Option<Vec<u8>>)>,
+    /// Teams by the SHA-256 of their token (config refuses a token shared by two teams).
+    by_digest: HashMap<[u8; 32], usize>,
     tokenless: Option<usize>,
 }
 
 impl Callers {
     pub fn new(config: &Config) -> Self {
-        let teams = config
+        let teams: Vec<(Caller, Option<Vec<u8>>)> = config
             .teams
             .iter()
             .enumerate()
@@ -43,7 +51,26 @@ impl Callers {
             })
             .collect();
         let tokenless = config.teams.iter().position(|t| t.token.is_none());
-        Callers { teams, tokenless }
+        let by_digest = teams
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (_, token))| Some((digest(token.as_ref()?), i)))
+            .collect();
+        Callers {
+            teams,
+            by_digest,
+            tokenless,
+        }
+    }
+
+    /// How many teams there are (a [`Caller::team`] is below this).
+    pub fn len(&self) -> usize {
+        self.teams.len()
+    }
+
+    /// No team at all (never the case for a validated config).
+    pub fn is_empty(&self) -> bool {
+        self.teams.is_empty()
     }
 
     /// The team of a request, from its `Authorization` header (or its absence).
@@ -70,20 +97,17 @@ impl Callers {
         }
     }
 
-    /// Compares against every team's token, without an early exit, so the time taken does not
-    /// tell which team or how many bytes matched.
+    /// The team whose token this is (and whose name, for Basic), see the module doc.
     fn by_token(&self, name: Option<&[u8]>, token: &[u8]) -> Option<usize> {
-        let mut found = None;
-        for (i, (caller, expected)) in self.teams.iter().enumerate() {
-            let Some(expected) = expected else { continue };
-            let token_ok: bool = expected.as_slice().ct_eq(token).into();
-            let name_ok = name.is_none_or(|n| n == caller.team_name.as_bytes());
-            if token_ok && name_ok && found.is_none() {
-                found = Some(i);
-            }
-        }
-        found
+        let i = *self.by_digest.get(&digest(token))?;
+        let (caller, expected) = &self.teams[i];
+        let token_ok: bool = expected.as_deref().is_some_and(|e| e.ct_eq(token).into());
+        (token_ok && name.is_none_or(|n| n == caller.team_name.as_bytes())).then_some(i)
     }
+}
+
+fn digest(token: &[u8]) -> [u8; 32] {
+    Sha256::digest(token).into()
 }
 
 fn split_scheme(value: &[u8]) -> Option<(&[u8], &[u8])> {
@@ -146,6 +170,25 @@ mod tests {
             let err = c.identify(bad.as_deref().map(str::as_bytes)).unwrap_err();
             assert!(matches!(err, GatewayError::Unauthorized), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn finds_a_team_among_a_thousand() {
+        let teams: String = (0..1000)
+            .map(|i| format!("[[team]]\nname = \"t{i}\"\ntoken = \"tok-{i}\"\n"))
+            .collect();
+        let c = callers(&teams);
+        assert_eq!(
+            &*c.identify(Some(b"Bearer tok-999")).unwrap().team_name,
+            "t999"
+        );
+        let named = basic("t7", "tok-7");
+        assert_eq!(
+            &*c.identify(Some(named.as_bytes())).unwrap().team_name,
+            "t7"
+        );
+        assert!(c.identify(Some(basic("t8", "tok-7").as_bytes())).is_err());
+        assert!(c.identify(Some(b"Bearer tok-1000")).is_err());
     }
 
     #[test]

@@ -108,11 +108,22 @@ fn check_config(path: &std::path::Path) -> ExitCode {
     }
 }
 
+/// The runtime: with one worker (a sidecar's usual CPU budget, or `--workers 1`) the
+/// single-threaded scheduler, which serves every connection on the thread that calls
+/// `block_on`: no work-stealing queues, no cross-thread wake-ups, no idle worker parking. It
+/// costs less CPU per request than a one-worker multi-threaded runtime (see docs/benchmarks.md).
+/// With more workers, the multi-threaded scheduler with that many threads.
 fn runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = workers {
-        builder.worker_threads(n.max(1));
-    }
+    let workers = workers.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    let mut builder = if workers <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(workers);
+        builder
+    };
     builder.enable_all().build()
 }
 
@@ -132,7 +143,7 @@ fn run(args: RunArgs) -> ExitCode {
             LogFormat::Human
         };
     }
-    idenfy_gateway::telemetry::init(config.log.format, &config.log.level);
+    let _logs = idenfy_gateway::telemetry::init(config.log.format, &config.log.level);
     let result = runtime(args.workers)
         .map_err(anyhow::Error::from)
         .and_then(|rt| rt.block_on(idenfy_gateway::server::run(config, shutdown_signal())));
@@ -165,7 +176,7 @@ fn block_on(
 }
 
 fn simulate(config: SimulatorConfig) -> ExitCode {
-    idenfy_gateway::telemetry::init(LogFormat::Human, "info");
+    let _logs = idenfy_gateway::telemetry::init(LogFormat::Human, "info");
     block_on(None, async move {
         let sim = Simulator::start(config).await?;
         println!(
@@ -180,7 +191,7 @@ fn simulate(config: SimulatorConfig) -> ExitCode {
 }
 
 fn demo(args: DemoArgs) -> ExitCode {
-    idenfy_gateway::telemetry::init(LogFormat::Human, "warn");
+    let _logs = idenfy_gateway::telemetry::init(LogFormat::Human, "warn");
     block_on(None, async move {
         let addrs = DemoAddrs {
             proxy: args.proxy,

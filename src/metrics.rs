@@ -2,6 +2,8 @@
 //! Each concern registers its own metrics into the same registry. Labels are bounded: team and
 //! route names from config, status classes — never a clientId, scanRef or secret.
 
+use std::sync::OnceLock;
+
 use prometheus::{
     HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
@@ -85,14 +87,53 @@ impl Drop for GaugeGuard {
     }
 }
 
+/// The status classes, in the order of [`status_class_index`].
+pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
 /// `2xx`, `4xx`, … for a status code.
 pub fn status_class(status: http::StatusCode) -> &'static str {
+    STATUS_CLASSES[status_class_index(status)]
+}
+
+/// The index of a status code's class in [`STATUS_CLASSES`].
+pub fn status_class_index(status: http::StatusCode) -> usize {
     match status.as_u16() {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
+    }
+}
+
+/// Metric handles of one labelled family, by (row, column) of bounded label indexes (team,
+/// route, status class…), each resolved with `with_label_values` the first time it is used and
+/// then read without hashing or locking. Rows are allocated on first use, so a table for 1,000
+/// teams costs a pointer per team until a team is seen, and no series appears in `/metrics`
+/// before it has a value.
+pub struct HandleTable<M> {
+    rows: Box<[OnceLock<Row<M>>]>,
+    cols: usize,
+}
+
+/// One row of a [`HandleTable`].
+type Row<M> = Box<[OnceLock<M>]>;
+
+impl<M> HandleTable<M> {
+    pub fn new(rows: usize, cols: usize) -> Self {
+        HandleTable {
+            rows: (0..rows).map(|_| OnceLock::new()).collect(),
+            cols,
+        }
+    }
+
+    /// The handle at (`row`, `col`), made by `make` the first time; `None` outside the table.
+    pub fn get(&self, row: usize, col: usize, make: impl FnOnce() -> M) -> Option<&M> {
+        let cells = self
+            .rows
+            .get(row)?
+            .get_or_init(|| (0..self.cols).map(|_| OnceLock::new()).collect());
+        Some(cells.get(col)?.get_or_init(make))
     }
 }
 

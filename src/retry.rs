@@ -43,6 +43,30 @@ use crate::error::GatewayError;
 /// Header with the number of upstream attempts made for the request.
 pub const X_GATEWAY_ATTEMPTS: &str = "x-gateway-attempts";
 
+/// The same, as a header name built at compile time (inserting by `&str` parses and allocates).
+const ATTEMPTS_HEADER: http::HeaderName = http::HeaderName::from_static(X_GATEWAY_ATTEMPTS);
+
+/// `x-gateway-attempts` values for the usual counts, without an allocation per answer.
+const ATTEMPT_COUNTS: [HeaderValue; 10] = [
+    HeaderValue::from_static("0"),
+    HeaderValue::from_static("1"),
+    HeaderValue::from_static("2"),
+    HeaderValue::from_static("3"),
+    HeaderValue::from_static("4"),
+    HeaderValue::from_static("5"),
+    HeaderValue::from_static("6"),
+    HeaderValue::from_static("7"),
+    HeaderValue::from_static("8"),
+    HeaderValue::from_static("9"),
+];
+
+fn attempts_value(attempts: u32) -> HeaderValue {
+    usize::try_from(attempts)
+        .ok()
+        .and_then(|n| ATTEMPT_COUNTS.get(n).cloned())
+        .unwrap_or_else(|| HeaderValue::from(attempts))
+}
+
 type Answer = Result<Response<Body>, GatewayError>;
 
 /// Adds the retry loop to a service (see the module doc).
@@ -235,7 +259,7 @@ impl Shared {
         self.metrics.attempts(attempts);
         let mut res = answer.unwrap_or_else(GatewayError::into_response);
         res.headers_mut()
-            .insert(X_GATEWAY_ATTEMPTS, HeaderValue::from(attempts));
+            .insert(ATTEMPTS_HEADER, attempts_value(attempts));
         Ok(res)
     }
 }

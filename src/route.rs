@@ -39,6 +39,21 @@ impl Routes {
         Routes { prefixes }
     }
 
+    /// Every label [`Routes::classify`] can give, each once: the known endpoints, then the
+    /// prefixes (for metric handles resolved once per label).
+    pub fn labels(&self) -> Vec<&'static str> {
+        let mut labels: Vec<&'static str> = KNOWN.iter().map(|(_, l)| *l).collect();
+        labels.extend(self.prefixes.iter().map(|(_, l)| *l));
+        labels.dedup();
+        let mut unique = Vec::with_capacity(labels.len());
+        for label in labels {
+            if !unique.contains(&label) {
+                unique.push(label);
+            }
+        }
+        unique
+    }
+
     /// Classifies a request by method and path.
     pub fn classify(&self, method: &Method, path: &str) -> Result<Route, GatewayError> {
         if !is_clean(path) {
@@ -68,12 +83,15 @@ fn is_clean(path: &str) -> bool {
     if !path.starts_with('/') || path.contains('\\') || path.contains("//") {
         return false;
     }
-    let lower = path.to_ascii_lowercase();
-    if ["%2e", "%2f", "%5c", "%00", "%25"]
-        .iter()
-        .any(|bad| lower.contains(bad))
-    {
-        return false;
+    // Most paths have no percent sign at all: no need to look for encoded bytes then.
+    if path.contains('%') {
+        let lower = path.to_ascii_lowercase();
+        if ["%2e", "%2f", "%5c", "%00", "%25"]
+            .iter()
+            .any(|bad| lower.contains(bad))
+        {
+            return false;
+        }
     }
     path.split('/')
         .all(|segment| segment != "." && segment != "..")
@@ -140,6 +158,18 @@ mod tests {
                 "{path}"
             );
         }
+    }
+
+    #[test]
+    fn lists_every_label_once() {
+        let r = routes();
+        let labels = r.labels();
+        for (_, label) in KNOWN {
+            assert_eq!(labels.iter().filter(|l| *l == label).count(), 1, "{label}");
+        }
+        assert!(labels.contains(&"/aml/*"));
+        let other = r.classify(&Method::GET, "/aml/x").unwrap().label;
+        assert!(labels.contains(&other));
     }
 
     #[test]

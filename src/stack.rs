@@ -38,7 +38,8 @@ pub fn app(
         + 'static,
 > {
     let limit_metrics = LimitMetrics::new(registry)?;
-    let upstream = Upstream::new(&config.upstream, UpstreamMetrics::new(registry)?)?;
+    let upstream_metrics = UpstreamMetrics::new(registry)?.for_accounts(config.accounts.len());
+    let upstream = Upstream::new(&config.upstream, upstream_metrics)?;
     Ok(ServiceBuilder::new()
         // Identify (401), route (404/400) and the body limit (413) first: a request the gateway
         // will refuse costs nothing and never reaches iDenfy. Also the request id, the deadline,
@@ -62,7 +63,7 @@ pub fn app(
         .layer(DedupLayer::new(
             &config.dedup,
             config.limits.max_body,
-            DedupMetrics::new(registry)?,
+            DedupMetrics::new(registry)?.for_teams(config.teams.len()),
         ))
         // The team's quota on logical requests: wait briefly in line, or 429. After dedup, so
         // coalesced and replayed requests spend nothing.

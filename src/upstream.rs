@@ -18,7 +18,9 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
+};
 use tokio::time::Instant;
 use tower::Service;
 
@@ -27,6 +29,7 @@ use crate::config;
 use crate::context::Caller;
 use crate::credentials::strip_hop_by_hop;
 use crate::error::GatewayError;
+use crate::metrics::{status_class, status_class_index, HandleTable, STATUS_CLASSES};
 
 /// Buckets of the upstream attempt duration, in seconds: iDenfy answers in tens to hundreds of
 /// milliseconds; the tail up to `attempt_timeout` (15 s by default) matters for alerts.
@@ -39,6 +42,23 @@ const UPSTREAM_BUCKETS: &[f64] = &[
 pub struct UpstreamMetrics {
     attempts: IntCounterVec,
     duration: HistogramVec,
+    handles: Arc<Handles>,
+}
+
+/// Handles by account index: attempts by status class (errors are looked up by label), and the
+/// duration histogram.
+struct Handles {
+    attempts: HandleTable<IntCounter>,
+    duration: HandleTable<Histogram>,
+}
+
+impl Handles {
+    fn new(accounts: usize) -> Self {
+        Handles {
+            attempts: HandleTable::new(accounts, STATUS_CLASSES.len()),
+            duration: HandleTable::new(accounts, 1),
+        }
+    }
 }
 
 impl UpstreamMetrics {
@@ -60,7 +80,43 @@ impl UpstreamMetrics {
         )?;
         registry.register(Box::new(attempts.clone()))?;
         registry.register(Box::new(duration.clone()))?;
-        Ok(UpstreamMetrics { attempts, duration })
+        Ok(UpstreamMetrics {
+            attempts,
+            duration,
+            handles: Arc::new(Handles::new(0)),
+        })
+    }
+
+    /// Resolves each account's metric handles once, on its first attempt, instead of a label
+    /// look-up per attempt (`accounts`: how many there are in the config).
+    pub fn for_accounts(mut self, accounts: usize) -> Self {
+        self.handles = Arc::new(Handles::new(accounts));
+        self
+    }
+
+    /// Counts one attempt of account `index` (named `name`).
+    fn record(
+        &self,
+        index: usize,
+        name: &str,
+        result: &Result<Response<hyper::body::Incoming>, GatewayError>,
+        seconds: f64,
+    ) {
+        let outcome = outcome_label(result);
+        let counter = || self.attempts.with_label_values(&[name, outcome]);
+        let class = match result {
+            Ok(res) => Some(status_class_index(res.status())),
+            Err(_) => None,
+        };
+        match class.and_then(|c| self.handles.attempts.get(index, c, counter)) {
+            Some(c) => c.inc(),
+            None => counter().inc(),
+        }
+        let histogram = || self.duration.with_label_values(&[name]);
+        match self.handles.duration.get(index, 0, histogram) {
+            Some(h) => h.observe(seconds),
+            None => histogram().observe(seconds),
+        }
     }
 }
 
@@ -69,7 +125,9 @@ type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 /// Sends one attempt to iDenfy.
 #[derive(Clone)]
 pub struct Upstream {
-    client: HttpClient,
+    /// Shared, not cloned: every layer clones its inner service per request, and a hyper
+    /// `Client` clone is a dozen reference counts.
+    client: Arc<HttpClient>,
     scheme: Scheme,
     authority: Authority,
     attempt_timeout: Duration,
@@ -103,7 +161,7 @@ impl Upstream {
             .cloned()
             .ok_or_else(|| anyhow::anyhow!("upstream.url has no host"))?;
         Ok(Upstream {
-            client,
+            client: Arc::new(client),
             scheme,
             authority,
             attempt_timeout: cfg.attempt_timeout,
@@ -138,13 +196,7 @@ fn tls_config(ca_file: Option<&std::path::Path>) -> anyhow::Result<rustls::Clien
 
 fn outcome_label(result: &Result<Response<hyper::body::Incoming>, GatewayError>) -> &'static str {
     match result {
-        Ok(res) => match res.status().as_u16() {
-            100..=199 => "1xx",
-            200..=299 => "2xx",
-            300..=399 => "3xx",
-            400..=499 => "4xx",
-            _ => "5xx",
-        },
+        Ok(res) => status_class(res.status()),
         Err(e) => e.reason(),
     }
 }
@@ -162,7 +214,7 @@ impl Service<Request<Bytes>> for Upstream {
         let account = req
             .extensions()
             .get::<Caller>()
-            .map(|c| c.account_name.clone());
+            .map(|c| (c.account, c.account_name.clone()));
         let (mut parts, body) = req.into_parts();
         let uri = match self.target(&parts.uri) {
             Ok(uri) => uri,
@@ -185,15 +237,12 @@ impl Service<Request<Bytes>> for Upstream {
                 Ok(Err(_)) => Err(GatewayError::UpstreamProtocol),
                 Ok(Ok(res)) => Ok(res),
             };
-            let account = account.as_deref().unwrap_or("");
-            metrics
-                .attempts
-                .with_label_values(&[account, outcome_label(&result)])
-                .inc();
-            metrics
-                .duration
-                .with_label_values(&[account])
-                .observe(started.elapsed().as_secs_f64());
+            let seconds = started.elapsed().as_secs_f64();
+            match &account {
+                Some((index, name)) => metrics.record(*index, name, &result, seconds),
+                // No caller: no handle row; looked up by label.
+                None => metrics.record(usize::MAX, "", &result, seconds),
+            }
             let res = result?;
             let (mut parts, incoming) = res.into_parts();
             strip_hop_by_hop(&mut parts.headers);

@@ -146,7 +146,7 @@ where
             }
         }
         let inner = self.inner.clone();
-        Box::pin(async move { inner.oneshot(req).await })
+        Box::pin(inner.oneshot(req))
     }
 }
 

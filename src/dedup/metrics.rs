@@ -1,9 +1,13 @@
 //! Metrics of the `dedup` layer: how token requests were answered, the sessions they opened at
 //! iDenfy, upstream 409s, and the size of the flight map and the replay store.
 
-use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+use std::sync::Arc;
+
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 use super::shared::DedupOutcome;
+use crate::context::RouteKind;
+use crate::metrics::HandleTable;
 
 /// Labels are team and route names from config and fixed outcomes: never a clientId.
 #[derive(Clone)]
@@ -20,6 +24,8 @@ pub struct DedupMetrics {
     pub(super) replay_entries: IntGauge,
     /// `idenfy_gateway_dedup_waiting`
     pub(super) waiting: IntGauge,
+    /// `requests` handles by team index, then (route kind, outcome): resolved on first use.
+    answered: Arc<HandleTable<IntCounter>>,
 }
 
 impl DedupMetrics {
@@ -59,6 +65,7 @@ impl DedupMetrics {
                 "idenfy_gateway_dedup_waiting",
                 "Token requests waiting for a concurrent request's answer (coalesced followers)",
             )?,
+            answered: Arc::new(HandleTable::new(0, 0)),
         };
         registry.register(Box::new(metrics.requests.clone()))?;
         registry.register(Box::new(metrics.sessions.clone()))?;
@@ -69,10 +76,42 @@ impl DedupMetrics {
         Ok(metrics)
     }
 
+    /// Resolves the `requests` handles once per team (on first use) instead of a label look-up
+    /// per answer (`teams`: how many there are in the config).
+    pub fn for_teams(mut self, teams: usize) -> Self {
+        self.answered = Arc::new(HandleTable::new(teams, 6));
+        self
+    }
+
     pub(super) fn answered(&self, team: &str, route: &str, outcome: DedupOutcome) {
         self.requests
             .with_label_values(&[team, route, outcome.as_str()])
             .inc();
+    }
+
+    /// [`Self::answered`], through the handle of team index `index` when the table has it.
+    pub(super) fn answered_by(
+        &self,
+        index: usize,
+        team: &str,
+        kind: RouteKind,
+        route: &str,
+        outcome: DedupOutcome,
+    ) {
+        let kind = match kind {
+            RouteKind::KycToken => 0,
+            RouteKind::KybToken => 1,
+            RouteKind::Other => return self.answered(team, route, outcome),
+        };
+        let col = kind * 3 + outcome as usize;
+        let counter = || {
+            self.requests
+                .with_label_values(&[team, route, outcome.as_str()])
+        };
+        match self.answered.get(index, col, counter) {
+            Some(c) => c.inc(),
+            None => counter().inc(),
+        }
     }
 
     pub(super) fn session_created(&self, team: &str, route: &str) {

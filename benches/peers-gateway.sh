@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Runs the peer comparison (direct vs nginx vs HAProxy vs this gateway) with the gateway's
+# full request path on: sidecar mode (a tokenless team on loopback), caller identification,
+# routing, validation, dedup, team and account limits, retry loop, metrics, JSON logs at info
+# to stderr (which the harness captures).
+#
+#   benches/peers-gateway.sh [compare.sh options...]
+#   PEERS_DIR=/path/to/bench/peers benches/peers-gateway.sh --path /api/v2/status --out /tmp/s.json
+#
+# PEERS_DIR: the directory of compare.sh (default /work/shared/bench/peers).
+# The limits are set high enough never to throttle the benchmark, so every request passes
+# through the limiters' decision without being refused.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+peers="${PEERS_DIR:-/work/shared/bench/peers}"
+cd "$root"
+cargo build --release --quiet
+config='[listen]
+proxy = \"127.0.0.1:{PORT}\"
+admin = \"127.0.0.1:0\"
+[upstream]
+url = \"{UPSTREAM}\"
+[[account]]
+name = \"main\"
+api_key = \"{KEY}\"
+api_secret = \"{SECRET}\"
+rate = \"100000000/h\"
+burst = 1000000
+[[team]]
+name = \"app\"
+rate = \"1000000/s\"
+burst = 1000000
+[log]
+format = \"json\"
+level = \"info\"
+'
+exec "$peers/compare.sh" \
+  --gateway "printf '%s' \"$config\" > {TMPDIR}/gw.toml && exec $root/target/release/idenfy-gateway run --config {TMPDIR}/gw.toml --workers {WORKERS}" \
+  --gateway-name gateway "$@"
