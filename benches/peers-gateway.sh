@@ -7,12 +7,12 @@
 #   benches/peers-gateway.sh [compare.sh options...]
 #   PEERS_DIR=/path/to/bench/peers benches/peers-gateway.sh --path /api/v2/status --out /tmp/s.json
 #
-# PEERS_DIR: the directory of compare.sh (default /work/shared/bench/peers).
+# PEERS_DIR (required): the directory of the peer harness's compare.sh.
 # The limits are set high enough never to throttle the benchmark, so every request passes
 # through the limiters' decision without being refused.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-peers="${PEERS_DIR:-/work/shared/bench/peers}"
+peers="${PEERS_DIR:?set PEERS_DIR to the directory of the peer harness (compare.sh)}"
 cd "$root"
 cargo build --release --quiet
 config='[listen]
