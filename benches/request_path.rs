@@ -85,7 +85,7 @@ fn client_id(c: &mut Criterion) {
 
 fn client_headers() -> HeaderMap {
     let mut h = HeaderMap::new();
-    h.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8080"));
+    h.insert(header::HOST, HeaderValue::from_static("gateway.internal"));
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

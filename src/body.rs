@@ -1,12 +1,17 @@
 //! The response body type of the whole stack: either bytes the gateway holds (its own answers,
 //! coalesced and replayed copies) or an upstream body streamed through untouched.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
+
+/// The boxed future every layer of the stack returns: a response, or the error `front` maps to one.
+pub type ResponseFuture =
+    Pin<Box<dyn Future<Output = Result<http::Response<Body>, crate::error::GatewayError>> + Send>>;
 
 /// A response body. Request bodies travel the stack as plain [`Bytes`]: they are read once,
 /// bounded by `limits.max_body`, so that a retry or a coalesced flight can send them again.

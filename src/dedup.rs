@@ -29,9 +29,7 @@ mod metrics;
 mod replay;
 mod shared;
 
-use std::future::Future;
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -47,13 +45,11 @@ pub use self::replay::{
 };
 pub use self::shared::{DedupOutcome, SharedResponse, X_GATEWAY_DEDUP, X_GATEWAY_DEDUP_MISMATCH};
 
-use crate::body::Body;
+use crate::body::{Body, ResponseFuture};
 use crate::config;
 use crate::context::{Caller, ClientId, Deadline, Route, RouteKind};
 use crate::error::GatewayError;
 use crate::metrics::GaugeGuard;
-
-type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, GatewayError>> + Send>>;
 
 /// What a flight hands each of its waiters.
 #[derive(Clone)]
@@ -219,7 +215,7 @@ where
 {
     type Response = Response<Body>;
     type Error = GatewayError;
-    type Future = BoxFuture;
+    type Future = ResponseFuture;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
         Poll::Ready(Ok(()))
@@ -227,7 +223,7 @@ where
 
     /// The decision (replay, lead or join) is made here, when the request arrives; the returned
     /// future only waits for the answer.
-    fn call(&mut self, req: Request<Bytes>) -> BoxFuture {
+    fn call(&mut self, req: Request<Bytes>) -> ResponseFuture {
         let inner = self.inner.clone();
         let Some(ticketed) = Ticketed::of(&req) else {
             return Box::pin(inner.oneshot(req));

@@ -19,8 +19,6 @@ pub mod policy;
 
 pub use self::metrics::RetryMetrics;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -34,7 +32,7 @@ use self::backoff::Backoff;
 use self::budget::RetryBudget;
 use self::metrics::Denied;
 use self::policy::{Policy, Verdict};
-use crate::body::Body;
+use crate::body::{Body, ResponseFuture};
 use crate::config;
 use crate::context::{Deadline, Route, RouteKind};
 use crate::deadline::MIN_ATTEMPT_TIME;
@@ -139,7 +137,7 @@ where
 {
     type Response = Response<Body>;
     type Error = GatewayError;
-    type Future = Pin<Box<dyn Future<Output = Answer> + Send>>;
+    type Future = ResponseFuture;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
         Poll::Ready(Ok(()))

@@ -4,8 +4,6 @@
 //! webpki roots plus an optional extra CA, plain http for loopback tests. `connect_timeout` and
 //! `attempt_timeout` are enforced here; the response body is streamed back untouched.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -24,7 +22,7 @@ use prometheus::{
 use tokio::time::Instant;
 use tower::Service;
 
-use crate::body::Body;
+use crate::body::{Body, ResponseFuture};
 use crate::config;
 use crate::context::Caller;
 use crate::credentials::strip_hop_by_hop;
@@ -204,7 +202,7 @@ fn outcome_label(result: &Result<Response<hyper::body::Incoming>, GatewayError>)
 impl Service<Request<Bytes>> for Upstream {
     type Response = Response<Body>;
     type Error = GatewayError;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, GatewayError>> + Send>>;
+    type Future = ResponseFuture;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
         Poll::Ready(Ok(()))

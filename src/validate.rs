@@ -6,8 +6,6 @@
 //! request passes through untouched. With `[validation] enabled = false` nothing is refused (iDenfy
 //! decides), but the `clientId` is still found, because dedup needs it.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -16,7 +14,7 @@ use http::{Request, Response};
 use prometheus::{IntCounterVec, Opts, Registry};
 use tower::{Layer, Service, ServiceExt};
 
-use crate::body::Body;
+use crate::body::{Body, ResponseFuture};
 use crate::config;
 use crate::context::{ClientId, Route, RouteKind};
 use crate::error::GatewayError;
@@ -113,8 +111,6 @@ pub struct Validate<S> {
     metrics: ValidationMetrics,
 }
 
-type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, GatewayError>> + Send>>;
-
 impl<S> Service<Request<Bytes>> for Validate<S>
 where
     S: Service<Request<Bytes>, Response = Response<Body>, Error = GatewayError>
@@ -125,13 +121,13 @@ where
 {
     type Response = Response<Body>;
     type Error = GatewayError;
-    type Future = BoxFuture;
+    type Future = ResponseFuture;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut req: Request<Bytes>) -> BoxFuture {
+    fn call(&mut self, mut req: Request<Bytes>) -> ResponseFuture {
         let route = req.extensions().get::<Route>().copied();
         if let Some(route) = route.filter(Route::creates_token) {
             match inspect(route.kind, req.body(), self.enabled) {

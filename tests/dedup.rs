@@ -41,25 +41,36 @@ async fn wait_for_followers(gw: &TestGateway, n: f64) {
     panic!("{n} followers never joined the flight");
 }
 
+/// One flight for `body`: the leader reaches the upstream, which holds `reply` until `followers`
+/// more requests have joined; returns every answer, the leader's first.
+async fn one_flight(
+    upstream: &MockUpstream,
+    gw: &TestGateway,
+    reply: Reply,
+    body: &str,
+    followers: usize,
+) -> Vec<Answer> {
+    let gate = Arc::new(Notify::new());
+    upstream.push(Reply::Gated(gate.clone(), Box::new(reply)));
+    let leader = token_request(gw, body.to_string());
+    upstream.wait_for(1).await;
+    let joined: Vec<_> = (0..followers)
+        .map(|_| token_request(gw, body.to_string()))
+        .collect();
+    wait_for_followers(gw, followers as f64).await;
+    gate.notify_one();
+    let mut answers = vec![leader.await.unwrap()];
+    for f in joined {
+        answers.push(f.await.unwrap());
+    }
+    answers
+}
+
 #[tokio::test]
 async fn coalesces_forty_concurrent_token_requests_into_one_upstream_call() {
     let (upstream, gw) = setup("").await;
-    let gate = Arc::new(Notify::new());
-    upstream.push(Reply::Gated(
-        gate.clone(),
-        Box::new(token_reply("user-1", "tok-aaaa", 3600)),
-    ));
-    let body = r#"{"clientId":"user-1"}"#.to_string();
-    let leader = token_request(&gw, body.clone());
-    upstream.wait_for(1).await;
-    let followers: Vec<_> = (0..39).map(|_| token_request(&gw, body.clone())).collect();
-    wait_for_followers(&gw, 39.0).await;
-    gate.notify_one();
-
-    let mut answers = vec![leader.await.unwrap()];
-    for f in followers {
-        answers.push(f.await.unwrap());
-    }
+    let reply = token_reply("user-1", "tok-aaaa", 3600);
+    let answers = one_flight(&upstream, &gw, reply, r#"{"clientId":"user-1"}"#, 39).await;
     assert_eq!(upstream.count(), 1);
     assert!(answers
         .iter()
@@ -212,21 +223,11 @@ async fn does_not_replay_a_token_that_outlives_its_lifetime_or_when_replay_is_of
 #[tokio::test]
 async fn shares_a_failure_with_waiting_followers_but_never_replays_it() {
     let (upstream, gw) = setup("").await;
-    let gate = Arc::new(Notify::new());
     let failure = Reply::json(500, r#"{"identifier":"INTERNAL_ERROR","message":"boom"}"#);
-    upstream.push(Reply::Gated(gate.clone(), Box::new(failure)));
     let body = r#"{"clientId":"user-11"}"#.to_string();
-    let leader = token_request(&gw, body.clone());
-    upstream.wait_for(1).await;
-    let followers: Vec<_> = (0..3).map(|_| token_request(&gw, body.clone())).collect();
-    wait_for_followers(&gw, 3.0).await;
-    gate.notify_one();
-    assert_eq!(
-        leader.await.unwrap().status,
-        StatusCode::INTERNAL_SERVER_ERROR
-    );
-    for f in followers {
-        let res = f.await.unwrap();
+    let answers = one_flight(&upstream, &gw, failure, &body, 3).await;
+    assert_eq!(answers[0].status, StatusCode::INTERNAL_SERVER_ERROR);
+    for res in &answers[1..] {
         assert_eq!(res.status, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(res.json()["identifier"], "INTERNAL_ERROR");
     }

@@ -10,13 +10,21 @@ use support::gateway::{config_text, send, ACCOUNT_AND_TEAM};
 use support::process::{GatewayProcess, BIN};
 use support::upstream::{MockUpstream, Reply};
 
+/// Runs the binary with `args` followed by a config file holding `text`; its exit code and stderr.
+fn with_config(args: &[&str], text: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gw.toml");
+    std::fs::write(&file, text).unwrap();
+    let out = Command::new(BIN).args(args).arg(&file).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn check_config_exits_64_naming_every_bad_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("bad.toml");
-    std::fs::write(
-        &file,
-        r#"
+    let text = r#"
 [upstream]
 deadline = "soon"
 [[account]]
@@ -30,16 +38,9 @@ token = "t1"
 name = "b"
 token = "t2"
 rate = "fast"
-"#,
-    )
-    .unwrap();
-    let out = Command::new(BIN)
-        .args(["check-config", "--config"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+"#;
+    let (code, stderr) = with_config(&["check-config", "--config"], text);
+    assert_eq!(code, Some(64));
     assert!(
         stderr.contains(r#"team[1].rate: expected N/s, N/m or N/h, got "fast""#),
         "{stderr}"
@@ -49,26 +50,18 @@ rate = "fast"
 
 #[test]
 fn check_config_names_unknown_keys_and_unset_variables() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("bad.toml");
-    std::fs::write(&file, "[listen]\nproxy = \"${IDENFY_GW_TEST_UNSET_VAR}\"\n").unwrap();
-    let out = Command::new(BIN)
-        .args(["check-config", "--config"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    assert!(String::from_utf8_lossy(&out.stderr)
-        .contains("listen.proxy: environment variable IDENFY_GW_TEST_UNSET_VAR is not set"));
+    let unset = "[listen]\nproxy = \"${IDENFY_GW_TEST_UNSET_VAR}\"\n";
+    let (code, stderr) = with_config(&["check-config", "--config"], unset);
+    assert_eq!(code, Some(64));
+    assert!(
+        stderr.contains("listen.proxy: environment variable IDENFY_GW_TEST_UNSET_VAR is not set")
+    );
 
-    std::fs::write(&file, "[limits]\nmax_wiat = \"2s\"\n").unwrap();
-    let out = Command::new(BIN)
-        .args(["check-config", "--config"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (code, stderr) = with_config(
+        &["check-config", "--config"],
+        "[limits]\nmax_wiat = \"2s\"\n",
+    );
+    assert_eq!(code, Some(64));
     assert!(
         stderr.contains("limits") && stderr.contains("max_wiat"),
         "{stderr}"
@@ -77,17 +70,9 @@ fn check_config_names_unknown_keys_and_unset_variables() {
 
 #[test]
 fn run_with_a_bad_config_exits_64_before_binding() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("bad.toml");
-    std::fs::write(&file, "[[team]]\nname = \"x\"\n").unwrap();
-    let out = Command::new(BIN)
-        .args(["--config"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    assert!(String::from_utf8_lossy(&out.stderr)
-        .contains("account: at least one [[account]] is required"));
+    let (code, stderr) = with_config(&["--config"], "[[team]]\nname = \"x\"\n");
+    assert_eq!(code, Some(64));
+    assert!(stderr.contains("account: at least one [[account]] is required"));
 }
 
 #[tokio::test]

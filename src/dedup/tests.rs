@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::*;
+use crate::body::ResponseFuture;
 
 const KYC: Route = Route {
     kind: RouteKind::KycToken,
@@ -87,8 +88,12 @@ fn stack(
     cfg: config::Dedup,
 ) -> (
     DedupLayer,
-    impl Service<Request<Bytes>, Response = Response<Body>, Error = GatewayError, Future = BoxFuture>
-        + Clone,
+    impl Service<
+            Request<Bytes>,
+            Response = Response<Body>,
+            Error = GatewayError,
+            Future = ResponseFuture,
+        > + Clone,
 ) {
     let metrics = DedupMetrics::new(&Registry::new()).unwrap();
     let layer = DedupLayer::new(&cfg, 1024, metrics);
@@ -135,7 +140,12 @@ fn token(client_id: &str) -> Request<Bytes> {
 /// Makes the dedup decision now (it happens in `call`) and waits for the answer in a task.
 fn start<S>(svc: &mut S, req: Request<Bytes>) -> JoinHandle<Result<Response<Body>, GatewayError>>
 where
-    S: Service<Request<Bytes>, Response = Response<Body>, Error = GatewayError, Future = BoxFuture>,
+    S: Service<
+        Request<Bytes>,
+        Response = Response<Body>,
+        Error = GatewayError,
+        Future = ResponseFuture,
+    >,
 {
     tokio::spawn(svc.call(req))
 }

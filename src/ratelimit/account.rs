@@ -7,8 +7,6 @@
 //! `k` being the number of throttled answers in a row before this one: 200 ms, 400 ms, 800 ms …
 //! up to 5 s with the defaults. Any other answer resets `k`.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -21,7 +19,7 @@ use tower::{Layer, Service, ServiceExt};
 
 use super::metrics::{LimitMetrics, PauseMetrics, QuotaMetrics};
 use super::{admit, Quota};
-use crate::body::Body;
+use crate::body::{Body, ResponseFuture};
 use crate::config;
 use crate::context::{Caller, Deadline};
 use crate::deadline::wait_budget;
@@ -109,7 +107,7 @@ where
 {
     type Response = Response<Body>;
     type Error = GatewayError;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, GatewayError>> + Send>>;
+    type Future = ResponseFuture;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
         Poll::Ready(Ok(()))

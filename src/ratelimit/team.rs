@@ -1,8 +1,6 @@
 //! The team limit: one quota per team on logical requests, after dedup and before the retry loop
 //! (a request and its retries count once here).
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -13,7 +11,7 @@ use tower::{Layer, Service, ServiceExt};
 
 use super::metrics::{LimitMetrics, QuotaMetrics};
 use super::{admit, Quota};
-use crate::body::Body;
+use crate::body::{Body, ResponseFuture};
 use crate::config;
 use crate::context::{Caller, Deadline};
 use crate::deadline::wait_budget;
@@ -77,7 +75,7 @@ where
 {
     type Response = Response<Body>;
     type Error = GatewayError;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, GatewayError>> + Send>>;
+    type Future = ResponseFuture;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
         Poll::Ready(Ok(()))
