@@ -200,26 +200,58 @@ const HOP_BY_HOP: [header::HeaderName; 7] = [
 
 /// Removes hop-by-hop headers, and every header the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none of them: one pass over the names present, with no hashing and no
-    // allocation, instead of nine removals by name.
-    let any = headers.keys().any(|name| {
-        HOP_BY_HOP.contains(name) || name == "keep-alive" || name == "proxy-connection"
-    });
-    if !any {
+    // One pass over the names present, with no hashing and no allocation, noting which of them
+    // are hop-by-hop; then only those are removed (most messages carry none, or only
+    // `Connection: keep-alive`).
+    let mut present = 0u32;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present |= 1 << i;
+        } else if name == "keep-alive" {
+            present |= KEEP_ALIVE_BIT;
+        } else if name == "proxy-connection" {
+            present |= PROXY_CONNECTION_BIT;
+        }
+    }
+    if present == 0 {
         return;
     }
+    if present & CONNECTION_BIT != 0 {
+        remove_connection_named(headers);
+    }
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
+    }
+    if present & KEEP_ALIVE_BIT != 0 {
+        headers.remove("keep-alive");
+    }
+    if present & PROXY_CONNECTION_BIT != 0 {
+        headers.remove("proxy-connection");
+    }
+}
+
+/// `Connection` is `HOP_BY_HOP[0]`; the two non-standard names take the top bits.
+const CONNECTION_BIT: u32 = 1 << 0;
+const KEEP_ALIVE_BIT: u32 = 1 << 30;
+const PROXY_CONNECTION_BIT: u32 = 1 << 31;
+
+/// Removes the headers `Connection` names, other than the options every message may carry
+/// (`close`, `keep-alive`), which cost nothing to skip.
+fn remove_connection_named(headers: &mut HeaderMap) {
     let named: Vec<header::HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|name| header::HeaderName::try_from(name.trim()).ok())
+        .map(str::trim)
+        .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
+        .filter_map(|name| header::HeaderName::try_from(name).ok())
         .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+    for name in &named {
         headers.remove(name);
     }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
 }
 
 /// Sets the account's credentials on each attempt.
@@ -290,6 +322,12 @@ mod tests {
             rate: crate::config::values::rate("10/s").unwrap(),
             burst: std::num::NonZeroU32::MIN,
         }
+    }
+
+    #[test]
+    fn connection_is_the_first_hop_by_hop_header() {
+        assert_eq!(HOP_BY_HOP[0], header::CONNECTION);
+        assert!(HOP_BY_HOP.len() < 30);
     }
 
     #[test]
