@@ -5,7 +5,7 @@
 //! span lists and normalised `log` metadata.
 
 use std::cell::Cell;
-use std::fmt::{self, Write};
+use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use chrono::{Datelike, Timelike};
@@ -44,130 +44,108 @@ where
         if in_span || meta.fields().field("log.target").is_some() {
             return self.fallback.format_event(ctx, writer, event);
         }
-        writer.write_str("{\"timestamp\":\"")?;
-        write_timestamp(&mut writer, SystemTime::now())?;
-        writer.write_str("\",\"level\":\"")?;
-        writer.write_str(meta.level().as_str())?;
-        writer.write_char('"')?;
-        let mut fields = Fields {
-            out: &mut writer,
-            result: Ok(()),
-        };
-        event.record(&mut fields);
-        fields.result?;
-        writer.write_str(",\"target\":")?;
-        write_str(&mut writer, meta.target())?;
-        writer.write_str("}\n")
+        // The line is built in a plain `String` and handed over in one call: `Writer` is a
+        // `dyn fmt::Write`, and a call per fragment cost more than the formatting itself.
+        let mut line = String::with_capacity(LINE_CAPACITY);
+        line.push_str("{\"timestamp\":\"");
+        write_timestamp(&mut line, SystemTime::now());
+        line.push_str("\",\"level\":\"");
+        line.push_str(meta.level().as_str());
+        line.push('"');
+        event.record(&mut Fields(&mut line));
+        line.push_str(",\"target\":");
+        write_str(&mut line, meta.target());
+        line.push_str("}\n");
+        writer.write_str(&line)
     }
 }
+
+/// Room for a request line without growing.
+const LINE_CAPACITY: usize = 384;
 
 /// Writes each field as `,"name":value`.
-struct Fields<'a, 'w> {
-    out: &'a mut Writer<'w>,
-    result: fmt::Result,
-}
+struct Fields<'a>(&'a mut String);
 
-impl Fields<'_, '_> {
-    fn entry(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
-        if self.result.is_err() {
-            return;
-        }
-        self.result = (|| {
-            self.out.write_char(',')?;
-            write_str(self.out, field.name())?;
-            self.out.write_char(':')?;
-            value(self.out)
-        })();
+impl Fields<'_> {
+    fn name(&mut self, field: &Field) {
+        self.0.push(',');
+        write_str(self.0, field.name());
+        self.0.push(':');
     }
 }
 
-impl Visit for Fields<'_, '_> {
+impl Visit for Fields<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.entry(field, |w| write_str(w, value));
+        self.name(field);
+        write_str(self.0, value);
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.entry(field, |w| write!(w, "{value}"));
+        self.name(field);
+        self.0.push_str(itoa::Buffer::new().format(value));
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.entry(field, |w| write!(w, "{value}"));
+        self.name(field);
+        self.0.push_str(itoa::Buffer::new().format(value));
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.entry(field, |w| write!(w, "{value}"));
+        self.name(field);
+        self.0.push_str(if value { "true" } else { "false" });
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.entry(field, |w| write_f64(w, value));
+        self.name(field);
+        write_f64(self.0, value);
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.entry(field, |w| {
-            w.write_char('"')?;
-            write!(Escaped(w), "{value:?}")?;
-            w.write_char('"')
-        });
+        self.name(field);
+        let text = format!("{value:?}");
+        write_str(self.0, &text);
     }
 }
 
-/// As `serde_json` writes an `f64`: `null` when not finite, a `.0` on whole numbers.
-fn write_f64(w: &mut Writer<'_>, value: f64) -> fmt::Result {
-    if !value.is_finite() {
-        return w.write_str("null");
-    }
-    if value.fract() == 0.0 && value.abs() < 1e16 {
-        write!(w, "{value:.1}")
+/// As `serde_json` writes an `f64` (it uses `ryu` too): `null` when not finite.
+fn write_f64(out: &mut String, value: f64) {
+    if value.is_finite() {
+        out.push_str(ryu::Buffer::new().format_finite(value));
     } else {
-        write!(w, "{value}")
+        out.push_str("null");
     }
 }
 
-/// A JSON string, quoted and escaped.
-fn write_str(w: &mut Writer<'_>, s: &str) -> fmt::Result {
-    w.write_char('"')?;
-    Escaped(w).write_str(s)?;
-    w.write_char('"')
-}
-
-/// Escapes what it is given as JSON string content, as `serde_json` does.
-struct Escaped<'a, 'w>(&'a mut Writer<'w>);
-
-/// The bytes JSON strings must escape: `"`, `\\` and the control characters.
-const fn needs_escape(b: u8) -> bool {
-    b < 0x20 || b == b'"' || b == b'\\'
-}
-
-impl Write for Escaped<'_, '_> {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        let bytes = s.as_bytes();
-        // The usual case (ids, names, labels): nothing to escape, one write.
-        if !bytes.iter().any(|&b| needs_escape(b)) {
-            return self.0.write_str(s);
+/// A JSON string, quoted and escaped as `serde_json` escapes it.
+fn write_str(out: &mut String, s: &str) {
+    out.push('"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &str = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        if escape.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.push_str("\\u00");
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
+        } else {
+            out.push_str(escape);
         }
-        let mut start = 0;
-        for (i, &b) in bytes.iter().enumerate() {
-            let escape: &str = match b {
-                b'"' => "\\\"",
-                b'\\' => "\\\\",
-                b'\n' => "\\n",
-                b'\r' => "\\r",
-                b'\t' => "\\t",
-                0x08 => "\\b",
-                0x0c => "\\f",
-                0..=0x1f => "",
-                _ => continue,
-            };
-            self.0.write_str(&s[start..i])?;
-            if escape.is_empty() {
-                write!(self.0, "\\u{b:04x}")?;
-            } else {
-                self.0.write_str(escape)?;
-            }
-            start = i + 1;
-        }
-        self.0.write_str(&s[start..])
+        start = i + 1;
     }
+    out.push_str(&s[start..]);
+    out.push('"');
 }
 
 thread_local! {
@@ -177,7 +155,7 @@ thread_local! {
 }
 
 /// RFC 3339 in UTC with microseconds, as `tracing-subscriber`'s `SystemTime` timer writes it.
-fn write_timestamp(w: &mut Writer<'_>, now: SystemTime) -> fmt::Result {
+fn write_timestamp(out: &mut String, now: SystemTime) {
     let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = i64::try_from(since.as_secs()).unwrap_or(i64::MAX);
     let (cached, mut text) = SECOND.get();
@@ -185,9 +163,15 @@ fn write_timestamp(w: &mut Writer<'_>, now: SystemTime) -> fmt::Result {
         text = second_text(secs);
         SECOND.set((secs, text));
     }
+    let mut micros = *b".000000Z";
+    let mut value = since.subsec_micros();
+    for digit in micros[1..7].iter_mut().rev() {
+        *digit = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
     // Only ASCII digits and separators were written.
-    w.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?)?;
-    write!(w, ".{:06}Z", since.subsec_micros())
+    out.push_str(std::str::from_utf8(&text).unwrap_or("1970-01-01T00:00:00"));
+    out.push_str(std::str::from_utf8(&micros).unwrap_or(".000000Z"));
 }
 
 fn second_text(secs: i64) -> [u8; 19] {
@@ -218,9 +202,9 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn render(f: impl FnOnce(&mut Writer<'_>) -> fmt::Result) -> String {
+    fn render(f: impl FnOnce(&mut String)) -> String {
         let mut s = String::new();
-        f(&mut Writer::new(&mut s)).unwrap();
+        f(&mut s);
         s
     }
 
