@@ -120,6 +120,12 @@ fn write_f64(out: &mut String, value: f64) {
 fn write_str(out: &mut String, s: &str) {
     out.push('"');
     let bytes = s.as_bytes();
+    // The usual case (ids, names, labels): nothing to escape, one copy.
+    if !bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
         let escape: &str = match b {
