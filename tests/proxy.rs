@@ -622,3 +622,83 @@ async fn skips_interim_answers_and_refuses_malformed_ones() {
     assert_eq!(res.status, StatusCode::BAD_GATEWAY);
     assert_eq!(res.header("x-gateway-error"), "upstream_protocol");
 }
+
+#[tokio::test]
+async fn speaks_tls_with_sni_and_only_http_1_1_offered() {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use std::sync::Mutex;
+
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let cert_file = fixtures.join("localhost.pem");
+    let certs = CertificateDer::pem_file_iter(&cert_file)
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(fixtures.join("localhost.key")).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // (SNI, ALPN, host header) of each request.
+    let seen = Arc::new(Mutex::new(Vec::<(String, String, String)>::new()));
+    let record = seen.clone();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let Ok(stream) = acceptor.accept(tcp).await else {
+                continue;
+            };
+            let (_, session) = stream.get_ref();
+            let sni = session.server_name().unwrap_or_default().to_owned();
+            let alpn = String::from_utf8_lossy(session.alpn_protocol().unwrap_or_default());
+            let alpn = alpn.into_owned();
+            let record = record.clone();
+            let svc = hyper::service::service_fn(move |req: http::Request<_>| {
+                let host = req.headers()["host"].to_str().unwrap().to_owned();
+                record
+                    .lock()
+                    .unwrap()
+                    .push((sni.clone(), alpn.clone(), host));
+                let body = http_body_util::Full::new(bytes::Bytes::from_static(b"over tls"));
+                async move { Ok::<_, std::convert::Infallible>(http::Response::new(body)) }
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc),
+            );
+        }
+    });
+
+    let url = format!("https://localhost:{port}");
+    let text = config_text(&url, ACCOUNT_AND_TEAM).replace(
+        "deadline = \"5s\"\n",
+        &format!("deadline = \"5s\"\nca_file = \"{}\"\n", cert_file.display()),
+    );
+    let gw = TestGateway::start(&text).await;
+    for _ in 0..3 {
+        let res = status_call(&gw).await;
+        assert_eq!(res.status, StatusCode::OK);
+        assert_eq!(res.body, "over tls");
+    }
+    let host = format!("localhost:{port}");
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen, vec![("localhost".into(), "http/1.1".into(), host); 3]);
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    // Without the extra CA the certificate is not trusted: no connection.
+    let untrusted = single_attempt_gateway(&url).await;
+    let res = status_call(&untrusted).await;
+    assert_eq!(res.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(res.header("x-gateway-error"), "upstream_connect");
+}
