@@ -205,6 +205,8 @@ impl Service<Request<Bytes>> for Upstream {
 }
 
 impl Shared {
+    /// One attempt: the response head within `attempt_timeout` (the metrics are recorded then),
+    /// then a small body read whole before the same deadline, or a large one handed on to stream.
     async fn attempt(&self, req: Request<Bytes>) -> Result<Response<Body>, GatewayError> {
         let outgoing = Outgoing {
             method: req.method(),

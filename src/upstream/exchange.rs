@@ -3,7 +3,7 @@
 //! connection to a streamed body. A reused connection the server had closed is retried once on
 //! a new one.
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, Method, StatusCode};
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
@@ -132,9 +132,8 @@ async fn write(conn: &mut Conn, host: &[u8], req: &Outgoing<'_>) -> std::io::Res
     conn.stream.flush().await
 }
 
-/// Reads up to the final response head, skipping 1xx interim answers.
+/// Reads up to the final response head.
 async fn read_head(conn: &mut Conn, method: &Method) -> Result<ResponseHead, Failure> {
-    let mut indices = [HeaderIndices::default(); MAX_HEADERS];
     let mut received = false;
     loop {
         match conn.read_more(0).await {
@@ -142,19 +141,28 @@ async fn read_head(conn: &mut Conn, method: &Method) -> Result<ResponseHead, Fai
             Ok(0) | Err(_) => return Err(protocol("connection closed before a response head")),
             Ok(_) => received = true,
         }
-        loop {
-            let raw = match codec::parse_head(&conn.buf, &mut indices) {
-                Ok(Some(raw)) => raw,
-                Ok(None) => break,
-                Err(e) => return Err(protocol(e)),
-            };
-            if raw.is_interim() {
-                conn.buf.advance(raw.len);
-                continue;
-            }
-            let head = conn.buf.split_to(raw.len).freeze();
-            return codec::build_head(&head, &raw, &indices, method).map_err(protocol);
+        if let Some(head) = take_head(&mut conn.buf, method)? {
+            return Ok(head);
         }
+    }
+}
+
+/// The final response head, when `buf` holds all of it; 1xx interim answers are skipped. Not
+/// async: the header positions live on the stack only while the head is parsed.
+fn take_head(buf: &mut BytesMut, method: &Method) -> Result<Option<ResponseHead>, Failure> {
+    let mut indices = [HeaderIndices::default(); MAX_HEADERS];
+    loop {
+        let Some(raw) = codec::parse_head(buf, &mut indices).map_err(protocol)? else {
+            return Ok(None);
+        };
+        if raw.is_interim() {
+            buf.advance(raw.len);
+            continue;
+        }
+        let head = buf.split_to(raw.len).freeze();
+        return codec::build_head(&head, &raw, &indices, method)
+            .map(Some)
+            .map_err(protocol);
     }
 }
 
