@@ -1,5 +1,6 @@
 //! The response body type of the whole stack: either bytes the gateway holds (its own answers,
-//! coalesced and replayed copies) or an upstream body streamed through untouched.
+//! coalesced and replayed copies, iDenfy's small answers read whole) or an upstream body streamed
+//! from iDenfy's connection.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -7,7 +8,8 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
-use hyper::body::Incoming;
+
+use crate::upstream::UpstreamBody;
 
 /// The boxed future every layer of the stack returns: a response, or the error `front` maps to one.
 pub type ResponseFuture =
@@ -23,7 +25,7 @@ pub struct Body {
 #[derive(Debug)]
 enum Kind {
     Full(Option<Bytes>),
-    Stream(Incoming),
+    Upstream(UpstreamBody),
 }
 
 impl Body {
@@ -43,9 +45,9 @@ impl Body {
     }
 
     /// An upstream body, streamed.
-    pub fn stream(incoming: Incoming) -> Self {
+    pub(crate) fn upstream(body: UpstreamBody) -> Self {
         Body {
-            kind: Kind::Stream(incoming),
+            kind: Kind::Upstream(body),
         }
     }
 }
@@ -64,7 +66,8 @@ impl From<Bytes> for Body {
 
 impl http_body::Body for Body {
     type Data = Bytes;
-    type Error = hyper::Error;
+    /// Only a streamed upstream body fails: the connection broke, or the body was malformed.
+    type Error = std::io::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
@@ -72,21 +75,21 @@ impl http_body::Body for Body {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match &mut self.get_mut().kind {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Kind::Stream(incoming) => Pin::new(incoming).poll_frame(cx),
+            Kind::Upstream(body) => body.poll_frame(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Full(bytes) => bytes.is_none(),
-            Kind::Stream(incoming) => incoming.is_end_stream(),
+            Kind::Upstream(body) => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
-            Kind::Stream(incoming) => incoming.size_hint(),
+            Kind::Upstream(body) => body.size_hint(),
         }
     }
 }

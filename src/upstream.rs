@@ -1,21 +1,19 @@
 //! The upstream client: one attempt against iDenfy. Innermost on the request path.
 //!
-//! Pooled keep-alive connections (HTTP/1.1, or HTTP/2 when TLS negotiates it), rustls with the
-//! webpki roots plus an optional extra CA, plain http for loopback tests. `connect_timeout` and
-//! `attempt_timeout` are enforced here; the response body is streamed back untouched.
+//! A small HTTP/1.1 client polled in the caller's task: no task per request, no channel to a
+//! connection task. Keep-alive connections are pooled ([`pool`]); rustls with the webpki roots
+//! plus an optional extra CA for `https`, plain TCP for loopback tests ([`conn`]); the wire format
+//! is in [`codec`] and [`chunked`], one exchange in [`exchange`]. `connect_timeout` and
+//! `attempt_timeout` are enforced here; small bodies are read whole, others streamed back
+//! ([`body`]).
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::uri::{Authority, Scheme};
-use http::{Request, Response, Uri};
-use http_body_util::Full;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use http::uri::Scheme;
+use http::{Request, Response, StatusCode};
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
 };
@@ -28,6 +26,16 @@ use crate::context::Caller;
 use crate::credentials::strip_hop_by_hop;
 use crate::error::GatewayError;
 use crate::metrics::{status_class, status_class_index, HandleTable, STATUS_CLASSES};
+
+mod body;
+mod chunked;
+mod codec;
+mod conn;
+mod exchange;
+mod pool;
+
+pub(crate) use body::UpstreamBody;
+use exchange::{Client, Outgoing};
 
 /// Buckets of the upstream attempt duration, in seconds: iDenfy answers in tens to hundreds of
 /// milliseconds; the tail up to `attempt_timeout` (15 s by default) matters for alerts.
@@ -92,20 +100,20 @@ impl UpstreamMetrics {
         self
     }
 
-    /// Counts one attempt of account `index` (named `name`).
+    /// Counts one attempt of account `index` (named `name`): its status, or the error.
     fn record(
         &self,
         index: usize,
         name: &str,
-        result: &Result<Response<hyper::body::Incoming>, GatewayError>,
+        result: Result<StatusCode, &GatewayError>,
         seconds: f64,
     ) {
-        let outcome = outcome_label(result);
-        let counter = || self.attempts.with_label_values(&[name, outcome]);
-        let class = match result {
-            Ok(res) => Some(status_class_index(res.status())),
-            Err(_) => None,
+        let outcome = match result {
+            Ok(status) => status_class(status),
+            Err(e) => e.reason(),
         };
+        let counter = || self.attempts.with_label_values(&[name, outcome]);
+        let class = result.ok().map(status_class_index);
         match class.and_then(|c| self.handles.attempts.get(index, c, counter)) {
             Some(c) => c.inc(),
             None => counter().inc(),
@@ -118,65 +126,54 @@ impl UpstreamMetrics {
     }
 }
 
-type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
-
-/// Sends one attempt to iDenfy.
+/// Sends one attempt to iDenfy. Clones share one pool.
 #[derive(Clone)]
 pub struct Upstream {
-    /// Shared, not cloned: every layer clones its inner service per request, and a hyper
-    /// `Client` clone is a dozen reference counts.
-    client: Arc<HttpClient>,
-    scheme: Scheme,
-    authority: Authority,
+    /// Shared, not cloned: every layer clones its inner service per request.
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    client: Client,
     attempt_timeout: Duration,
-    metrics: Arc<UpstreamMetrics>,
+    metrics: UpstreamMetrics,
 }
 
 impl Upstream {
     pub fn new(cfg: &config::Upstream, metrics: UpstreamMetrics) -> anyhow::Result<Self> {
         let tls = tls_config(cfg.ca_file.as_deref())?;
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(cfg.connect_timeout));
-        http.set_keepalive(Some(Duration::from_secs(60)));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(cfg.pool_idle_timeout)
-            .pool_max_idle_per_host(cfg.pool_max_idle)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(https);
-        let scheme = cfg.url.scheme().cloned().unwrap_or(Scheme::HTTPS);
-        let authority = cfg
-            .url
-            .authority()
-            .cloned()
-            .ok_or_else(|| anyhow::anyhow!("upstream.url has no host"))?;
+        let connector = conn::Connector::new(&cfg.url, tls, cfg.connect_timeout)?;
+        let pool = pool::Pool::new(cfg.pool_idle_timeout, cfg.pool_max_idle);
+        pool.spawn_reaper();
         Ok(Upstream {
-            client: Arc::new(client),
-            scheme,
-            authority,
-            attempt_timeout: cfg.attempt_timeout,
-            metrics: Arc::new(metrics),
+            shared: Arc::new(Shared {
+                client: Client::new(pool, connector, host_header(&cfg.url)?),
+                attempt_timeout: cfg.attempt_timeout,
+                metrics,
+            }),
         })
-    }
-
-    fn target(&self, uri: &Uri) -> Result<Uri, GatewayError> {
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(self.scheme.clone());
-        parts.authority = Some(self.authority.clone());
-        parts.path_and_query = uri.path_and_query().cloned();
-        Uri::from_parts(parts).map_err(|_| GatewayError::BadPath)
     }
 }
 
-fn tls_config(ca_file: Option<&std::path::Path>) -> anyhow::Result<rustls::ClientConfig> {
+/// The `host` header for `url`: its authority, without the scheme's default port.
+fn host_header(url: &http::Uri) -> anyhow::Result<Bytes> {
+    let authority = url
+        .authority()
+        .ok_or_else(|| anyhow::anyhow!("upstream.url has no host"))?;
+    let default_port = match url.scheme() {
+        Some(s) if *s == Scheme::HTTPS => 443,
+        _ => 80,
+    };
+    let host = match authority.port_u16() {
+        Some(port) if port != default_port => authority.as_str(),
+        _ => authority.host(),
+    };
+    Ok(Bytes::copy_from_slice(host.as_bytes()))
+}
+
+pub(crate) fn tls_config(
+    ca_file: Option<&std::path::Path>,
+) -> anyhow::Result<rustls::ClientConfig> {
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -192,13 +189,6 @@ fn tls_config(ca_file: Option<&std::path::Path>) -> anyhow::Result<rustls::Clien
         .with_no_client_auth())
 }
 
-fn outcome_label(result: &Result<Response<hyper::body::Incoming>, GatewayError>) -> &'static str {
-    match result {
-        Ok(res) => status_class(res.status()),
-        Err(e) => e.reason(),
-    }
-}
-
 impl Service<Request<Bytes>> for Upstream {
     type Response = Response<Body>;
     type Error = GatewayError;
@@ -209,42 +199,44 @@ impl Service<Request<Bytes>> for Upstream {
     }
 
     fn call(&mut self, req: Request<Bytes>) -> Self::Future {
-        let account = req
-            .extensions()
-            .get::<Caller>()
-            .map(|c| (c.account, c.account_name.clone()));
-        let (mut parts, body) = req.into_parts();
-        let uri = match self.target(&parts.uri) {
-            Ok(uri) => uri,
-            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        let shared = self.shared.clone();
+        Box::pin(async move { shared.attempt(req).await })
+    }
+}
+
+impl Shared {
+    /// One attempt: the response head within `attempt_timeout` (the metrics are recorded then),
+    /// then a small body read whole before the same deadline, or a large one handed on to stream.
+    async fn attempt(&self, req: Request<Bytes>) -> Result<Response<Body>, GatewayError> {
+        let outgoing = Outgoing {
+            method: req.method(),
+            target: req.uri().path_and_query().map_or("/", |pq| pq.as_str()),
+            headers: req.headers(),
+            body: req.body(),
         };
-        parts.uri = uri;
-        // The client picks the protocol per connection (ALPN); the caller's version is not ours.
-        parts.version = http::Version::HTTP_11;
-        parts.extensions = http::Extensions::new();
-        let request = self
-            .client
-            .request(Request::from_parts(parts, Full::new(body)));
-        let timeout = self.attempt_timeout;
-        let metrics = self.metrics.clone();
-        Box::pin(async move {
-            let started = Instant::now();
-            let result = match tokio::time::timeout(timeout, request).await {
-                Err(_) => Err(GatewayError::UpstreamTimedOut),
-                Ok(Err(e)) if e.is_connect() => Err(GatewayError::UpstreamConnect),
-                Ok(Err(_)) => Err(GatewayError::UpstreamProtocol),
-                Ok(Ok(res)) => Ok(res),
-            };
-            let seconds = started.elapsed().as_secs_f64();
-            match &account {
-                Some((index, name)) => metrics.record(*index, name, &result, seconds),
-                // No caller: no handle row; looked up by label.
-                None => metrics.record(usize::MAX, "", &result, seconds),
+        let started = Instant::now();
+        let deadline = started + self.attempt_timeout;
+        let result = tokio::time::timeout_at(deadline, self.client.send(&outgoing, started))
+            .await
+            .unwrap_or(Err(GatewayError::UpstreamTimedOut));
+        let seconds = started.elapsed().as_secs_f64();
+        let status = result.as_ref().map(|answer| answer.status);
+        match req.extensions().get::<Caller>() {
+            Some(caller) => {
+                self.metrics
+                    .record(caller.account, &caller.account_name, status, seconds)
             }
-            let res = result?;
-            let (mut parts, incoming) = res.into_parts();
-            strip_hop_by_hop(&mut parts.headers);
-            Ok(Response::from_parts(parts, Body::stream(incoming)))
-        })
+            // No caller: no handle row; looked up by label.
+            None => self.metrics.record(usize::MAX, "", status, seconds),
+        }
+        let answer = result?;
+        let body = tokio::time::timeout_at(deadline, answer.body.into_body(self.client.pool()))
+            .await
+            .unwrap_or(Err(GatewayError::UpstreamTimedOut))?;
+        let mut res = Response::new(body);
+        *res.status_mut() = answer.status;
+        *res.headers_mut() = answer.headers;
+        strip_hop_by_hop(res.headers_mut());
+        Ok(res)
     }
 }

@@ -1,8 +1,9 @@
-//! Shared test support: a scripted upstream, an in-process gateway, the binary as a process,
+//! Shared test support: a scripted upstream (and a raw one), an in-process gateway, the binary as a process,
 //! and a small HTTP client. (A folder with `mod.rs`: a `tests/support.rs` would be a test crate.)
 #![allow(dead_code)]
 
 pub mod gateway;
 pub mod http;
 pub mod process;
+pub mod raw;
 pub mod upstream;

@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -54,6 +55,8 @@ struct State {
     script: Mutex<VecDeque<Reply>>,
     default: Mutex<Reply>,
     arrived: Notify,
+    /// Connections accepted.
+    connections: AtomicUsize,
 }
 
 /// The running upstream.
@@ -72,6 +75,7 @@ impl MockUpstream {
             script: Mutex::new(VecDeque::new()),
             default: Mutex::new(Reply::json(200, r#"{"ok":true}"#)),
             arrived: Notify::new(),
+            connections: AtomicUsize::new(0),
         });
         let st = state.clone();
         tokio::spawn(async move {
@@ -79,6 +83,7 @@ impl MockUpstream {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
+                st.connections.fetch_add(1, Ordering::SeqCst);
                 let st = st.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| handle(st.clone(), req));
@@ -106,6 +111,11 @@ impl MockUpstream {
 
     pub fn received(&self) -> Vec<Recorded> {
         self.state.received.lock().unwrap().clone()
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.state.connections.load(Ordering::SeqCst)
     }
 
     pub fn count(&self) -> usize {

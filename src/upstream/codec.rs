@@ -1,0 +1,285 @@
+//! The HTTP/1.1 wire format of one upstream exchange (RFC 9112): the request head, the response
+//! head, and how the response body is framed. Pure functions; [`super::exchange`] does the I/O.
+
+use std::mem::MaybeUninit;
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{HeaderMap, Method, StatusCode};
+
+/// Most header lines accepted in a response head.
+pub const MAX_HEADERS: usize = 100;
+/// Largest response head accepted: 64 KiB.
+pub const MAX_HEAD: usize = 64 * 1024;
+/// Request bodies smaller than this (16 KiB) go in the same buffer as the head: one `write`.
+pub const INLINE_BODY: usize = 16 * 1024;
+
+/// A response iDenfy's side of the connection got wrong; the attempt fails as `UpstreamProtocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CodecError {
+    #[error("malformed response head")]
+    Malformed,
+    #[error("response head too large")]
+    TooLarge,
+    #[error("unexpected protocol switch")]
+    SwitchingProtocols,
+    #[error("invalid content-length")]
+    ContentLength,
+    #[error("malformed chunked body")]
+    Chunked,
+    #[error("response body cut short")]
+    Truncated,
+}
+
+/// Writes the request head into `out` (cleared first), and the body after it when it is small.
+/// Returns whether the body was written: a larger one is sent on its own after the head.
+pub fn encode_request(
+    out: &mut Vec<u8>,
+    method: &Method,
+    target: &str,
+    host: &[u8],
+    headers: &HeaderMap,
+    body: &[u8],
+) -> bool {
+    out.clear();
+    let inline = body.len() < INLINE_BODY;
+    out.reserve(256 + headers.len() * 48 + if inline { body.len() } else { 0 });
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(if target.is_empty() { "/" } else { target }.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    out.extend_from_slice(host);
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in headers {
+        // Ours to set: the host, the body's framing; `expect` would wait for a 100 we never need.
+        if name == header::HOST
+            || name == header::CONTENT_LENGTH
+            || name == header::TRANSFER_ENCODING
+            || name == header::EXPECT
+        {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let needs_length = matches!(*method, Method::POST | Method::PUT | Method::PATCH);
+    if !body.is_empty() || needs_length {
+        out.extend_from_slice(b"content-length: ");
+        push_decimal(out, body.len() as u64);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if inline {
+        out.extend_from_slice(body);
+    }
+    inline
+}
+
+/// Appends `n` in decimal, without `format!`.
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// Where a header line's name and value lie in the head's bytes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HeaderIndices {
+    name: (u32, u32),
+    value: (u32, u32),
+}
+
+/// A response head found in the read buffer: its status line, length and header count. The
+/// header lines are in the [`HeaderIndices`] passed to [`parse_head`].
+#[derive(Debug, Clone, Copy)]
+pub struct RawHead {
+    pub status: u16,
+    /// `1` for HTTP/1.1, `0` for HTTP/1.0.
+    pub minor: u8,
+    /// Bytes of the head, blank line included.
+    pub len: usize,
+    pub headers: usize,
+}
+
+impl RawHead {
+    /// A 1xx answer before the final one (100 Continue, 103 Early Hints): skipped.
+    pub fn is_interim(&self) -> bool {
+        (100..200).contains(&self.status)
+    }
+}
+
+/// Parses a response head at the start of `buf`: `Ok(None)` while it is incomplete.
+pub fn parse_head(
+    buf: &[u8],
+    indices: &mut [HeaderIndices; MAX_HEADERS],
+) -> Result<Option<RawHead>, CodecError> {
+    let mut lines = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut res = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut res, buf, &mut lines);
+    let len = match parsed {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => return Err(CodecError::TooLarge),
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(CodecError::TooLarge),
+        Err(_) => return Err(CodecError::Malformed),
+    };
+    if len > MAX_HEAD {
+        return Err(CodecError::TooLarge);
+    }
+    let status = res.code.ok_or(CodecError::Malformed)?;
+    if status == 101 {
+        return Err(CodecError::SwitchingProtocols);
+    }
+    let base = buf.as_ptr() as usize;
+    let span = |s: &[u8]| {
+        let start = (s.as_ptr() as usize - base) as u32;
+        (start, start + s.len() as u32)
+    };
+    for (at, line) in res.headers.iter().enumerate() {
+        indices[at] = HeaderIndices {
+            name: span(line.name.as_bytes()),
+            value: span(line.value),
+        };
+    }
+    Ok(Some(RawHead {
+        status,
+        minor: res.version.ok_or(CodecError::Malformed)?,
+        len,
+        headers: res.headers.len(),
+    }))
+}
+
+/// How the response body is delimited (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// HEAD, 204, 304: no body whatever the headers say.
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Until the upstream closes the connection.
+    Eof,
+}
+
+/// A final response head, its headers in a [`HeaderMap`], and what they say about the body and
+/// the connection.
+#[derive(Debug)]
+pub struct ResponseHead {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub framing: Framing,
+    /// The connection may carry another request once this body is read.
+    pub reusable: bool,
+}
+
+/// What the framing headers say, gathered while the header map is built.
+#[derive(Debug, Default)]
+struct Hints {
+    length: Option<u64>,
+    transfer_encoding: bool,
+    chunked: bool,
+    close: bool,
+    keep_alive: bool,
+}
+
+/// Builds the head from its bytes (`head`, shared by the header values) and the parsed lines.
+pub fn build_head(
+    head: &Bytes,
+    raw: &RawHead,
+    indices: &[HeaderIndices],
+    request_method: &Method,
+) -> Result<ResponseHead, CodecError> {
+    let status = StatusCode::from_u16(raw.status).map_err(|_| CodecError::Malformed)?;
+    let mut headers = HeaderMap::with_capacity(raw.headers);
+    let mut hints = Hints::default();
+    for line in &indices[..raw.headers] {
+        let (start, end) = (line.name.0 as usize, line.name.1 as usize);
+        let name = HeaderName::from_bytes(&head[start..end]).map_err(|_| CodecError::Malformed)?;
+        let (start, end) = (line.value.0 as usize, line.value.1 as usize);
+        let value = HeaderValue::from_maybe_shared(head.slice(start..end))
+            .map_err(|_| CodecError::Malformed)?;
+        hints.note(&name, value.as_bytes())?;
+        headers.append(name, value);
+    }
+    let framing = framing(request_method, status, &hints);
+    if framing == Framing::Chunked || framing == Framing::Eof {
+        // The length is not the body's: hyper's server frames what it sends on its own.
+        headers.remove(header::CONTENT_LENGTH);
+    }
+    let persistent = !hints.close && (raw.minor == 1 || hints.keep_alive);
+    // Both framings at once: answered, but the connection is not trusted with another request.
+    let ambiguous = hints.transfer_encoding && hints.length.is_some();
+    Ok(ResponseHead {
+        status,
+        headers,
+        framing,
+        reusable: persistent && !ambiguous && framing != Framing::Eof,
+    })
+}
+
+impl Hints {
+    fn note(&mut self, name: &HeaderName, value: &[u8]) -> Result<(), CodecError> {
+        if name == header::CONTENT_LENGTH {
+            for part in value.split(|&b| b == b',') {
+                let n = parse_length(part.trim_ascii()).ok_or(CodecError::ContentLength)?;
+                if self.length.is_some_and(|seen| seen != n) {
+                    return Err(CodecError::ContentLength);
+                }
+                self.length = Some(n);
+            }
+        } else if name == header::TRANSFER_ENCODING {
+            self.transfer_encoding = true;
+            // Only the last coding counts: the body is chunked when chunked is applied last.
+            let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
+            self.chunked = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
+        } else if name == header::CONNECTION {
+            for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                self.close |= token.eq_ignore_ascii_case(b"close");
+                self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A `content-length` value: 1 to 19 ASCII digits.
+fn parse_length(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(digits.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0')))
+}
+
+/// RFC 9112 §6.3, for a response: no body for HEAD, 204 and 304; transfer-encoding over
+/// content-length; a response with neither runs to the end of the connection.
+fn framing(method: &Method, status: StatusCode, hints: &Hints) -> Framing {
+    if method == Method::HEAD
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        Framing::Empty
+    } else if hints.transfer_encoding {
+        if hints.chunked {
+            Framing::Chunked
+        } else {
+            Framing::Eof
+        }
+    } else if let Some(n) = hints.length {
+        Framing::Length(n)
+    } else {
+        Framing::Eof
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,245 @@
+use super::*;
+
+fn encode(method: Method, target: &str, headers: &[(&str, &str)], body: &[u8]) -> (String, bool) {
+    let mut map = HeaderMap::new();
+    for (k, v) in headers {
+        map.append(
+            HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    let mut out = b"left over".to_vec();
+    let inline = encode_request(&mut out, &method, target, b"ivs.idenfy.com", &map, body);
+    (String::from_utf8(out).unwrap(), inline)
+}
+
+/// Parses one complete head of `text` (the bytes after it are the body) for a `method` request.
+fn head(method: Method, text: &str) -> Result<ResponseHead, CodecError> {
+    let mut indices = [HeaderIndices::default(); MAX_HEADERS];
+    let raw = parse_head(text.as_bytes(), &mut indices)?.expect("a complete head");
+    let bytes = Bytes::copy_from_slice(&text.as_bytes()[..raw.len]);
+    build_head(&bytes, &raw, &indices, &method)
+}
+
+fn get(text: &str) -> Result<ResponseHead, CodecError> {
+    head(Method::GET, text)
+}
+
+#[test]
+fn encodes_the_request_head_host_headers_and_a_small_body_in_one_buffer() {
+    let (text, inline) = encode(
+        Method::POST,
+        "/api/v2/token?x=1",
+        &[
+            ("authorization", "Basic a2V5OnM="),
+            ("content-type", "application/json"),
+            ("x-multi", "a"),
+            ("x-multi", "b"),
+        ],
+        b"{\"clientId\":\"c\"}",
+    );
+    assert!(inline);
+    assert_eq!(
+        text,
+        "POST /api/v2/token?x=1 HTTP/1.1\r\nhost: ivs.idenfy.com\r\nauthorization: Basic a2V5OnM=\r\n\
+         content-type: application/json\r\nx-multi: a\r\nx-multi: b\r\ncontent-length: 16\r\n\r\n\
+         {\"clientId\":\"c\"}"
+    );
+}
+
+#[test]
+fn replaces_the_callers_framing_and_host_headers() {
+    let (text, _) = encode(
+        Method::POST,
+        "/api/v2/status",
+        &[
+            ("host", "gateway.local"),
+            ("content-length", "999"),
+            ("transfer-encoding", "chunked"),
+            ("expect", "100-continue"),
+        ],
+        b"{}",
+    );
+    assert_eq!(
+        text,
+        "POST /api/v2/status HTTP/1.1\r\nhost: ivs.idenfy.com\r\ncontent-length: 2\r\n\r\n{}"
+    );
+}
+
+#[test]
+fn sends_a_zero_length_only_for_methods_with_a_body() {
+    let (post, _) = encode(Method::POST, "/a", &[], b"");
+    assert!(post.ends_with("content-length: 0\r\n\r\n"), "{post}");
+    let (get, _) = encode(Method::GET, "/a", &[], b"");
+    assert_eq!(get, "GET /a HTTP/1.1\r\nhost: ivs.idenfy.com\r\n\r\n");
+    let (empty_target, _) = encode(Method::GET, "", &[], b"");
+    assert!(empty_target.starts_with("GET / HTTP/1.1\r\n"));
+}
+
+#[test]
+fn leaves_a_large_body_out_of_the_head_buffer() {
+    let body = vec![b'x'; INLINE_BODY];
+    let (text, inline) = encode(Method::PUT, "/a", &[], &body);
+    assert!(!inline);
+    assert!(text.ends_with("content-length: 16384\r\n\r\n"), "{text}");
+}
+
+#[test]
+fn decimal_lengths_are_written_without_format() {
+    for n in [0u64, 7, 10, 65_535, u64::MAX] {
+        let mut out = Vec::new();
+        push_decimal(&mut out, n);
+        assert_eq!(out, n.to_string().into_bytes());
+    }
+}
+
+#[test]
+fn parses_status_headers_and_content_length() {
+    let res =
+        get("HTTP/1.1 201 Created\r\ncontent-type: application/json\r\nContent-Length: 12\r\n\r\n")
+            .unwrap();
+    assert_eq!(res.status, StatusCode::CREATED);
+    assert_eq!(res.headers["content-type"], "application/json");
+    assert_eq!(res.framing, Framing::Length(12));
+    assert!(res.reusable);
+}
+
+#[test]
+fn waits_for_an_incomplete_head() {
+    let mut indices = [HeaderIndices::default(); MAX_HEADERS];
+    for partial in ["", "HTTP/1.1 200 OK\r\n", "HTTP/1.1 200 OK\r\ncontent-le"] {
+        assert!(parse_head(partial.as_bytes(), &mut indices)
+            .unwrap()
+            .is_none());
+    }
+}
+
+#[test]
+fn interim_answers_are_recognised_and_101_refused() {
+    let mut indices = [HeaderIndices::default(); MAX_HEADERS];
+    for interim in [
+        "HTTP/1.1 100 Continue\r\n\r\n",
+        "HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n",
+    ] {
+        let raw = parse_head(interim.as_bytes(), &mut indices)
+            .unwrap()
+            .unwrap();
+        assert!(raw.is_interim());
+        assert_eq!(raw.len, interim.len());
+    }
+    let upgrade = b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n";
+    assert_eq!(
+        parse_head(upgrade, &mut indices).unwrap_err(),
+        CodecError::SwitchingProtocols
+    );
+}
+
+#[test]
+fn refuses_malformed_status_lines_and_headers() {
+    for bad in [
+        "HTTP/1.1 2000 OK\r\n\r\n",
+        "HTTP/1.1 abc OK\r\n\r\n",
+        "HTTP/2.0 200 OK\r\n\r\n",
+        "SMTP 200 OK\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nbad header\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nx: a\x01b\r\n\r\n",
+    ] {
+        let mut indices = [HeaderIndices::default(); MAX_HEADERS];
+        assert!(
+            parse_head(bad.as_bytes(), &mut indices).is_err(),
+            "accepted {bad:?}"
+        );
+    }
+}
+
+#[test]
+fn refuses_heads_over_the_limits() {
+    let mut indices = [HeaderIndices::default(); MAX_HEADERS];
+    let many: String = (0..=MAX_HEADERS).map(|i| format!("x-{i}: v\r\n")).collect();
+    let text = format!("HTTP/1.1 200 OK\r\n{many}\r\n");
+    assert_eq!(
+        parse_head(text.as_bytes(), &mut indices).unwrap_err(),
+        CodecError::TooLarge
+    );
+    let endless = format!("HTTP/1.1 200 OK\r\nx-big: {}", "a".repeat(MAX_HEAD));
+    assert_eq!(
+        parse_head(endless.as_bytes(), &mut indices).unwrap_err(),
+        CodecError::TooLarge
+    );
+}
+
+#[test]
+fn refuses_invalid_or_conflicting_content_lengths() {
+    for bad in [
+        "content-length: -1",
+        "content-length: 1e3",
+        "content-length: ",
+        "content-length: 99999999999999999999",
+        "content-length: 5\r\ncontent-length: 6",
+        "content-length: 5, 6",
+    ] {
+        let text = format!("HTTP/1.1 200 OK\r\n{bad}\r\n\r\n");
+        assert_eq!(get(&text).unwrap_err(), CodecError::ContentLength, "{bad}");
+    }
+    let same = get("HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 5, 5\r\n\r\n");
+    assert_eq!(same.unwrap().framing, Framing::Length(5));
+}
+
+#[test]
+fn no_body_for_head_requests_204_and_304() {
+    let with_length = "HTTP/1.1 200 OK\r\ncontent-length: 42\r\n\r\n";
+    let res = head(Method::HEAD, with_length).unwrap();
+    assert_eq!(res.framing, Framing::Empty);
+    assert_eq!(res.headers["content-length"], "42");
+    assert!(res.reusable);
+    for status in ["204 No Content", "304 Not Modified"] {
+        let text = format!("HTTP/1.1 {status}\r\ntransfer-encoding: chunked\r\n\r\n");
+        assert_eq!(get(&text).unwrap().framing, Framing::Empty, "{status}");
+    }
+}
+
+#[test]
+fn chunked_wins_over_content_length_and_the_connection_is_not_reused() {
+    let res =
+        get("HTTP/1.1 200 OK\r\ncontent-length: 10\r\ntransfer-encoding: gzip, Chunked\r\n\r\n")
+            .unwrap();
+    assert_eq!(res.framing, Framing::Chunked);
+    assert!(res.headers.get("content-length").is_none());
+    assert!(!res.reusable);
+    let plain = get("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n").unwrap();
+    assert_eq!(plain.framing, Framing::Chunked);
+    assert!(plain.reusable);
+}
+
+#[test]
+fn a_body_without_length_runs_to_the_end_of_the_connection() {
+    for text in [
+        "HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n",
+        "HTTP/1.1 200 OK\r\n\r\n",
+        "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n",
+    ] {
+        let res = get(text).unwrap();
+        assert_eq!(res.framing, Framing::Eof, "{text}");
+        assert!(!res.reusable, "{text}");
+    }
+}
+
+#[test]
+fn reuse_follows_connection_close_and_http_1_0_keep_alive() {
+    let close =
+        get("HTTP/1.1 200 OK\r\nConnection: keep-alive, Close\r\ncontent-length: 0\r\n\r\n");
+    assert!(!close.unwrap().reusable);
+    let old = get("HTTP/1.0 200 OK\r\ncontent-length: 0\r\n\r\n").unwrap();
+    assert!(!old.reusable);
+    let old_kept = get("HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 0\r\n\r\n");
+    assert!(old_kept.unwrap().reusable);
+}
+
+#[test]
+fn header_values_share_the_head_bytes() {
+    let text = "HTTP/1.1 200 OK\r\nx-idenfy: abc\r\nx-idenfy: def\r\ncontent-length: 0\r\n\r\n";
+    let res = get(text).unwrap();
+    let values: Vec<_> = res.headers.get_all("x-idenfy").iter().collect();
+    assert_eq!(values, ["abc", "def"]);
+    assert_eq!(res.headers.len(), 3);
+}

@@ -1,0 +1,181 @@
+//! Connections to iDenfy: TCP without Nagle, TLS (ALPN `http/1.1`, SNI from the host) for
+//! `https`, and the buffers each connection keeps across the requests it carries.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use http::uri::{Scheme, Uri};
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+use crate::error::GatewayError;
+
+/// Initial size of a connection's read buffer: 8 KiB holds a JSON answer with its head.
+const READ_BUF: usize = 8 * 1024;
+/// Least room offered to a read: below it, the buffer grows (or is reclaimed) first.
+const MIN_READ: usize = 1024;
+
+/// A byte stream to iDenfy.
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+/// A connection and its buffers, kept across requests when the pool holds it.
+pub struct Conn {
+    pub stream: Stream,
+    /// Bytes read and not yet consumed: empty whenever the connection is idle.
+    pub buf: BytesMut,
+    /// The request about to be written.
+    pub out: Vec<u8>,
+}
+
+impl Conn {
+    fn new(stream: Stream) -> Self {
+        Conn {
+            stream,
+            buf: BytesMut::with_capacity(READ_BUF),
+            out: Vec::new(),
+        }
+    }
+
+    /// Whether the peer sent anything (EOF, bytes, a reset) since the connection went idle: it
+    /// cannot carry a request then. Asks tokio's readiness with a no-op waker: no syscall.
+    pub fn is_readable(&self) -> bool {
+        let tcp = match &self.stream {
+            Stream::Plain(tcp) => tcp,
+            Stream::Tls(tls) => tls.get_ref().0,
+        };
+        let mut cx = Context::from_waker(Waker::noop());
+        tcp.poll_read_ready(&mut cx).is_ready()
+    }
+
+    /// Reads what the socket has into `buf`, with room for at least `want` bytes: `Ok(0)` at EOF.
+    pub fn poll_read_more(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
+        let need = want.max(MIN_READ);
+        if self.buf.capacity() - self.buf.len() < need {
+            self.buf.reserve(need.max(READ_BUF));
+        }
+        std::pin::pin!(self.stream.read_buf(&mut self.buf)).poll(cx)
+    }
+
+    pub async fn read_more(&mut self, want: usize) -> io::Result<usize> {
+        std::future::poll_fn(|cx| self.poll_read_more(cx, want)).await
+    }
+}
+
+/// Opens connections to the upstream's host and port.
+pub struct Connector {
+    host: String,
+    port: u16,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+    timeout: Duration,
+}
+
+impl Connector {
+    /// For `url`; `tls` is used when its scheme is `https`.
+    pub fn new(
+        url: &Uri,
+        tls: rustls::ClientConfig,
+        timeout: Duration,
+    ) -> anyhow::Result<Connector> {
+        let https = match url.scheme() {
+            Some(s) if *s == Scheme::HTTPS => true,
+            Some(s) if *s == Scheme::HTTP => false,
+            _ => anyhow::bail!("upstream.url must be http:// or https://"),
+        };
+        let host = url
+            .host()
+            .ok_or_else(|| anyhow::anyhow!("upstream.url has no host"))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = url.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let tls = if https {
+            let mut tls = tls;
+            tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+            let name = ServerName::try_from(host.clone())?;
+            Some((TlsConnector::from(Arc::new(tls)), name))
+        } else {
+            None
+        };
+        Ok(Connector {
+            host,
+            port,
+            tls,
+            timeout,
+        })
+    }
+
+    /// A new connection, TLS handshake included, within the connect timeout.
+    pub async fn connect(&self) -> Result<Conn, GatewayError> {
+        match tokio::time::timeout(self.timeout, self.open()).await {
+            Ok(Ok(stream)) => Ok(Conn::new(stream)),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "upstream connect failed");
+                Err(GatewayError::UpstreamConnect)
+            }
+            Err(_) => Err(GatewayError::UpstreamConnect),
+        }
+    }
+
+    async fn open(&self) -> io::Result<Stream> {
+        let tcp = TcpStream::connect((self.host.as_str(), self.port)).await?;
+        tcp.set_nodelay(true)?;
+        match &self.tls {
+            None => Ok(Stream::Plain(tcp)),
+            Some((tls, name)) => {
+                let stream = tls.connect(name.clone(), tcp).await?;
+                Ok(Stream::Tls(Box::new(stream)))
+            }
+        }
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}

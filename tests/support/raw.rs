@@ -1,0 +1,98 @@
+//! A raw upstream on `127.0.0.1:0` for what a well-behaved server never does (closing a
+//! keep-alive connection, half an answer, a body without a length): each accepted connection is
+//! handed to a script, with its index.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The running upstream.
+pub struct RawUpstream {
+    pub addr: SocketAddr,
+    connections: Arc<AtomicUsize>,
+}
+
+/// One accepted connection; dropping it closes it.
+pub struct RawConn {
+    stream: BufReader<TcpStream>,
+}
+
+impl RawUpstream {
+    /// Runs `script(index, connection)` for each connection accepted, the first being 0.
+    pub async fn start<F, Fut>(script: F) -> RawUpstream
+    where
+        F: Fn(usize, RawConn) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let count = connections.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let index = count.fetch_add(1, Ordering::SeqCst);
+                let stream = BufReader::new(stream);
+                tokio::spawn(script(index, RawConn { stream }));
+            }
+        });
+        RawUpstream { addr, connections }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+impl RawConn {
+    /// Reads one request, head and `content-length` body: its request line, `None` at EOF.
+    pub async fn request(&mut self) -> Option<String> {
+        let mut first = String::new();
+        if self.stream.read_line(&mut first).await.ok()? == 0 {
+            return None;
+        }
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            self.stream.read_line(&mut line).await.ok()?;
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = value.trim().parse().unwrap();
+                }
+            }
+        }
+        let mut body = vec![0; length];
+        self.stream.read_exact(&mut body).await.ok()?;
+        Some(first.trim_end().to_owned())
+    }
+
+    pub async fn write(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.unwrap();
+        self.stream.flush().await.unwrap();
+    }
+
+    /// Answers `200` with `body` and a `content-length`, keeping the connection open.
+    pub async fn ok(&mut self, body: &str) {
+        let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+        self.write(format!("{head}{body}").as_bytes()).await;
+    }
+
+    /// Answers each request with `200 ok` until the gateway closes the connection.
+    pub async fn serve(mut self) {
+        while self.request().await.is_some() {
+            self.ok("ok").await;
+        }
+    }
+}
