@@ -14,7 +14,7 @@
 //!   (inside it), account pause after a 429
 //! - [`retry`]: the retry loop: policy, full-jitter backoff, retry budget, attempt count
 //! - [`credentials`]: the account's Basic key:secret in, the caller's credentials out; rotation
-//! - [`upstream`]: one attempt against iDenfy (pooled, TLS, timeouts)
+//! - [`upstream`]: one attempt against iDenfy: a small HTTP/1.1 client (pooled, TLS, timeouts)
 //!
 //! Around it:
 //!
