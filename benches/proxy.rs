@@ -31,6 +31,10 @@ use hyper_util::rt::TokioIo;
 use idenfy_gateway::config::{Config, LogFormat};
 use tokio::net::{TcpListener, TcpStream};
 
+/// The binary's allocator (see `main.rs`), so that the gateway here costs what it costs there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const KEY: &str = "bench-api-key";
 const SECRET: &str = "bench-api-secret";
 /// `Basic base64(bench-api-key:bench-api-secret)`, what the upstream accepts.
