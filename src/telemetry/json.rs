@@ -68,9 +68,16 @@ struct Fields<'a>(&'a mut String);
 
 impl Fields<'_> {
     fn name(&mut self, field: &Field) {
-        self.0.push(',');
-        write_str(self.0, field.name());
-        self.0.push(':');
+        let name = field.name();
+        if needs_escape(name.as_bytes()) {
+            self.0.push(',');
+            write_str(self.0, name);
+            self.0.push(':');
+        } else {
+            self.0.push_str(",\"");
+            self.0.push_str(name);
+            self.0.push_str("\":");
+        }
     }
 }
 
@@ -121,7 +128,7 @@ fn write_str(out: &mut String, s: &str) {
     out.push('"');
     let bytes = s.as_bytes();
     // The usual case (ids, names, labels): nothing to escape, one copy.
-    if !bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\') {
+    if !needs_escape(bytes) {
         out.push_str(s);
         out.push('"');
         return;
@@ -152,6 +159,29 @@ fn write_str(out: &mut String, s: &str) {
     }
     out.push_str(&s[start..]);
     out.push('"');
+}
+
+/// Whether any byte is one JSON strings must escape (`"`, `\\`, below 0x20), eight bytes at a
+/// time: log values are mostly ids and names with nothing to escape.
+fn needs_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    // Exact as a whole-word answer (Hacker's Delight, "has a byte less than n" / "has a zero byte").
+    let has_below = |w: u64, n: u8| w.wrapping_sub(ONES * u64::from(n)) & !w & HIGH != 0;
+    let has_byte = |w: u64, b: u8| has_below(w ^ (ONES * u64::from(b)), 1);
+    let mut words = bytes.chunks_exact(8);
+    for chunk in &mut words {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let w = u64::from_ne_bytes(word);
+        if has_below(w, 0x20) || has_byte(w, b'"') || has_byte(w, b'\\') {
+            return true;
+        }
+    }
+    words
+        .remainder()
+        .iter()
+        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
 thread_local! {
@@ -236,6 +266,28 @@ mod tests {
         ] {
             let ours = render(|w| write_str(w, s));
             assert_eq!(ours, serde_json::to_string(s).unwrap(), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn finds_every_byte_that_needs_escaping_at_any_position() {
+        let special = [b'"', b'\\', 0x00, 0x01, 0x1f, b'\n'];
+        let plain = [b'a', b' ', 0x20, 0x7f, 0x80, 0xff, b'~', b'!'];
+        for len in 0..20 {
+            let base = vec![b'x'; len];
+            assert!(!needs_escape(&base));
+            for at in 0..len {
+                for &b in &special {
+                    let mut s = base.clone();
+                    s[at] = b;
+                    assert!(needs_escape(&s), "{b:#x} at {at} of {len}");
+                }
+                for &b in &plain {
+                    let mut s = base.clone();
+                    s[at] = b;
+                    assert!(!needs_escape(&s), "{b:#x} at {at} of {len}");
+                }
+            }
         }
     }
 
