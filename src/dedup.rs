@@ -217,17 +217,18 @@ where
     type Error = GatewayError;
     type Future = ResponseFuture;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
+        self.inner.poll_ready(cx)
     }
 
     /// The decision (replay, lead or join) is made here, when the request arrives; the returned
     /// future only waits for the answer.
     fn call(&mut self, req: Request<Bytes>) -> ResponseFuture {
-        let inner = self.inner.clone();
         let Some(ticketed) = Ticketed::of(&req) else {
-            return Box::pin(inner.oneshot(req));
+            // Not deduplicated: readiness was the inner service's, call it in place.
+            return Box::pin(self.inner.call(req));
         };
+        let inner = self.inner.clone();
         let shared = &self.shared;
         if let Some(hit) = shared.replay_hit(&ticketed.key) {
             let outcome = DedupOutcome::Replayed;

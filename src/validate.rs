@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::{Request, Response};
 use prometheus::{IntCounterVec, Opts, Registry};
-use tower::{Layer, Service, ServiceExt};
+use tower::{Layer, Service};
 
 use crate::body::{Body, ResponseFuture};
 use crate::config;
@@ -123,8 +123,8 @@ where
     type Error = GatewayError;
     type Future = ResponseFuture;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut req: Request<Bytes>) -> ResponseFuture {
@@ -141,8 +141,8 @@ where
                 }
             }
         }
-        let inner = self.inner.clone();
-        Box::pin(inner.oneshot(req))
+        // Readiness was the inner service's (`poll_ready`): call it in place, no clone.
+        Box::pin(self.inner.call(req))
     }
 }
 
@@ -150,6 +150,7 @@ where
 mod tests {
     use super::*;
     use std::sync::Mutex;
+    use tower::ServiceExt;
 
     use crate::idenfy::{BAD_VALUE, JSON_ERROR, MISSING_VALUE};
 

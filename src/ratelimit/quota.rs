@@ -107,6 +107,13 @@ impl Quota {
         }
     }
 
+    /// Takes a free cell at `now` if one is there for the taking (nobody waiting, no pause),
+    /// changing nothing otherwise: the synchronous common case of [`Quota::acquire`].
+    pub fn take_free(&self, now: Instant) -> bool {
+        let line = self.line();
+        line.waiting == 0 && line.paused_until.is_none_or(|p| p <= now) && self.gcra.check().is_ok()
+    }
+
     /// Arrival at `now`: take a free cell, reserve a place no later than `now + budget`, or refuse.
     pub fn admit(&self, now: Instant, budget: Duration) -> Result<Admission<'_>, Refused> {
         let latest = now + budget;
