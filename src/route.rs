@@ -80,21 +80,42 @@ impl Routes {
 /// A path is clean when no segment is `.` or `..` and nothing is encoded that could become one
 /// (or a separator) after another decoding step.
 fn is_clean(path: &str) -> bool {
-    if !path.starts_with('/') || path.contains('\\') || path.contains("//") {
+    // One pass over the bytes (this runs on every request): separators, dot segments, and
+    // whether there is a percent sign at all.
+    let bytes = path.as_bytes();
+    if bytes.first() != Some(&b'/') {
         return false;
     }
-    // Most paths have no percent sign at all: no need to look for encoded bytes then.
-    if path.contains('%') {
-        let lower = path.to_ascii_lowercase();
-        if ["%2e", "%2f", "%5c", "%00", "%25"]
-            .iter()
-            .any(|bad| lower.contains(bad))
-        {
-            return false;
+    let dot_segment = |s: &[u8]| s == b"." || s == b"..";
+    let (mut start, mut percent) = (1, false);
+    for (i, &b) in bytes.iter().enumerate().skip(1) {
+        match b {
+            b'\\' => return false,
+            b'/' => {
+                let segment = &bytes[start..i];
+                if segment.is_empty() || dot_segment(segment) {
+                    return false;
+                }
+                start = i + 1;
+            }
+            b'%' => percent = true,
+            _ => {}
         }
     }
-    path.split('/')
-        .all(|segment| segment != "." && segment != "..")
+    if dot_segment(&bytes[start..]) {
+        return false;
+    }
+    // Most paths have no percent sign: no need to look for encoded bytes then.
+    !percent || !has_encoded_separator(path)
+}
+
+/// An encoded dot, separator, NUL or percent sign: something another decoding step could turn
+/// into traversal.
+fn has_encoded_separator(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
+    ["%2e", "%2f", "%5c", "%00", "%25"]
+        .iter()
+        .any(|bad| lower.contains(bad))
 }
 
 #[cfg(test)]
@@ -173,6 +194,19 @@ mod tests {
     }
 
     #[test]
+    fn clean_paths_pass() {
+        for path in [
+            "/",
+            "/api/v2/token",
+            "/kyb/tokens/",
+            "/api/v2/a.b/..c/.d",
+            "/x%41y",
+        ] {
+            assert!(is_clean(path), "{path}");
+        }
+    }
+
+    #[test]
     fn refuses_traversal_in_every_spelling() {
         let r = routes();
         for path in [
@@ -186,6 +220,11 @@ mod tests {
             "/api/v2//token",
             "/api/v2/%252e%252e/x",
             "/api/v2/..",
+            "/..",
+            "/.",
+            "//api/v2/token",
+            "api/v2/token",
+            "",
         ] {
             assert!(
                 matches!(r.classify(&Method::GET, path), Err(GatewayError::BadPath)),
