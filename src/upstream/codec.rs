@@ -209,7 +209,11 @@ pub fn build_head(
         let value = HeaderValue::from_maybe_shared(head.slice(start..end))
             .map_err(|_| CodecError::Malformed)?;
         hints.note(&name, value.as_bytes())?;
-        headers.append(name, value);
+        // Hop-by-hop headers that name no other header are never passed on: not kept at all,
+        // so that the strip after this finds nothing to do in the usual case.
+        if !is_connection_option(&name, value.as_bytes()) {
+            headers.append(name, value);
+        }
     }
     let framing = framing(request_method, status, &hints);
     if framing == Framing::Chunked || framing == Framing::Eof {
@@ -225,6 +229,18 @@ pub fn build_head(
         framing,
         reusable: persistent && !ambiguous && framing != Framing::Eof,
     })
+}
+
+/// `Connection: keep-alive` / `close` (options only, naming no header) or `Keep-Alive: …`.
+fn is_connection_option(name: &HeaderName, value: &[u8]) -> bool {
+    if name == header::CONNECTION {
+        value
+            .split(|&b| b == b',')
+            .map(<[u8]>::trim_ascii)
+            .all(|t| t.eq_ignore_ascii_case(b"close") || t.eq_ignore_ascii_case(b"keep-alive"))
+    } else {
+        name == "keep-alive"
+    }
 }
 
 impl Hints {

@@ -243,3 +243,21 @@ fn header_values_share_the_head_bytes() {
     assert_eq!(values, ["abc", "def"]);
     assert_eq!(res.headers.len(), 3);
 }
+
+#[test]
+fn connection_options_are_dropped_and_connection_naming_a_header_is_kept_for_the_strip() {
+    let res = get(
+        "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nx-a: 1\r\ncontent-length: 0\r\n\r\n",
+    )
+    .unwrap();
+    assert!(res.reusable);
+    assert!(!res.headers.contains_key(header::CONNECTION));
+    assert!(!res.headers.contains_key("keep-alive"));
+    assert!(res.headers.contains_key("x-a"));
+    let named =
+        get("HTTP/1.1 200 OK\r\nConnection: close, x-a\r\nx-a: 1\r\ncontent-length: 0\r\n\r\n")
+            .unwrap();
+    assert!(!named.reusable);
+    // Names another header: left in place, so that the hop-by-hop strip removes both.
+    assert!(named.headers.contains_key(header::CONNECTION));
+}
