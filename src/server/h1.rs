@@ -49,6 +49,8 @@ const MIN_READ: usize = 1024;
 /// Body data up to 16 KiB is copied behind the head into the write buffer; larger data is
 /// written beside it (one vectored write), not copied.
 const INLINE_BODY: usize = 16 * 1024;
+/// Body frames ready one after another are gathered up to 32 KiB, then written.
+const GATHER: usize = 32 * 1024;
 /// A write buffer grown past 64 KiB (a very large head) is let go after its response.
 const MAX_KEPT_OUT: usize = 64 * 1024;
 
@@ -73,7 +75,7 @@ struct Conn<S> {
 }
 
 /// A request read whole, and whether its client asked to close the connection after it.
-type Incoming = (Request<RequestBody>, bool);
+type Received = (Request<RequestBody>, bool);
 
 /// Why the loop serves no further request on a connection.
 enum Stop {
@@ -182,7 +184,7 @@ impl<S: App> Conn<S> {
         &mut self,
         server: &Server<S>,
         mut deadline: Option<Instant>,
-    ) -> Result<Incoming, Stop> {
+    ) -> Result<Received, Stop> {
         loop {
             if !self.buf.is_empty() {
                 match take_request(&mut self.buf, &server.limits) {
@@ -232,7 +234,7 @@ impl<S: App> Conn<S> {
         req: Request<()>,
         len: u64,
         close: bool,
-    ) -> Result<Incoming, Stop> {
+    ) -> Result<Received, Stop> {
         // At most `limits.max_body`, checked by the parser.
         let len = usize::try_from(len).map_err(|_| Stop::Close)?;
         if self.buf.len() < len {
@@ -347,7 +349,7 @@ impl<S: App> Conn<S> {
         if chunked {
             self.out.extend_from_slice(CRLF);
         }
-        true
+        self.out.len() < GATHER || self.write_out().await
     }
 
     async fn refuse(&mut self, refusal: Refusal) {
