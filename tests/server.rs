@@ -338,3 +338,19 @@ async fn shutdown_closes_idle_connections_and_answers_the_request_in_flight_with
         .expect("shutdown ends once the connections are done")
         .unwrap();
 }
+
+#[tokio::test]
+async fn cuts_off_a_keep_alive_client_that_sends_its_next_head_too_slowly() {
+    let upstream = MockUpstream::start().await;
+    let text = support::gateway::config_text(&upstream.url(), support::gateway::ACCOUNT_AND_TEAM)
+        .replace("[listen]\n", "[listen]\nheader_read_timeout = \"300ms\"\n");
+    let gw = TestGateway::start(&text).await;
+    let mut conn = connect(&gw).await;
+    let req = request("POST", "/api/v2/status", "", "{}");
+    conn.stream.write_all(req.as_bytes()).await.unwrap();
+    assert_eq!(conn.response(false).await.status, 200);
+    // Half of the next head, and never the rest.
+    conn.stream.write_all(&req.as_bytes()[..20]).await.unwrap();
+    assert!(conn.closed().await, "a slow second head was not cut off");
+    assert_eq!(upstream.count(), 1);
+}
