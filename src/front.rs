@@ -14,10 +14,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{header, HeaderName, HeaderValue, Request, Response};
-use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
+use http_body_util::BodyExt;
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
 
@@ -159,13 +158,19 @@ pub struct Front<S> {
     shared: Arc<Shared>,
 }
 
-impl<S> Service<Request<Incoming>> for Front<S>
+/// A boxed error of a request body.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// For any request body: hyper's `Incoming`, or the body the server's own HTTP/1.1 loop read whole.
+impl<S, B> Service<Request<B>> for Front<S>
 where
     S: Service<Request<Bytes>, Response = Response<Body>, Error = GatewayError>
         + Clone
         + Send
         + 'static,
     S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
 {
     type Response = Response<Body>;
     type Error = Infallible;
@@ -175,16 +180,18 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, req: Request<B>) -> Self::Future {
         let inner = self.inner.clone();
         let shared = self.shared.clone();
         Box::pin(async move { Ok(serve(shared, inner, req).await) })
     }
 }
 
-async fn serve<S>(shared: Arc<Shared>, inner: S, mut req: Request<Incoming>) -> Response<Body>
+async fn serve<S, B>(shared: Arc<Shared>, inner: S, mut req: Request<B>) -> Response<Body>
 where
     S: Service<Request<Bytes>, Response = Response<Body>, Error = GatewayError>,
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
 {
     let started = Instant::now();
     let _in_flight = GaugeGuard::enter(&shared.metrics.in_flight);
@@ -241,7 +248,11 @@ where
 
 /// Reads the request body, refusing it with 413 as soon as it is known to be over `max`:
 /// from `Content-Length` before reading anything, or while reading a body of unknown length.
-async fn read_body(req: Request<Incoming>, max: u64) -> Result<Request<Bytes>, GatewayError> {
+async fn read_body<B>(req: Request<B>, max: u64) -> Result<Request<Bytes>, GatewayError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -251,15 +262,39 @@ async fn read_body(req: Request<Incoming>, max: u64) -> Result<Request<Bytes>, G
         return Err(GatewayError::PayloadTooLarge { limit: max });
     }
     let (parts, body) = req.into_parts();
-    let limit = usize::try_from(max).unwrap_or(usize::MAX);
-    let bytes = match Limited::new(body, limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return Err(GatewayError::PayloadTooLarge { limit: max })
+    Ok(Request::from_parts(parts, collect(body, max).await?))
+}
+
+/// The body's bytes, at most `max` of them. A body of one frame (the usual case) is returned as
+/// it came, without a copy or an allocation; several frames are joined.
+async fn collect<B>(body: B, max: u64) -> Result<Bytes, GatewayError>
+where
+    B: http_body::Body<Data = Bytes>,
+{
+    let mut body = std::pin::pin!(body);
+    let mut first: Option<Bytes> = None;
+    let mut joined: Option<BytesMut> = None;
+    let mut len = 0u64;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(|_| GatewayError::BodyRead)?.into_data() else {
+            continue; // trailers: not forwarded
+        };
+        len += data.len() as u64;
+        if len > max {
+            return Err(GatewayError::PayloadTooLarge { limit: max });
         }
-        Err(_) => return Err(GatewayError::BodyRead),
-    };
-    Ok(Request::from_parts(parts, bytes))
+        match (&first, &mut joined) {
+            (None, _) => first = Some(data),
+            (Some(_), Some(joined)) => joined.extend_from_slice(&data),
+            (Some(f), None) => {
+                let mut both = BytesMut::with_capacity(f.len() + data.len());
+                both.extend_from_slice(f);
+                both.extend_from_slice(&data);
+                joined = Some(both);
+            }
+        }
+    }
+    Ok(joined.map(BytesMut::freeze).or(first).unwrap_or_default())
 }
 
 /// The caller's request id if it is short and printable, else a new random one.

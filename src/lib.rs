@@ -4,7 +4,8 @@
 //!
 //! The request path, outermost first (assembled in [`stack`]):
 //!
-//! - [`server`]: the listeners: connection limit, header limits, h2c, graceful shutdown
+//! - [`server`]: the listeners: connection limit, header limits, its own HTTP/1.1 loop for plain
+//!   requests (hyper for h2c and the rest), graceful shutdown
 //! - [`front`]: request id, deadline, identify, route, body limit; logs, metrics, errors → responses
 //! - [`identify`]: which team sent the request (Bearer or Basic team:token)
 //! - [`route`]: which iDenfy call it is (allow-list, bounded labels, no traversal)

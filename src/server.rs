@@ -3,6 +3,8 @@
 //!
 //! [`start`] binds both listeners and serves in the background; [`Running::shutdown`] stops
 //! accepting, lets in-flight requests finish within `listen.shutdown_grace`, then returns.
+//! The proxy listener serves plain HTTP/1.1 requests with its own loop ([`h1`]) and hands
+//! everything else to hyper; the admin listener is hyper's.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,14 +15,16 @@ use anyhow::Context as _;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::admin::Admin;
 use crate::config::{Config, Listen};
 use crate::credentials::Credentials;
+use crate::stack::App;
+
+mod h1;
 
 /// A gateway serving in the background.
 pub struct Running {
@@ -74,9 +78,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         stopped(&mut stop_rx).await;
     }));
     let listen = config.listen.clone();
-    let proxy_task = tokio::spawn(serve(
+    let limits = h1::Limits {
+        max_head: listen.max_header_bytes,
+        max_body: config.limits.max_body,
+    };
+    let server = h1::Server::new(app, limits, listen.header_read_timeout, builder(&listen));
+    let proxy_task = tokio::spawn(serve_proxy(
         proxy,
-        TowerToHyperService::new(app),
+        Arc::new(server),
         listen.clone(),
         stop_signal.clone(),
     ));
@@ -102,7 +111,46 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     })
 }
 
-/// Serves until `stop` turns true, then drains connections for at most the grace period.
+/// hyper's server, for the admin listener and the connections the proxy's loop hands over.
+fn builder(listen: &Listen) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(listen.header_read_timeout)
+        .max_buf_size(listen.max_header_bytes.max(8192))
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(listen.max_header_bytes).unwrap_or(u32::MAX));
+    builder
+}
+
+/// The proxy listener: serves until `stop` turns true, then drains connections for at most the
+/// grace period.
+async fn serve_proxy<S: App>(
+    listener: TcpListener,
+    server: Arc<h1::Server<S>>,
+    listen: Listen,
+    mut stop: watch::Receiver<bool>,
+) {
+    let connections = Arc::new(Semaphore::new(listen.max_connections));
+    while let Some((stream, permit)) = accept(&listener, &connections, &mut stop).await {
+        let conn = server.clone().serve_connection(stream, stop.clone());
+        tokio::spawn(async move {
+            conn.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    // Each connection holds its slot until it ends: every slot back, every connection drained.
+    let all = u32::try_from(listen.max_connections).unwrap_or(u32::MAX);
+    drain(&listen, connections.acquire_many(all)).await;
+}
+
+/// The admin listener: serves with hyper until `stop` turns true, then drains connections for
+/// at most the grace period.
 async fn serve<S, B>(
     listener: TcpListener,
     service: S,
@@ -119,39 +167,10 @@ async fn serve<S, B>(
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(listen.header_read_timeout)
-        .max_buf_size(listen.max_header_bytes.max(8192))
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(listen.max_header_bytes).unwrap_or(u32::MAX));
+    let builder = builder(&listen);
     let graceful = GracefulShutdown::new();
     let connections = Arc::new(Semaphore::new(listen.max_connections));
-
-    loop {
-        // Take a connection slot before accepting: over the limit, clients wait in the backlog.
-        let permit = tokio::select! {
-            permit = connections.clone().acquire_owned() => permit.expect("semaphore never closed"),
-            _ = stopped(&mut stop) => break,
-        };
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(error) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stopped(&mut stop) => break,
-        };
-        let _ = stream.set_nodelay(true);
+    while let Some((stream, permit)) = accept(&listener, &connections, &mut stop).await {
         let conn = builder
             .serve_connection(TokioIo::new(stream), service.clone())
             .into_owned();
@@ -162,7 +181,41 @@ async fn serve<S, B>(
         });
     }
     drop(listener);
-    if tokio::time::timeout(listen.shutdown_grace, graceful.shutdown())
+    drain(&listen, graceful.shutdown()).await;
+}
+
+/// The next connection, with its slot; `None` once `stop` turns true.
+async fn accept(
+    listener: &TcpListener,
+    connections: &Arc<Semaphore>,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<(TcpStream, OwnedSemaphorePermit)> {
+    // Take a connection slot before accepting: over the limit, clients wait in the backlog.
+    let permit = tokio::select! {
+        permit = connections.clone().acquire_owned() => permit.expect("semaphore never closed"),
+        _ = stopped(stop) => return None,
+    };
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Some((stream, permit));
+                }
+                Err(error) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = stopped(stop) => return None,
+        }
+    }
+}
+
+/// Waits for `drained`, at most the grace period.
+async fn drain<T>(listen: &Listen, drained: impl std::future::Future<Output = T>) {
+    if tokio::time::timeout(listen.shutdown_grace, drained)
         .await
         .is_err()
     {

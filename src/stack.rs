@@ -3,7 +3,9 @@
 
 use std::convert::Infallible;
 
+use bytes::Bytes;
 use http::{Request, Response};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use prometheus::Registry;
 use tower::{Service, ServiceBuilder};
@@ -21,22 +23,50 @@ use crate::route::Routes;
 use crate::upstream::{Upstream, UpstreamMetrics};
 use crate::validate::{ValidateLayer, ValidationMetrics};
 
-/// Builds the proxy's service: one per gateway, cloned per connection.
-pub fn app(
-    config: &Config,
-    registry: &Registry,
-    credentials: Credentials,
-) -> anyhow::Result<
-    impl Service<
+/// The proxy's service as the listener sees it: requests hyper read (`Incoming`: h2c, and the
+/// HTTP/1 cases the server's own loop hands over) and requests that loop read whole (`Full`).
+pub trait App:
+    Service<
+        Request<Incoming>,
+        Response = Response<Body>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Service<
+        Request<Full<Bytes>>,
+        Response = Response<Body>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<T> App for T where
+    T: Service<
             Request<Incoming>,
+            Response = Response<Body>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Service<
+            Request<Full<Bytes>>,
             Response = Response<Body>,
             Error = Infallible,
             Future: Send + 'static,
         > + Clone
         + Send
         + Sync
-        + 'static,
-> {
+        + 'static
+{
+}
+
+/// Builds the proxy's service: one per gateway, cloned per connection.
+pub fn app(
+    config: &Config,
+    registry: &Registry,
+    credentials: Credentials,
+) -> anyhow::Result<impl App> {
     let limit_metrics = LimitMetrics::new(registry)?;
     let upstream_metrics = UpstreamMetrics::new(registry)?.for_accounts(config.accounts.len());
     let upstream = Upstream::new(&config.upstream, upstream_metrics)?;

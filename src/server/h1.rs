@@ -1,0 +1,387 @@
+//! The proxy listener's HTTP/1.1 connection loop, in front of [`crate::front`]: the plain request
+//! (HTTP/1.1, no body or a `content-length` one within `limits.max_body`) is read, handed to the
+//! stack and answered here, keep-alive and pipelining included. Anything else (h2c, HTTP/1.0,
+//! chunked or `expect` bodies, upgrades, oversized bodies…) goes to hyper with the bytes already
+//! read, at a request boundary ([`head::Parsed::Fallback`]).
+//!
+//! Per request: no task, no channel, no timer unless a head arrives in pieces, and a whole
+//! answer in one write. The wire format is in [`head`] and [`encode`].
+
+use std::future::poll_fn;
+use std::io::IoSlice;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::{Method, Request};
+use http_body::Body as _;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tower::Service;
+
+use crate::body::Body;
+use crate::stack::App;
+
+mod encode;
+mod head;
+mod rewind;
+
+use encode::{Framing, CRLF, LAST_CHUNK};
+pub use head::Limits;
+use head::{HeaderIndices, Parsed, Refusal, MAX_HEADERS};
+use rewind::Rewind;
+
+/// The body of a request the loop read: whole, as the stack reads it anyway.
+pub type RequestBody = Full<Bytes>;
+
+/// Initial size of a connection's read buffer: 8 KiB holds a usual request, body included.
+const READ_BUF: usize = 8 * 1024;
+/// Least room offered to a read: below it, the buffer grows (or is reclaimed) first.
+const MIN_READ: usize = 1024;
+/// Body data up to 16 KiB is copied behind the head into the write buffer; larger data is
+/// written beside it (one vectored write), not copied.
+const INLINE_BODY: usize = 16 * 1024;
+/// Body frames ready one after another are gathered up to 32 KiB, then written.
+const GATHER: usize = 32 * 1024;
+/// A write buffer grown past 64 KiB (a very large head) is let go after its response.
+const MAX_KEPT_OUT: usize = 64 * 1024;
+
+/// What every connection of the proxy listener shares.
+pub struct Server<S> {
+    service: S,
+    limits: Limits,
+    header_read_timeout: Duration,
+    /// Serves the connections handed over.
+    hyper: auto::Builder<TokioExecutor>,
+}
+
+/// One connection and its buffers, kept across its requests.
+struct Conn<S> {
+    stream: TcpStream,
+    /// Bytes read and not yet consumed: the next head (or part of it), pipelined requests.
+    buf: BytesMut,
+    /// The response being written.
+    out: Vec<u8>,
+    service: S,
+    stop: watch::Receiver<bool>,
+}
+
+/// A request read whole, and whether its client asked to close the connection after it.
+type Received = (Request<RequestBody>, bool);
+
+/// Why the loop serves no further request on a connection.
+enum Stop {
+    /// hyper serves the connection from here.
+    Fallback,
+    /// Answered with an error, then closed.
+    Refuse(Refusal),
+    /// Closed: EOF, an I/O error, the header-read timeout, or shutdown while idle.
+    Close,
+}
+
+impl<S: App> Server<S> {
+    pub fn new(
+        service: S,
+        limits: Limits,
+        header_read_timeout: Duration,
+        hyper: auto::Builder<TokioExecutor>,
+    ) -> Self {
+        Server {
+            service,
+            limits,
+            header_read_timeout,
+            hyper,
+        }
+    }
+
+    /// Serves an accepted connection until it closes, or until `stop` turns true (an idle
+    /// connection closes at once; a request being served is answered, with `connection:
+    /// close`).
+    pub async fn serve_connection(self: Arc<Self>, stream: TcpStream, stop: watch::Receiver<bool>) {
+        let mut conn = Conn {
+            stream,
+            buf: BytesMut::with_capacity(READ_BUF),
+            out: Vec::new(),
+            service: self.service.clone(),
+            stop,
+        };
+        // The first head is due within the timeout from accept; later ones from their first byte.
+        let mut deadline = Some(self.deadline());
+        loop {
+            match conn.next_request(&self, deadline.take()).await {
+                Ok((req, close)) => {
+                    if !conn.respond(req, close).await {
+                        break;
+                    }
+                }
+                Err(Stop::Fallback) => return self.fallback(conn).await,
+                Err(Stop::Refuse(refusal)) => {
+                    conn.refuse(refusal).await;
+                    break;
+                }
+                Err(Stop::Close) => break,
+            }
+        }
+        let _ = conn.stream.shutdown().await;
+    }
+
+    fn deadline(&self) -> Instant {
+        let now = Instant::now();
+        now.checked_add(self.header_read_timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600))
+    }
+
+    /// Hands the connection to hyper, the bytes read so far first. hyper drains it on `stop`.
+    async fn fallback(&self, conn: Conn<S>) {
+        let Conn {
+            stream,
+            buf,
+            mut stop,
+            ..
+        } = conn;
+        let io = TokioIo::new(Rewind::new(stream, buf.freeze()));
+        let service = TowerToHyperService::new(self.service.clone());
+        let mut conn = pin!(self.hyper.serve_connection(io, service));
+        tokio::select! {
+            // hyper first: it takes in the request already read before it is told to drain.
+            biased;
+            _ = conn.as_mut() => return,
+            _ = super::stopped(&mut stop) => conn.as_mut().graceful_shutdown(),
+        }
+        let _ = conn.await;
+    }
+}
+
+/// Takes the request at the start of `buf` when all its head is there. Not async: the header
+/// positions live on the stack only while the head is parsed.
+fn take_request(
+    buf: &mut BytesMut,
+    limits: &Limits,
+) -> Result<Option<(Request<()>, u64, bool)>, Stop> {
+    let mut indices = [HeaderIndices::default(); MAX_HEADERS];
+    match head::parse(buf, limits, &mut indices) {
+        Parsed::Partial => Ok(None),
+        Parsed::Fallback => Err(Stop::Fallback),
+        Parsed::Refused(refusal) => Err(Stop::Refuse(refusal)),
+        Parsed::Plain(raw) => match head::take(buf, &raw, &indices) {
+            Ok(req) => Ok(Some((req, raw.body, raw.close))),
+            Err(refusal) => Err(Stop::Refuse(refusal)),
+        },
+    }
+}
+
+impl<S: App> Conn<S> {
+    /// Reads the next request, head and body.
+    async fn next_request(
+        &mut self,
+        server: &Server<S>,
+        mut deadline: Option<Instant>,
+    ) -> Result<Received, Stop> {
+        loop {
+            if !self.buf.is_empty() {
+                match take_request(&mut self.buf, &server.limits) {
+                    Ok(Some((req, len, close))) => return self.read_body(req, len, close).await,
+                    Ok(None) => {}
+                    Err(stop) => return Err(stop),
+                }
+                deadline.get_or_insert_with(|| server.deadline());
+            }
+            if !self.fill(deadline).await {
+                return Err(Stop::Close);
+            }
+        }
+    }
+
+    /// Reads more of a head: `false` at EOF, on an error, past the deadline, or on `stop` while
+    /// no byte of the head has come.
+    async fn fill(&mut self, deadline: Option<Instant>) -> bool {
+        if self.buf.capacity() - self.buf.len() < MIN_READ {
+            self.buf.reserve(READ_BUF);
+        }
+        let idle = self.buf.is_empty();
+        let read = self.stream.read_buf(&mut self.buf);
+        let read = match deadline {
+            None => tokio::select! {
+                biased;
+                read = read => read,
+                _ = super::stopped(&mut self.stop) => return false,
+            },
+            Some(at) if idle => tokio::select! {
+                biased;
+                read = read => read,
+                _ = super::stopped(&mut self.stop) => return false,
+                _ = tokio::time::sleep_until(at) => return false,
+            },
+            Some(at) => match tokio::time::timeout_at(at, read).await {
+                Ok(read) => read,
+                Err(_) => return false,
+            },
+        };
+        matches!(read, Ok(n) if n > 0)
+    }
+
+    /// Reads the `content-length` body; pipelined bytes after it stay in the buffer.
+    async fn read_body(
+        &mut self,
+        req: Request<()>,
+        len: u64,
+        close: bool,
+    ) -> Result<Received, Stop> {
+        // At most `limits.max_body`, checked by the parser.
+        let len = usize::try_from(len).map_err(|_| Stop::Close)?;
+        if self.buf.len() < len {
+            self.buf.reserve(len - self.buf.len());
+        }
+        while self.buf.len() < len {
+            match self.stream.read_buf(&mut self.buf).await {
+                Ok(n) if n > 0 => {}
+                _ => return Err(Stop::Close),
+            }
+        }
+        let body = self.buf.split_to(len).freeze();
+        Ok((req.map(|()| Full::new(body)), close))
+    }
+
+    /// Serves one request and writes its answer: `false` when the connection closes after it.
+    async fn respond(&mut self, req: Request<RequestBody>, close: bool) -> bool {
+        let head_request = req.method() == Method::HEAD;
+        let service = &mut self.service;
+        let ready = poll_fn(|cx| Service::<Request<RequestBody>>::poll_ready(service, cx)).await;
+        let res = match ready {
+            Ok(()) => match self.service.call(req).await {
+                Ok(res) => res,
+                Err(never) => match never {},
+            },
+            Err(never) => match never {},
+        };
+        let close = close || *self.stop.borrow();
+        let (parts, body) = res.into_parts();
+        let plan = encode::plan(
+            parts.status,
+            head_request,
+            &body.size_hint(),
+            &parts.headers,
+        );
+        encode::encode_head(
+            &mut self.out,
+            parts.status,
+            &parts.headers,
+            plan.framing,
+            close,
+        );
+        drop(parts);
+        let written = if plan.body {
+            self.write_body(body, plan.framing).await
+        } else {
+            drop(body);
+            self.write_out().await
+        };
+        if self.out.capacity() > MAX_KEPT_OUT {
+            self.out = Vec::new();
+        }
+        written && !close
+    }
+
+    /// Writes the body behind the head already in `out`: the frames ready now together, each
+    /// later one as it comes. `false` when the body broke or did not match its length.
+    async fn write_body(&mut self, body: Body, framing: Framing) -> bool {
+        let chunked = framing == Framing::Chunked;
+        let mut left = match framing {
+            Framing::Length(n) => n,
+            _ => 0,
+        };
+        let mut body = pin!(body);
+        loop {
+            let next = match poll_fn(|cx| Poll::Ready(body.as_mut().poll_frame(cx))).await {
+                Poll::Ready(next) => next,
+                Poll::Pending => {
+                    if !self.write_out().await {
+                        return false;
+                    }
+                    body.frame().await
+                }
+            };
+            let data = match next {
+                None => break,
+                Some(Err(_)) => return false,
+                Some(Ok(frame)) => frame.into_data().unwrap_or_default(),
+            };
+            if !chunked {
+                let Some(rest) = left.checked_sub(data.len() as u64) else {
+                    return false;
+                };
+                left = rest;
+            }
+            if !data.is_empty() && !self.push_data(&data, chunked).await {
+                return false;
+            }
+            if body.is_end_stream() {
+                break;
+            }
+        }
+        if chunked {
+            self.out.extend_from_slice(LAST_CHUNK);
+        } else if left != 0 {
+            return false;
+        }
+        self.write_out().await
+    }
+
+    /// Adds body data (a chunk when `chunked`) behind what `out` holds; large data is written
+    /// at once with it.
+    async fn push_data(&mut self, data: &[u8], chunked: bool) -> bool {
+        if chunked {
+            encode::push_chunk_size(&mut self.out, data.len());
+        }
+        if data.len() <= INLINE_BODY {
+            self.out.extend_from_slice(data);
+        } else if !self.write_out_with(data).await {
+            return false;
+        }
+        if chunked {
+            self.out.extend_from_slice(CRLF);
+        }
+        self.out.len() < GATHER || self.write_out().await
+    }
+
+    async fn refuse(&mut self, refusal: Refusal) {
+        encode::encode_refusal(&mut self.out, refusal.status());
+        self.write_out().await;
+    }
+
+    /// Writes what `out` holds.
+    async fn write_out(&mut self) -> bool {
+        if self.out.is_empty() {
+            return true;
+        }
+        let written = self.stream.write_all(&self.out).await.is_ok();
+        self.out.clear();
+        written
+    }
+
+    /// Writes what `out` holds, then `data`, in as few writes as the socket takes.
+    async fn write_out_with(&mut self, mut data: &[u8]) -> bool {
+        let mut out = &self.out[..];
+        while !out.is_empty() {
+            let slices = [IoSlice::new(out), IoSlice::new(data)];
+            match self.stream.write_vectored(&slices).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) if n < out.len() => out = &out[n..],
+                Ok(n) => {
+                    data = &data[n - out.len()..];
+                    out = &[];
+                }
+            }
+        }
+        self.out.clear();
+        self.stream.write_all(data).await.is_ok()
+    }
+}

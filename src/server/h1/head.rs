@@ -1,0 +1,202 @@
+//! The request head of the proxy's HTTP/1.1 loop (RFC 9112): parsed with httparse, sorted into
+//! the plain case served by the loop and the cases handed to hyper, and built into an
+//! `http::Request` whose header values share the read buffer. Pure: [`super`] does the I/O.
+
+use std::mem::MaybeUninit;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{HeaderName, HeaderValue};
+use http::{HeaderMap, Method, Request, StatusCode, Uri};
+
+/// Most header lines accepted in a request head (over it: 431, as hyper answers).
+pub const MAX_HEADERS: usize = 100;
+
+/// What the loop may take as the plain case.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest request head, blank line included (`listen.max_header_bytes`).
+    pub max_head: usize,
+    /// Largest `content-length` served here (`limits.max_body`); over it hyper and `front`
+    /// answer 413.
+    pub max_body: u64,
+}
+
+/// A request the loop answers itself with an error, then closes the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// 400: not HTTP/1.x, or a request line or header the parser refused.
+    Malformed,
+    /// 431: the head is over `listen.max_header_bytes` or has too many lines.
+    TooLarge,
+}
+
+impl Refusal {
+    pub fn status(self) -> StatusCode {
+        match self {
+            Refusal::Malformed => StatusCode::BAD_REQUEST,
+            Refusal::TooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        }
+    }
+}
+
+/// Where a piece of the head lies in its bytes.
+type Span = (usize, usize);
+
+/// Where a header line's name and value lie in the head's bytes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HeaderIndices {
+    name: Span,
+    value: Span,
+}
+
+/// A plain request head found at the start of the buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct RawRequest {
+    /// Bytes of the head, blank line included.
+    pub len: usize,
+    method: Span,
+    target: Span,
+    headers: usize,
+    /// The `content-length` (0 without one).
+    pub body: u64,
+    /// The client sent `connection: close`.
+    pub close: bool,
+}
+
+/// What the start of the buffer holds.
+#[derive(Debug)]
+pub enum Parsed {
+    /// Not a whole head yet: read more.
+    Partial,
+    Plain(RawRequest),
+    /// Not the plain case: hyper serves the connection from here (h2c, HTTP/1.0, a
+    /// transfer coding, `expect`, an upgrade, an unclear or too large `content-length`, a
+    /// request-target that is not a path).
+    Fallback,
+    Refused(Refusal),
+}
+
+/// Parses the request head at the start of `buf`.
+pub fn parse(buf: &[u8], limits: &Limits, indices: &mut [HeaderIndices; MAX_HEADERS]) -> Parsed {
+    // The HTTP/2 connection preface (`PRI * HTTP/2.0`): h2c with prior knowledge.
+    if buf.starts_with(b"PRI ") {
+        return Parsed::Fallback;
+    }
+    let mut lines = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let parsed = httparse::ParserConfig::default()
+        .parse_request_with_uninit_headers(&mut req, buf, &mut lines);
+    let len = match parsed {
+        Ok(httparse::Status::Complete(len)) if len <= limits.max_head => len,
+        Ok(httparse::Status::Complete(_)) => return Parsed::Refused(Refusal::TooLarge),
+        Ok(httparse::Status::Partial) if buf.len() >= limits.max_head => {
+            return Parsed::Refused(Refusal::TooLarge)
+        }
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(httparse::Error::TooManyHeaders) => return Parsed::Refused(Refusal::TooLarge),
+        Err(_) => return Parsed::Refused(Refusal::Malformed),
+    };
+    let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
+        return Parsed::Fallback;
+    };
+    // Origin-form only; absolute-form, authority-form and `*` are hyper's.
+    if !target.starts_with('/') {
+        return Parsed::Fallback;
+    }
+    let base = buf.as_ptr() as usize;
+    let span = |s: &[u8]| {
+        let start = s.as_ptr() as usize - base;
+        (start, start + s.len())
+    };
+    let mut hints = Hints::default();
+    for (at, line) in req.headers.iter().enumerate() {
+        if !hints.note(line.name.as_bytes(), line.value, limits) {
+            return Parsed::Fallback;
+        }
+        indices[at] = HeaderIndices {
+            name: span(line.name.as_bytes()),
+            value: span(line.value),
+        };
+    }
+    Parsed::Plain(RawRequest {
+        len,
+        method: span(method.as_bytes()),
+        target: span(target.as_bytes()),
+        headers: req.headers.len(),
+        body: hints.length.unwrap_or(0),
+        close: hints.close,
+    })
+}
+
+/// What the framing and connection headers say, gathered while the head is checked.
+#[derive(Debug, Default)]
+struct Hints {
+    length: Option<u64>,
+    close: bool,
+}
+
+impl Hints {
+    /// Notes one header line; `false` when it takes the request out of the plain case.
+    fn note(&mut self, name: &[u8], value: &[u8], limits: &Limits) -> bool {
+        if name.eq_ignore_ascii_case(b"content-length") {
+            match (self.length, parse_length(value)) {
+                (None, Some(n)) if n <= limits.max_body => self.length = Some(n),
+                _ => return false,
+            }
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if token.eq_ignore_ascii_case(b"upgrade") {
+                    return false;
+                }
+                self.close |= token.eq_ignore_ascii_case(b"close");
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding")
+            || name.eq_ignore_ascii_case(b"expect")
+            || name.eq_ignore_ascii_case(b"upgrade")
+        {
+            return false;
+        }
+        true
+    }
+}
+
+/// A `content-length` value: 1 to 19 ASCII digits.
+fn parse_length(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(digits.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0')))
+}
+
+/// Takes the head of `raw` out of `buf` and builds the request (its body still to be read):
+/// the target and the header values share the head's bytes.
+pub fn take(
+    buf: &mut BytesMut,
+    raw: &RawRequest,
+    indices: &[HeaderIndices; MAX_HEADERS],
+) -> Result<Request<()>, Refusal> {
+    let head = buf.split_to(raw.len).freeze();
+    build(&head, raw, &indices[..raw.headers])
+}
+
+fn build(head: &Bytes, raw: &RawRequest, lines: &[HeaderIndices]) -> Result<Request<()>, Refusal> {
+    let at = |(start, end): Span| &head[start..end];
+    let method = Method::from_bytes(at(raw.method)).map_err(|_| Refusal::Malformed)?;
+    let uri = Uri::from_maybe_shared(head.slice(raw.target.0..raw.target.1))
+        .map_err(|_| Refusal::Malformed)?;
+    let mut headers = HeaderMap::with_capacity(lines.len());
+    for line in lines {
+        let name = HeaderName::from_bytes(at(line.name)).map_err(|_| Refusal::Malformed)?;
+        let value = HeaderValue::from_maybe_shared(head.slice(line.value.0..line.value.1))
+            .map_err(|_| Refusal::Malformed)?;
+        headers.append(name, value);
+    }
+    let mut req = Request::new(());
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.headers_mut() = headers;
+    Ok(req)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,130 @@
+use super::*;
+
+const LIMITS: Limits = Limits {
+    max_head: 1024,
+    max_body: 100,
+};
+
+fn parse_str(text: &str) -> Parsed {
+    let mut indices = [HeaderIndices::default(); MAX_HEADERS];
+    parse(text.as_bytes(), &LIMITS, &mut indices)
+}
+
+/// Parses and takes a plain request out of `text`; what is left in the buffer after the head.
+fn take_str(text: &str) -> (Request<()>, RawRequest, BytesMut) {
+    let mut buf = BytesMut::from(text);
+    let mut indices = [HeaderIndices::default(); MAX_HEADERS];
+    let Parsed::Plain(raw) = parse(&buf, &LIMITS, &mut indices) else {
+        panic!("not plain: {text:?}");
+    };
+    let req = take(&mut buf, &raw, &indices).expect("builds");
+    (req, raw, buf)
+}
+
+#[test]
+fn builds_a_plain_request_sharing_the_buffer() {
+    let (req, raw, rest) = take_str(
+        "POST /api/v2/token?x=1 HTTP/1.1\r\nHost: gw\r\nX-Two: a\r\nx-two: b\r\n\
+         Content-Length: 2\r\n\r\n{}GET /next",
+    );
+    assert_eq!(req.method(), Method::POST);
+    assert_eq!(req.uri().path(), "/api/v2/token");
+    assert_eq!(req.uri().query(), Some("x=1"));
+    assert_eq!(req.version(), http::Version::HTTP_11);
+    assert_eq!(req.headers()["host"], "gw");
+    let twos: Vec<_> = req.headers().get_all("x-two").iter().collect();
+    assert_eq!(twos, ["a", "b"]);
+    assert_eq!(raw.body, 2);
+    assert!(!raw.close);
+    assert_eq!(&rest[..], b"{}GET /next");
+}
+
+#[test]
+fn notes_connection_close_among_other_tokens() {
+    let (_, raw, _) = take_str("GET / HTTP/1.1\r\nconnection: keep-alive, Close\r\n\r\n");
+    assert!(raw.close);
+    assert_eq!(raw.body, 0);
+}
+
+#[test]
+fn waits_for_the_rest_of_a_head() {
+    for part in [
+        "",
+        "GE",
+        "GET / HTTP/1.1\r\n",
+        "GET / HTTP/1.1\r\nhost: x\r\n",
+        "PR",
+    ] {
+        assert!(matches!(parse_str(part), Parsed::Partial), "{part:?}");
+    }
+}
+
+#[test]
+fn hands_what_is_not_the_plain_case_to_hyper() {
+    for text in [
+        "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        "GET / HTTP/1.0\r\n\r\n",
+        "POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n",
+        "POST / HTTP/1.1\r\nexpect: 100-continue\r\ncontent-length: 2\r\n\r\n",
+        "GET / HTTP/1.1\r\nupgrade: websocket\r\n\r\n",
+        "GET / HTTP/1.1\r\nconnection: Upgrade\r\n\r\n",
+        "POST / HTTP/1.1\r\ncontent-length: 2\r\ncontent-length: 2\r\n\r\n",
+        "POST / HTTP/1.1\r\ncontent-length: 2, 2\r\n\r\n",
+        "POST / HTTP/1.1\r\ncontent-length: -1\r\n\r\n",
+        "POST / HTTP/1.1\r\ncontent-length: 101\r\n\r\n",
+        "GET http://example.com/ HTTP/1.1\r\n\r\n",
+        "OPTIONS * HTTP/1.1\r\n\r\n",
+    ] {
+        assert!(matches!(parse_str(text), Parsed::Fallback), "{text:?}");
+    }
+}
+
+#[test]
+fn refuses_malformed_heads_with_400() {
+    for text in [
+        "GET  / HTTP/1.1\r\n\r\n",
+        "GET / HTTP/2.0\r\n\r\n",
+        "GET / FTP/1.1\r\n\r\n",
+        "G\u{1}T / HTTP/1.1\r\n\r\n",
+        "GET / HTTP/1.1\r\nbad header\r\n\r\n",
+    ] {
+        assert!(
+            matches!(parse_str(text), Parsed::Refused(Refusal::Malformed)),
+            "{text:?}"
+        );
+    }
+    assert_eq!(Refusal::Malformed.status(), StatusCode::BAD_REQUEST);
+}
+
+#[test]
+fn refuses_heads_over_the_limit_with_431() {
+    let long = format!("GET / HTTP/1.1\r\nx-big: {}\r\n\r\n", "a".repeat(2000));
+    assert!(matches!(
+        parse_str(&long),
+        Parsed::Refused(Refusal::TooLarge)
+    ));
+    // Incomplete, but already past the limit.
+    assert!(matches!(
+        parse_str(&long[..1500]),
+        Parsed::Refused(Refusal::TooLarge)
+    ));
+    let many: String = (0..=MAX_HEADERS).map(|i| format!("x-{i}: 1\r\n")).collect();
+    let many = format!("GET / HTTP/1.1\r\n{many}\r\n");
+    assert!(matches!(
+        parse_str(&many),
+        Parsed::Refused(Refusal::TooLarge)
+    ));
+    assert_eq!(
+        Refusal::TooLarge.status(),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+    );
+}
+
+#[test]
+fn reads_content_lengths() {
+    assert_eq!(parse_length(b"0"), Some(0));
+    assert_eq!(parse_length(b"1234"), Some(1234));
+    for bad in [&b""[..], b"+1", b"1 2", b"12345678901234567890", b"0x10"] {
+        assert_eq!(parse_length(bad), None, "{bad:?}");
+    }
+}

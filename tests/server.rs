@@ -1,0 +1,356 @@
+//! The proxy listener's own HTTP/1.1 loop, byte for byte over raw sockets: pipelining,
+//! keep-alive and `connection: close`, heads and bodies in pieces, the cases handed to hyper,
+//! refusals, framing, and shutdown.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use support::gateway::{with_mock_upstream, TestGateway};
+use support::upstream::{MockUpstream, Reply};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A request with the team's token; `extra` header lines end with `\r\n`.
+fn request(method: &str, target: &str, extra: &str, body: &str) -> String {
+    let length = if body.is_empty() {
+        String::new()
+    } else {
+        format!("content-length: {}\r\n", body.len())
+    };
+    format!(
+        "{method} {target} HTTP/1.1\r\nhost: gw\r\nauthorization: Bearer team-token\r\n\
+         {extra}{length}\r\n{body}"
+    )
+}
+
+/// A response as read off the socket.
+#[derive(Debug)]
+struct Raw {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Raw {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads responses off one connection; `head_only` for the answer to a HEAD request.
+struct Reader {
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+impl Reader {
+    fn new(stream: TcpStream) -> Self {
+        Reader {
+            stream,
+            buf: BytesMut::new(),
+        }
+    }
+
+    async fn fill(&mut self) {
+        let read =
+            tokio::time::timeout(Duration::from_secs(10), self.stream.read_buf(&mut self.buf))
+                .await;
+        assert!(
+            matches!(read, Ok(Ok(n)) if n > 0),
+            "connection closed or silent"
+        );
+    }
+
+    async fn response(&mut self, head_only: bool) -> Raw {
+        let (status, headers, len) = loop {
+            let mut lines = [httparse::EMPTY_HEADER; 64];
+            let mut res = httparse::Response::new(&mut lines);
+            if let httparse::Status::Complete(len) = res.parse(&self.buf).unwrap() {
+                let headers = res
+                    .headers
+                    .iter()
+                    .map(|h| {
+                        let value = String::from_utf8(h.value.to_vec()).unwrap();
+                        (h.name.to_ascii_lowercase(), value)
+                    })
+                    .collect();
+                break (res.code.unwrap(), headers, len);
+            }
+            self.fill().await;
+        };
+        self.buf.advance(len);
+        let mut raw = Raw {
+            status,
+            headers,
+            body: Vec::new(),
+        };
+        let no_body = head_only || status == 204 || status == 304;
+        if no_body {
+            return raw;
+        }
+        if raw.header("transfer-encoding") == Some("chunked") {
+            raw.body = self.chunked().await;
+        } else {
+            let n: usize = raw.header("content-length").unwrap().parse().unwrap();
+            while self.buf.len() < n {
+                self.fill().await;
+            }
+            raw.body = self.buf.split_to(n).to_vec();
+        }
+        raw
+    }
+
+    async fn chunked(&mut self) -> Vec<u8> {
+        let mut body = Vec::new();
+        loop {
+            while !self.buf.windows(2).any(|w| w == b"\r\n") {
+                self.fill().await;
+            }
+            let at = self.buf.windows(2).position(|w| w == b"\r\n").unwrap();
+            let size = usize::from_str_radix(std::str::from_utf8(&self.buf[..at]).unwrap(), 16);
+            let size = size.unwrap();
+            while self.buf.len() < at + 2 + size + 2 {
+                self.fill().await;
+            }
+            self.buf.advance(at + 2);
+            body.extend_from_slice(&self.buf.split_to(size));
+            self.buf.advance(2);
+            if size == 0 {
+                return body;
+            }
+        }
+    }
+
+    /// Whether the gateway closed the connection (EOF, or a reset) with nothing more to read.
+    async fn closed(&mut self) -> bool {
+        let mut rest = Vec::new();
+        let read =
+            tokio::time::timeout(Duration::from_secs(10), self.stream.read_to_end(&mut rest)).await;
+        self.buf.is_empty() && rest.is_empty() && read.is_ok()
+    }
+}
+
+async fn connect(gw: &TestGateway) -> Reader {
+    let stream = TcpStream::connect(gw.addr()).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    Reader::new(stream)
+}
+
+fn json(body: &str) -> Reply {
+    Reply::json(200, body)
+}
+
+#[tokio::test]
+async fn answers_pipelined_requests_in_order_with_a_date_and_their_length() {
+    let (upstream, gw) = with_mock_upstream("").await;
+    for body in [r#"{"n":1}"#, r#"{"n":22}"#, r#"{"n":333}"#] {
+        upstream.push(json(body));
+    }
+    let mut conn = connect(&gw).await;
+    let three = [
+        request("POST", "/api/v2/status?n=1", "", "{}"),
+        request("GET", "/api/v2/status?n=2", "", ""),
+        request("POST", "/api/v2/status?n=3", "", r#"{"a":1}"#),
+    ]
+    .concat();
+    conn.stream.write_all(three.as_bytes()).await.unwrap();
+    for body in [r#"{"n":1}"#, r#"{"n":22}"#, r#"{"n":333}"#] {
+        let res = conn.response(false).await;
+        assert_eq!(res.status, 200);
+        assert_eq!(res.body, body.as_bytes());
+        assert_eq!(res.header("content-length"), Some(&*body.len().to_string()));
+        let date = res.header("date").expect("a date");
+        assert!(httpdate::parse_http_date(date).is_ok(), "{date}");
+        assert_eq!(res.header("connection"), None);
+        assert_eq!(res.header("x-request-id").map(str::len), Some(32));
+    }
+    let seen: Vec<_> = upstream.received().iter().map(|r| r.uri.clone()).collect();
+    assert_eq!(
+        seen,
+        [
+            "/api/v2/status?n=1",
+            "/api/v2/status?n=2",
+            "/api/v2/status?n=3"
+        ]
+    );
+    assert_eq!(upstream.received()[2].body.as_ref(), br#"{"a":1}"#);
+}
+
+#[tokio::test]
+async fn closes_the_connection_after_answering_connection_close() {
+    let (upstream, gw) = with_mock_upstream("").await;
+    let mut conn = connect(&gw).await;
+    let req = request("POST", "/api/v2/status", "connection: close\r\n", "{}");
+    conn.stream.write_all(req.as_bytes()).await.unwrap();
+    let res = conn.response(false).await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.header("connection"), Some("close"));
+    assert!(conn.closed().await);
+    assert_eq!(upstream.count(), 1);
+}
+
+#[tokio::test]
+async fn serves_a_request_split_across_many_small_writes() {
+    let (upstream, gw) = with_mock_upstream("").await;
+    let mut conn = connect(&gw).await;
+    let body = r#"{"scanRef":"0123456789abcdef0123456789"}"#;
+    let req = request("POST", "/api/v2/status", "x-kept: yes\r\n", body);
+    for piece in req.as_bytes().chunks(3) {
+        conn.stream.write_all(piece).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let res = conn.response(false).await;
+    assert_eq!(res.status, 200);
+    let seen = &upstream.received()[0];
+    assert_eq!(seen.body.as_ref(), body.as_bytes());
+    assert_eq!(seen.headers["x-kept"], "yes");
+}
+
+#[tokio::test]
+async fn hands_http_1_0_and_chunked_requests_to_hyper() {
+    let (upstream, gw) = with_mock_upstream("").await;
+    let mut conn = connect(&gw).await;
+    let req = "POST /api/v2/status HTTP/1.0\r\nauthorization: Bearer team-token\r\n\
+               content-length: 2\r\n\r\n{}";
+    conn.stream.write_all(req.as_bytes()).await.unwrap();
+    let res = conn.response(false).await;
+    assert_eq!(
+        res.status,
+        200,
+        "{res:?} {}",
+        String::from_utf8_lossy(&res.body)
+    );
+    assert_eq!(res.body, br#"{"ok":true}"#);
+
+    let mut conn = connect(&gw).await;
+    let req = "POST /api/v2/status HTTP/1.1\r\nhost: gw\r\nauthorization: Bearer team-token\r\n\
+               transfer-encoding: chunked\r\n\r\n3\r\n{\"a\r\n4\r\n\":1}\r\n0\r\n\r\n";
+    conn.stream.write_all(req.as_bytes()).await.unwrap();
+    let res = conn.response(false).await;
+    assert_eq!(res.status, 200);
+    assert_eq!(upstream.received()[1].body.as_ref(), br#"{"a":1}"#);
+}
+
+#[tokio::test]
+async fn serves_plain_requests_then_hands_the_connection_over_at_a_request_boundary() {
+    let (upstream, gw) = with_mock_upstream("").await;
+    let mut conn = connect(&gw).await;
+    for n in 1..=2 {
+        let req = request("POST", &format!("/api/v2/status?n={n}"), "", "{}");
+        conn.stream.write_all(req.as_bytes()).await.unwrap();
+        assert_eq!(conn.response(false).await.status, 200);
+    }
+    // A chunked request, and a plain one pipelined behind it: hyper serves both.
+    let chunked = "POST /api/v2/status?n=3 HTTP/1.1\r\nhost: gw\r\n\
+                   authorization: Bearer team-token\r\ntransfer-encoding: chunked\r\n\r\n\
+                   2\r\n{}\r\n0\r\n\r\n";
+    let plain = request("POST", "/api/v2/status?n=4", "", "{}");
+    conn.stream
+        .write_all(format!("{chunked}{plain}").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(conn.response(false).await.status, 200);
+    assert_eq!(conn.response(false).await.status, 200);
+    let seen: Vec<_> = upstream.received().iter().map(|r| r.uri.clone()).collect();
+    let expected: Vec<_> = (1..=4).map(|n| format!("/api/v2/status?n={n}")).collect();
+    assert_eq!(seen, expected);
+    assert!(upstream.received().iter().all(|r| r.body.as_ref() == b"{}"));
+}
+
+#[tokio::test]
+async fn refuses_a_malformed_request_line_with_400_and_closes() {
+    let (upstream, gw) = with_mock_upstream("").await;
+    let mut conn = connect(&gw).await;
+    conn.stream
+        .write_all(b"POST  /api/v2/status HTTP/1.1\r\nhost: gw\r\n\r\n")
+        .await
+        .unwrap();
+    let res = conn.response(false).await;
+    assert_eq!(res.status, 400);
+    assert_eq!(res.header("connection"), Some("close"));
+    assert!(conn.closed().await);
+    assert_eq!(upstream.count(), 0);
+}
+
+#[tokio::test]
+async fn answers_head_with_the_length_and_204_without_one_and_no_body() {
+    let (upstream, gw) = with_mock_upstream("").await;
+    upstream.push(json(r#"{"ok":true}"#));
+    upstream.push(Reply::Respond {
+        status: 204,
+        headers: vec![],
+        body: bytes::Bytes::new(),
+    });
+    upstream.push(json(r#"{"after":1}"#));
+    let mut conn = connect(&gw).await;
+    let three = [
+        request("HEAD", "/api/v2/status", "", ""),
+        request("DELETE", "/api/v2/status", "", ""),
+        request("GET", "/api/v2/status", "", ""),
+    ]
+    .concat();
+    conn.stream.write_all(three.as_bytes()).await.unwrap();
+    let head = conn.response(true).await;
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-length"), Some("11"));
+    let empty = conn.response(false).await;
+    assert_eq!(empty.status, 204);
+    assert_eq!(empty.header("content-length"), None);
+    assert_eq!(empty.header("transfer-encoding"), None);
+    // Had either carried a body, this answer would not parse.
+    let after = conn.response(false).await;
+    assert_eq!(after.status, 200);
+    assert_eq!(after.body, br#"{"after":1}"#);
+}
+
+#[tokio::test]
+async fn shutdown_closes_idle_connections_and_answers_the_request_in_flight_with_close() {
+    let upstream = MockUpstream::start().await;
+    let gate = Arc::new(tokio::sync::Notify::new());
+    upstream.push(Reply::Gated(gate.clone(), Box::new(json(r#"{"late":1}"#))));
+    let text = support::gateway::config_text(&upstream.url(), support::gateway::ACCOUNT_AND_TEAM);
+    let gw = TestGateway::start(&text).await;
+    let mut busy = connect(&gw).await;
+    let req = request("POST", "/api/v2/status", "", "{}");
+    busy.stream.write_all(req.as_bytes()).await.unwrap();
+    upstream.wait_for(1).await;
+    let mut idle = connect(&gw).await;
+    // The idle connection was accepted (and got its answer) before shutdown begins.
+    idle.stream.write_all(req.as_bytes()).await.unwrap();
+    assert_eq!(idle.response(false).await.status, 200);
+
+    let shutdown = tokio::spawn(gw.running.shutdown());
+    assert!(idle.closed().await, "an idle connection stayed open");
+    gate.notify_one();
+    let res = busy.response(false).await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.body, br#"{"late":1}"#);
+    assert_eq!(res.header("connection"), Some("close"));
+    assert!(busy.closed().await);
+    tokio::time::timeout(Duration::from_secs(10), shutdown)
+        .await
+        .expect("shutdown ends once the connections are done")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn cuts_off_a_keep_alive_client_that_sends_its_next_head_too_slowly() {
+    let upstream = MockUpstream::start().await;
+    let text = support::gateway::config_text(&upstream.url(), support::gateway::ACCOUNT_AND_TEAM)
+        .replace("[listen]\n", "[listen]\nheader_read_timeout = \"300ms\"\n");
+    let gw = TestGateway::start(&text).await;
+    let mut conn = connect(&gw).await;
+    let req = request("POST", "/api/v2/status", "", "{}");
+    conn.stream.write_all(req.as_bytes()).await.unwrap();
+    assert_eq!(conn.response(false).await.status, 200);
+    // Half of the next head, and never the rest.
+    conn.stream.write_all(&req.as_bytes()[..20]).await.unwrap();
+    assert!(conn.closed().await, "a slow second head was not cut off");
+    assert_eq!(upstream.count(), 1);
+}
