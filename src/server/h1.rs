@@ -36,7 +36,7 @@ mod rewind;
 
 use encode::{Framing, CRLF, LAST_CHUNK};
 pub use head::Limits;
-use head::{HeaderIndices, Parsed, Refusal, MAX_HEADERS};
+use head::{HeaderIndices, Parsed, Refusal};
 use rewind::Rewind;
 
 /// The body of a request the loop read: whole, as the stack reads it anyway.
@@ -70,6 +70,8 @@ struct Conn<S> {
     buf: BytesMut,
     /// The response being written.
     out: Vec<u8>,
+    /// Where the header lines of the head being parsed are (reused from request to request).
+    indices: Vec<HeaderIndices>,
     service: S,
     stop: watch::Receiver<bool>,
 }
@@ -110,6 +112,7 @@ impl<S: App> Server<S> {
             stream,
             buf: BytesMut::with_capacity(READ_BUF),
             out: Vec::new(),
+            indices: Vec::new(),
             service: self.service.clone(),
             stop,
         };
@@ -164,14 +167,14 @@ impl<S: App> Server<S> {
 /// positions live on the stack only while the head is parsed.
 fn take_request(
     buf: &mut BytesMut,
+    indices: &mut Vec<HeaderIndices>,
     limits: &Limits,
 ) -> Result<Option<(Request<()>, u64, bool)>, Stop> {
-    let mut indices = [HeaderIndices::default(); MAX_HEADERS];
-    match head::parse(buf, limits, &mut indices) {
+    match head::parse(buf, limits, indices) {
         Parsed::Partial => Ok(None),
         Parsed::Fallback => Err(Stop::Fallback),
         Parsed::Refused(refusal) => Err(Stop::Refuse(refusal)),
-        Parsed::Plain(raw) => match head::take(buf, &raw, &indices) {
+        Parsed::Plain(raw) => match head::take(buf, &raw, indices) {
             Ok(req) => Ok(Some((req, raw.body, raw.close))),
             Err(refusal) => Err(Stop::Refuse(refusal)),
         },
@@ -187,7 +190,7 @@ impl<S: App> Conn<S> {
     ) -> Result<Received, Stop> {
         loop {
             if !self.buf.is_empty() {
-                match take_request(&mut self.buf, &server.limits) {
+                match take_request(&mut self.buf, &mut self.indices, &server.limits) {
                     Ok(Some((req, len, close))) => return self.read_body(req, len, close).await,
                     Ok(None) => {}
                     Err(stop) => return Err(stop),

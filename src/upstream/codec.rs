@@ -119,9 +119,11 @@ impl RawHead {
 }
 
 /// Parses a response head at the start of `buf`: `Ok(None)` while it is incomplete.
+/// `indices` receives where each header line is (cleared first; kept by the connection, so that
+/// no per-response array of `MAX_HEADERS` entries is zeroed).
 pub fn parse_head(
     buf: &[u8],
-    indices: &mut [HeaderIndices; MAX_HEADERS],
+    indices: &mut Vec<HeaderIndices>,
 ) -> Result<Option<RawHead>, CodecError> {
     let mut lines = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut res = httparse::Response::new(&mut []);
@@ -146,12 +148,11 @@ pub fn parse_head(
         let start = (s.as_ptr() as usize - base) as u32;
         (start, start + s.len() as u32)
     };
-    for (at, line) in res.headers.iter().enumerate() {
-        indices[at] = HeaderIndices {
-            name: span(line.name.as_bytes()),
-            value: span(line.value),
-        };
-    }
+    indices.clear();
+    indices.extend(res.headers.iter().map(|line| HeaderIndices {
+        name: span(line.name.as_bytes()),
+        value: span(line.value),
+    }));
     Ok(Some(RawHead {
         status,
         minor: res.version.ok_or(CodecError::Malformed)?,
@@ -202,7 +203,7 @@ pub fn build_head(
     let status = StatusCode::from_u16(raw.status).map_err(|_| CodecError::Malformed)?;
     let mut headers = HeaderMap::with_capacity(raw.headers);
     let mut hints = Hints::default();
-    for line in &indices[..raw.headers] {
+    for line in indices {
         let (start, end) = (line.name.0 as usize, line.name.1 as usize);
         let name = HeaderName::from_bytes(&head[start..end]).map_err(|_| CodecError::Malformed)?;
         let (start, end) = (line.value.0 as usize, line.value.1 as usize);

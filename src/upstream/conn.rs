@@ -36,6 +36,8 @@ pub struct Conn {
     pub buf: BytesMut,
     /// The request about to be written.
     pub out: Vec<u8>,
+    /// Where the header lines of the response head being parsed are (reused).
+    pub indices: Vec<super::codec::HeaderIndices>,
 }
 
 impl Conn {
@@ -44,6 +46,7 @@ impl Conn {
             stream,
             buf: BytesMut::with_capacity(READ_BUF),
             out: Vec::new(),
+            indices: Vec::new(),
         }
     }
 

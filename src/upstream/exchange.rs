@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::body::{take_buffered, UpstreamBody};
 use super::chunked::{Chunked, Decoder};
-use super::codec::{self, Framing, HeaderIndices, ResponseHead, MAX_HEADERS};
+use super::codec::{self, Framing, HeaderIndices, ResponseHead};
 use super::conn::{Conn, Connector};
 use super::pool::Pool;
 use crate::body::Body;
@@ -141,18 +141,21 @@ async fn read_head(conn: &mut Conn, method: &Method) -> Result<ResponseHead, Fai
             Ok(0) | Err(_) => return Err(protocol("connection closed before a response head")),
             Ok(_) => received = true,
         }
-        if let Some(head) = take_head(&mut conn.buf, method)? {
+        if let Some(head) = take_head(&mut conn.buf, &mut conn.indices, method)? {
             return Ok(head);
         }
     }
 }
 
-/// The final response head, when `buf` holds all of it; 1xx interim answers are skipped. Not
-/// async: the header positions live on the stack only while the head is parsed.
-fn take_head(buf: &mut BytesMut, method: &Method) -> Result<Option<ResponseHead>, Failure> {
-    let mut indices = [HeaderIndices::default(); MAX_HEADERS];
+/// The final response head, when `buf` holds all of it; 1xx interim answers are skipped.
+/// `indices` is the connection's scratch list of header positions.
+fn take_head(
+    buf: &mut BytesMut,
+    indices: &mut Vec<HeaderIndices>,
+    method: &Method,
+) -> Result<Option<ResponseHead>, Failure> {
     loop {
-        let Some(raw) = codec::parse_head(buf, &mut indices).map_err(protocol)? else {
+        let Some(raw) = codec::parse_head(buf, indices).map_err(protocol)? else {
             return Ok(None);
         };
         if raw.is_interim() {
@@ -160,7 +163,7 @@ fn take_head(buf: &mut BytesMut, method: &Method) -> Result<Option<ResponseHead>
             continue;
         }
         let head = buf.split_to(raw.len).freeze();
-        return codec::build_head(&head, &raw, &indices, method)
+        return codec::build_head(&head, &raw, indices, method)
             .map(Some)
             .map_err(protocol);
     }

@@ -56,7 +56,6 @@ pub struct RawRequest {
     pub len: usize,
     method: Span,
     target: Span,
-    headers: usize,
     /// The `content-length` (0 without one).
     pub body: u64,
     /// The client sent `connection: close`.
@@ -77,7 +76,9 @@ pub enum Parsed {
 }
 
 /// Parses the request head at the start of `buf`.
-pub fn parse(buf: &[u8], limits: &Limits, indices: &mut [HeaderIndices; MAX_HEADERS]) -> Parsed {
+/// `indices` receives where each header line is (cleared first; kept by the connection, so that
+/// no per-request array of `MAX_HEADERS` entries is zeroed).
+pub fn parse(buf: &[u8], limits: &Limits, indices: &mut Vec<HeaderIndices>) -> Parsed {
     // The HTTP/2 connection preface (`PRI * HTTP/2.0`): h2c with prior knowledge.
     if buf.starts_with(b"PRI ") {
         return Parsed::Fallback;
@@ -109,20 +110,20 @@ pub fn parse(buf: &[u8], limits: &Limits, indices: &mut [HeaderIndices; MAX_HEAD
         (start, start + s.len())
     };
     let mut hints = Hints::default();
-    for (at, line) in req.headers.iter().enumerate() {
+    indices.clear();
+    for line in req.headers.iter() {
         if !hints.note(line.name.as_bytes(), line.value, limits) {
             return Parsed::Fallback;
         }
-        indices[at] = HeaderIndices {
+        indices.push(HeaderIndices {
             name: span(line.name.as_bytes()),
             value: span(line.value),
-        };
+        });
     }
     Parsed::Plain(RawRequest {
         len,
         method: span(method.as_bytes()),
         target: span(target.as_bytes()),
-        headers: req.headers.len(),
         body: hints.length.unwrap_or(0),
         close: hints.close,
     })
@@ -173,10 +174,10 @@ fn parse_length(digits: &[u8]) -> Option<u64> {
 pub fn take(
     buf: &mut BytesMut,
     raw: &RawRequest,
-    indices: &[HeaderIndices; MAX_HEADERS],
+    indices: &[HeaderIndices],
 ) -> Result<Request<()>, Refusal> {
     let head = buf.split_to(raw.len).freeze();
-    build(&head, raw, &indices[..raw.headers])
+    build(&head, raw, indices)
 }
 
 fn build(head: &Bytes, raw: &RawRequest, lines: &[HeaderIndices]) -> Result<Request<()>, Refusal> {

@@ -6,14 +6,14 @@ const LIMITS: Limits = Limits {
 };
 
 fn parse_str(text: &str) -> Parsed {
-    let mut indices = [HeaderIndices::default(); MAX_HEADERS];
+    let mut indices = Vec::new();
     parse(text.as_bytes(), &LIMITS, &mut indices)
 }
 
 /// Parses and takes a plain request out of `text`; what is left in the buffer after the head.
 fn take_str(text: &str) -> (Request<()>, RawRequest, BytesMut) {
     let mut buf = BytesMut::from(text);
-    let mut indices = [HeaderIndices::default(); MAX_HEADERS];
+    let mut indices = Vec::new();
     let Parsed::Plain(raw) = parse(&buf, &LIMITS, &mut indices) else {
         panic!("not plain: {text:?}");
     };
