@@ -45,7 +45,7 @@ pub use self::replay::{
 };
 pub use self::shared::{DedupOutcome, SharedResponse, X_GATEWAY_DEDUP, X_GATEWAY_DEDUP_MISMATCH};
 
-use crate::body::{Body, ResponseFuture};
+use crate::body::{response_future, Body, ResponseFuture};
 use crate::config;
 use crate::context::{Caller, ClientId, Deadline, Route, RouteKind};
 use crate::error::GatewayError;
@@ -226,7 +226,7 @@ where
     fn call(&mut self, req: Request<Bytes>) -> ResponseFuture {
         let Some(ticketed) = Ticketed::of(&req) else {
             // Not deduplicated: readiness was the inner service's, call it in place.
-            return Box::pin(self.inner.call(req));
+            return response_future(self.inner.call(req));
         };
         let inner = self.inner.clone();
         let shared = &self.shared;

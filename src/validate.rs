@@ -14,7 +14,7 @@ use http::{Request, Response};
 use prometheus::{IntCounterVec, Opts, Registry};
 use tower::{Layer, Service};
 
-use crate::body::{Body, ResponseFuture};
+use crate::body::{response_future, Body, ResponseFuture};
 use crate::config;
 use crate::context::{ClientId, Route, RouteKind};
 use crate::error::GatewayError;
@@ -142,7 +142,7 @@ where
             }
         }
         // Readiness was the inner service's (`poll_ready`): call it in place, no clone.
-        Box::pin(self.inner.call(req))
+        response_future(self.inner.call(req))
     }
 }
 

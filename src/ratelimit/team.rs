@@ -12,7 +12,7 @@ use tower::{Layer, Service, ServiceExt};
 
 use super::metrics::{LimitMetrics, QuotaMetrics};
 use super::{admit, Quota};
-use crate::body::{Body, ResponseFuture};
+use crate::body::{response_future, Body, ResponseFuture};
 use crate::config;
 use crate::context::{Caller, Deadline};
 use crate::deadline::wait_budget;
@@ -89,7 +89,7 @@ where
         if let Some((quota, metrics)) = team.and_then(|t| self.shared.teams.get(t)) {
             if quota.take_free(Instant::now()) {
                 metrics.admitted(Duration::ZERO);
-                return Box::pin(self.inner.call(req));
+                return response_future(self.inner.call(req));
             }
         }
         let (mut inner, shared) = (self.inner.clone(), self.shared.clone());
