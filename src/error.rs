@@ -42,6 +42,10 @@ pub enum GatewayError {
     RouteNotFound,
     #[error("the request path is not acceptable")]
     BadPath,
+    #[error("the request is not well-formed HTTP/1.1")]
+    MalformedRequest,
+    #[error("the request head is larger than {limit} bytes or has too many header lines")]
+    HeadersTooLarge { limit: usize },
     #[error("the request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: u64 },
     #[error("the request body could not be read")]
@@ -80,7 +84,8 @@ impl GatewayError {
         match self {
             Unauthorized => StatusCode::UNAUTHORIZED,
             RouteNotFound => StatusCode::NOT_FOUND,
-            BadPath | BodyRead | Invalid { .. } => StatusCode::BAD_REQUEST,
+            BadPath | MalformedRequest | BodyRead | Invalid { .. } => StatusCode::BAD_REQUEST,
+            HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             DeadlineExceeded | UpstreamTimedOut => StatusCode::GATEWAY_TIMEOUT,
@@ -96,6 +101,8 @@ impl GatewayError {
             Unauthorized => "UNAUTHORIZED",
             RouteNotFound => "NOT_FOUND",
             BadPath => "BAD_VALUE",
+            MalformedRequest => "BAD_REQUEST",
+            HeadersTooLarge { .. } => "HEADERS_TOO_LARGE",
             PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
             BodyRead => "ENCODING_ERROR",
             Invalid { identifier, .. } => identifier,
@@ -113,6 +120,8 @@ impl GatewayError {
             Unauthorized => "unauthorized",
             RouteNotFound => "route_not_found",
             BadPath => "bad_path",
+            MalformedRequest => "malformed_request",
+            HeadersTooLarge { .. } => "headers_too_large",
             PayloadTooLarge { .. } => "payload_too_large",
             BodyRead => "body_read",
             Invalid { .. } => "validation",
@@ -228,6 +237,8 @@ mod tests {
             GatewayError::Unauthorized,
             GatewayError::RouteNotFound,
             GatewayError::BadPath,
+            GatewayError::MalformedRequest,
+            GatewayError::HeadersTooLarge { limit: 16384 },
             GatewayError::BodyRead,
             GatewayError::DeadlineExceeded,
             GatewayError::UpstreamTimedOut,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use support::gateway::{with_mock_upstream, TestGateway};
+use support::gateway::{config_text, with_mock_upstream, TestGateway, ACCOUNT_AND_TEAM};
 use support::upstream::{MockUpstream, Reply};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -274,6 +274,32 @@ async fn refuses_a_malformed_request_line_with_400_and_closes() {
     let res = conn.response(false).await;
     assert_eq!(res.status, 400);
     assert_eq!(res.header("connection"), Some("close"));
+    assert_eq!(res.header("x-gateway-error"), Some("malformed_request"));
+    let body: serde_json::Value = serde_json::from_slice(&res.body).unwrap();
+    assert_eq!(body["identifier"], "BAD_REQUEST");
+    assert!(body["message"].is_string());
+    assert!(conn.closed().await);
+    assert_eq!(upstream.count(), 0);
+}
+
+#[tokio::test]
+async fn refuses_an_oversized_head_with_431_in_idenfys_shape() {
+    let (upstream, _) = with_mock_upstream("").await;
+    let text = config_text(&upstream.url(), ACCOUNT_AND_TEAM)
+        .replace("[listen]\n", "[listen]\nmax_header_bytes = \"8KiB\"\n");
+    let gw = TestGateway::start(&text).await;
+    let mut conn = connect(&gw).await;
+    // Over the limit, and more than the gateway reads before it refuses: the rest is still
+    // arriving when it answers (it reads and drops it, so that no reset races the answer).
+    let big = "a".repeat(20_000);
+    let req = format!("GET /api/v2/status HTTP/1.1\r\nhost: gw\r\nx-big: {big}\r\n\r\n");
+    conn.stream.write_all(req.as_bytes()).await.unwrap();
+    let res = conn.response(false).await;
+    assert_eq!(res.status, 431);
+    assert_eq!(res.header("connection"), Some("close"));
+    assert_eq!(res.header("x-gateway-error"), Some("headers_too_large"));
+    let body: serde_json::Value = serde_json::from_slice(&res.body).unwrap();
+    assert_eq!(body["identifier"], "HEADERS_TOO_LARGE");
     assert!(conn.closed().await);
     assert_eq!(upstream.count(), 0);
 }

@@ -15,7 +15,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::{Method, Request};
+use http::{Method, Request, Response};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -51,6 +51,10 @@ const MIN_READ: usize = 1024;
 const INLINE_BODY: usize = 16 * 1024;
 /// Body frames ready one after another are gathered up to 32 KiB, then written.
 const GATHER: usize = 32 * 1024;
+/// After a refusal, how long and how much of what the client still sends is read and dropped
+/// before the connection closes ([`Conn::linger`]).
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1024 * 1024;
 /// A write buffer grown past 64 KiB (a very large head) is let go after its response.
 const MAX_KEPT_OUT: usize = 64 * 1024;
 
@@ -127,7 +131,7 @@ impl<S: App> Server<S> {
                 }
                 Err(Stop::Fallback) => return self.fallback(conn).await,
                 Err(Stop::Refuse(refusal)) => {
-                    conn.refuse(refusal).await;
+                    conn.refuse(refusal, &self.limits).await;
                     break;
                 }
                 Err(Stop::Close) => break,
@@ -266,6 +270,11 @@ impl<S: App> Conn<S> {
             Err(never) => match never {},
         };
         let close = close || *self.stop.borrow();
+        self.send(res, head_request, close).await
+    }
+
+    /// Writes `res`; `false` when the connection is to close after it (or broke).
+    async fn send(&mut self, res: Response<Body>, head_request: bool, close: bool) -> bool {
         let (parts, body) = res.into_parts();
         let plan = encode::plan(
             parts.status,
@@ -355,9 +364,31 @@ impl<S: App> Conn<S> {
         self.out.len() < GATHER || self.write_out().await
     }
 
-    async fn refuse(&mut self, refusal: Refusal) {
-        encode::encode_refusal(&mut self.out, refusal.status());
-        self.write_out().await;
+    async fn refuse(&mut self, refusal: Refusal, limits: &Limits) {
+        let res = refusal.error(limits).into_response();
+        self.send(res, false, true).await;
+        self.linger().await;
+    }
+
+    /// After a refusal the client may still be sending what was refused. Closing with those
+    /// bytes unread makes the kernel reset the connection, and the client can lose the answer
+    /// in flight; so the write side is shut first, and what still comes is read and dropped,
+    /// for a bounded time and amount (nginx's "lingering close").
+    async fn linger(&mut self) {
+        if self.stream.shutdown().await.is_err() {
+            return;
+        }
+        let drain = async {
+            let mut dropped = 0;
+            while dropped < LINGER_BYTES {
+                self.buf.clear();
+                match self.stream.read_buf(&mut self.buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => dropped += n,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER_TIME, drain).await;
     }
 
     /// Writes what `out` holds.

@@ -114,12 +114,6 @@ pub fn encode_head(
     out.extend_from_slice(CRLF);
 }
 
-/// The answer to a request the loop refuses before the stack sees it (400, 431): no body, and
-/// the connection closes after it.
-pub fn encode_refusal(out: &mut Vec<u8>, status: StatusCode) {
-    encode_head(out, status, &HeaderMap::new(), Framing::Length(0), true);
-}
-
 fn push_status_line(out: &mut Vec<u8>, status: StatusCode) {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());

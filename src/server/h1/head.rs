@@ -6,7 +6,9 @@ use std::mem::MaybeUninit;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue};
-use http::{HeaderMap, Method, Request, StatusCode, Uri};
+use http::{HeaderMap, Method, Request, Uri};
+
+use crate::error::GatewayError;
 
 /// Most header lines accepted in a request head (over it: 431, as hyper answers).
 pub const MAX_HEADERS: usize = 100;
@@ -31,10 +33,13 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    pub fn status(self) -> StatusCode {
+    /// The error the answer is made from (`GatewayError::into_response`, like every other).
+    pub fn error(self, limits: &Limits) -> GatewayError {
         match self {
-            Refusal::Malformed => StatusCode::BAD_REQUEST,
-            Refusal::TooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Refusal::Malformed => GatewayError::MalformedRequest,
+            Refusal::TooLarge => GatewayError::HeadersTooLarge {
+                limit: limits.max_head,
+            },
         }
     }
 }

@@ -90,15 +90,6 @@ fn frames_chunks_in_hex() {
 }
 
 #[test]
-fn refusals_close_the_connection_without_a_body() {
-    let mut out = Vec::new();
-    encode_refusal(&mut out, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
-    let text = String::from_utf8(out).unwrap();
-    assert!(text.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"));
-    assert!(text.ends_with("content-length: 0\r\nconnection: close\r\n\r\n"));
-}
-
-#[test]
 fn formats_the_date_once_per_second() {
     let at = UNIX_EPOCH + std::time::Duration::from_secs(784_111_777);
     let mut out = Vec::new();

@@ -1,4 +1,5 @@
 use super::*;
+use http::StatusCode;
 
 const LIMITS: Limits = Limits {
     max_head: 1024,
@@ -93,7 +94,10 @@ fn refuses_malformed_heads_with_400() {
             "{text:?}"
         );
     }
-    assert_eq!(Refusal::Malformed.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        Refusal::Malformed.error(&LIMITS).status(),
+        StatusCode::BAD_REQUEST
+    );
 }
 
 #[test]
@@ -115,7 +119,7 @@ fn refuses_heads_over_the_limit_with_431() {
         Parsed::Refused(Refusal::TooLarge)
     ));
     assert_eq!(
-        Refusal::TooLarge.status(),
+        Refusal::TooLarge.error(&LIMITS).status(),
         StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
     );
 }
