@@ -23,43 +23,23 @@ use crate::route::Routes;
 use crate::upstream::{Upstream, UpstreamMetrics};
 use crate::validate::{ValidateLayer, ValidationMetrics};
 
-/// The proxy's service as the listener sees it: requests hyper read (`Incoming`: h2c, and the
-/// HTTP/1 cases the server's own loop hands over) and requests that loop read whole (`Full`).
-pub trait App:
-    Service<
-        Request<Incoming>,
-        Response = Response<Body>,
-        Error = Infallible,
-        Future: Send + 'static,
-    > + Service<
-        Request<Full<Bytes>>,
-        Response = Response<Body>,
-        Error = Infallible,
-        Future: Send + 'static,
-    > + Clone
-    + Send
-    + Sync
-    + 'static
+/// A service answering requests with body `B` as the listener needs: a response with the
+/// stack's body, never an error, a future it can hold across awaits.
+pub trait Serves<B>:
+    Service<Request<B>, Response = Response<Body>, Error = Infallible, Future: Send + 'static>
 {
 }
 
-impl<T> App for T where
-    T: Service<
-            Request<Incoming>,
-            Response = Response<Body>,
-            Error = Infallible,
-            Future: Send + 'static,
-        > + Service<
-            Request<Full<Bytes>>,
-            Response = Response<Body>,
-            Error = Infallible,
-            Future: Send + 'static,
-        > + Clone
-        + Send
-        + Sync
-        + 'static
+impl<T, B> Serves<B> for T where
+    T: Service<Request<B>, Response = Response<Body>, Error = Infallible, Future: Send + 'static>
 {
 }
+
+/// The proxy's service as the listener sees it: requests hyper read (`Incoming`: h2c, and the
+/// HTTP/1 cases the server's own loop hands over) and requests that loop read whole (`Full`).
+pub trait App: Serves<Incoming> + Serves<Full<Bytes>> + Clone + Send + Sync + 'static {}
+
+impl<T> App for T where T: Serves<Incoming> + Serves<Full<Bytes>> + Clone + Send + Sync + 'static {}
 
 /// Builds the proxy's service: one per gateway, cloned per connection.
 pub fn app(
