@@ -29,6 +29,7 @@ use crate::metrics::{
     status_class_index, GaugeGuard, HandleTable, RequestMetrics, STATUS_CLASSES, UNKNOWN,
 };
 use crate::route::Routes;
+use crate::telemetry::access::{self, AccessRecord};
 
 /// The request id header: kept from the caller when sane, else generated.
 pub const X_REQUEST_ID: &str = "x-request-id";
@@ -231,18 +232,17 @@ where
         .record(&shared.metrics, team, route, status, elapsed.as_secs_f64());
     let h = res.headers();
     let text = |name: HeaderName| h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
-    tracing::info!(
-        request_id = request_id.to_str().unwrap_or(""),
-        team = team.map_or(UNKNOWN, |(_, name)| name),
+    access::log(&AccessRecord {
+        request_id: request_id.to_str().unwrap_or(""),
+        team: team.map_or(UNKNOWN, |(_, name)| name),
         route,
-        method = method.as_str(),
-        status = status.as_u16(),
-        attempts = text(ATTEMPTS),
-        dedup = text(DEDUP),
-        error = text(ERROR),
-        latency_ms = elapsed.as_secs_f64() * 1000.0,
-        "request"
-    );
+        method: method.as_str(),
+        status: status.as_u16(),
+        attempts: text(ATTEMPTS),
+        dedup: text(DEDUP),
+        error: text(ERROR),
+        latency_ms: elapsed.as_secs_f64() * 1000.0,
+    });
     res
 }
 

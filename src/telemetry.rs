@@ -17,6 +17,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
+pub mod access;
 mod json;
 
 pub use self::json::FastJson;
@@ -42,16 +43,23 @@ pub fn init_to(format: LogFormat, level: &str, out: Box<dyn Write + Send>) -> Lo
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer);
-    let _ = match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .event_format(FastJson::new(json_format()))
-            .try_init(),
-        LogFormat::Human => builder.try_init(),
-    };
+        .with_writer(writer.clone());
+    match format {
+        LogFormat::Json => {
+            let installed = builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .event_format(FastJson::new(json_format()))
+                .try_init();
+            if installed.is_ok() {
+                access::write_directly_to(writer);
+            }
+        }
+        LogFormat::Human => {
+            let _ = builder.try_init();
+        }
+    }
     guard
 }
 
@@ -252,14 +260,7 @@ mod tests {
             + Sync
             + 'static,
     {
-        let sink = Sink::default();
-        let out = sink.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .json()
-            .event_format(format)
-            .with_writer(move || out.clone())
-            .finish();
-        tracing::subscriber::with_default(subscriber, || {
+        let text = format_event_with(format, || {
             tracing::info!(
                 request_id = "abc",
                 team = "app\"x",
@@ -272,10 +273,31 @@ mod tests {
                 "request"
             );
         });
-        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
         // The timestamps differ by when each line was written.
         let end = text.find("\",\"level\"").unwrap();
         text[end..].to_string()
+    }
+
+    /// What `format` writes for the events `emit` sends.
+    pub(super) fn format_event_with<E>(format: E, emit: impl FnOnce()) -> String
+    where
+        E: for<'w> tracing_subscriber::fmt::FormatEvent<
+                tracing_subscriber::Registry,
+                tracing_subscriber::fmt::format::JsonFields,
+            > + Send
+            + Sync
+            + 'static,
+    {
+        let sink = Sink::default();
+        let out = sink.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .event_format(format)
+            .with_writer(move || out.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, emit);
+        let bytes = sink.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
     }
 
     #[test]

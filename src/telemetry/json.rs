@@ -15,6 +15,8 @@ use tracing_subscriber::fmt::format::{Format, Json, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
+use super::access::AccessRecord;
+
 /// The request path's JSON event format.
 pub struct FastJson {
     /// For events in a span or from the `log` crate.
@@ -62,6 +64,44 @@ where
 
 /// Room for a request line without growing.
 const LINE_CAPACITY: usize = 384;
+
+/// The access log line for `r`: the bytes [`FastJson`] writes for `front`'s `request` event.
+pub(super) fn access_line(r: &AccessRecord<'_>) -> String {
+    let mut line = String::with_capacity(LINE_CAPACITY);
+    line.push_str("{\"timestamp\":\"");
+    write_timestamp(&mut line, SystemTime::now());
+    line.push_str("\",\"level\":\"INFO\",\"message\":\"request\"");
+    for (name, value) in [
+        ("request_id", r.request_id),
+        ("team", r.team),
+        ("route", r.route),
+        ("method", r.method),
+    ] {
+        push_name(&mut line, name);
+        write_str(&mut line, value);
+    }
+    push_name(&mut line, "status");
+    line.push_str(itoa::Buffer::new().format(r.status));
+    for (name, value) in [
+        ("attempts", r.attempts),
+        ("dedup", r.dedup),
+        ("error", r.error),
+    ] {
+        push_name(&mut line, name);
+        write_str(&mut line, value);
+    }
+    push_name(&mut line, "latency_ms");
+    write_f64(&mut line, r.latency_ms);
+    line.push_str(",\"target\":\"idenfy_gateway::front\"}\n");
+    line
+}
+
+/// `,"name":` for a name known to need no escaping.
+fn push_name(line: &mut String, name: &str) {
+    line.push_str(",\"");
+    line.push_str(name);
+    line.push_str("\":");
+}
 
 /// Writes each field as `,"name":value`.
 struct Fields<'a>(&'a mut String);
