@@ -45,7 +45,9 @@ pub struct Body {
 #[derive(Debug)]
 enum Kind {
     Full(Option<Bytes>),
-    Upstream(UpstreamBody),
+    /// Boxed: a streamed body is rare (over 64 KiB, or chunked), and inline it would make every
+    /// response five times larger to move through the layers (184 bytes instead of 32).
+    Upstream(Box<UpstreamBody>),
 }
 
 impl Body {
@@ -67,7 +69,7 @@ impl Body {
     /// An upstream body, streamed.
     pub(crate) fn upstream(body: UpstreamBody) -> Self {
         Body {
-            kind: Kind::Upstream(body),
+            kind: Kind::Upstream(Box::new(body)),
         }
     }
 }
