@@ -15,7 +15,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::{header, HeaderName, HeaderValue, Request, Response};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response};
 use http_body_util::BodyExt;
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
@@ -182,13 +182,17 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let inner = self.inner.clone();
-        let shared = self.shared.clone();
-        Box::pin(async move { Ok(serve(shared, inner, req).await) })
+        // `serve`'s own future, boxed as it is: wrapping it in another async block would hold
+        // the arguments twice and move them once more.
+        Box::pin(serve(self.shared.clone(), self.inner.clone(), req))
     }
 }
 
-async fn serve<S, B>(shared: Arc<Shared>, inner: S, mut req: Request<B>) -> Response<Body>
+async fn serve<S, B>(
+    shared: Arc<Shared>,
+    inner: S,
+    mut req: Request<B>,
+) -> Result<Response<Body>, Infallible>
 where
     S: Service<Request<Bytes>, Response = Response<Body>, Error = GatewayError>,
     B: http_body::Body<Data = Bytes>,
@@ -217,8 +221,9 @@ where
         ext.insert(caller);
         ext.insert(matched);
         ext.insert(deadline);
-        let req = read_body(req, shared.max_body).await?;
-        inner.oneshot(req).await
+        let (parts, body) = req.into_parts();
+        let body = read_body(&parts.headers, body, shared.max_body).await?;
+        inner.oneshot(Request::from_parts(parts, body)).await
     }
     .await;
 
@@ -243,26 +248,24 @@ where
         error: text(ERROR),
         latency_ms: elapsed.as_secs_f64() * 1000.0,
     });
-    res
+    Ok(res)
 }
 
 /// Reads the request body, refusing it with 413 as soon as it is known to be over `max`:
 /// from `Content-Length` before reading anything, or while reading a body of unknown length.
-async fn read_body<B>(req: Request<B>, max: u64) -> Result<Request<Bytes>, GatewayError>
+async fn read_body<B>(headers: &HeaderMap, body: B, max: u64) -> Result<Bytes, GatewayError>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    let declared = req
-        .headers()
+    let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > max) {
         return Err(GatewayError::PayloadTooLarge { limit: max });
     }
-    let (parts, body) = req.into_parts();
-    Ok(Request::from_parts(parts, collect(body, max).await?))
+    collect(body, max).await
 }
 
 /// The body's bytes, at most `max` of them. A body of one frame (the usual case) is returned as
