@@ -18,7 +18,7 @@ use bytes::{Bytes, BytesMut};
 use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response};
 use http_body_util::BodyExt;
 use tokio::time::Instant;
-use tower::{Layer, Service, ServiceExt};
+use tower::{Layer, Service};
 
 use crate::body::Body;
 use crate::context::Deadline;
@@ -190,7 +190,7 @@ where
 
 async fn serve<S, B>(
     shared: Arc<Shared>,
-    inner: S,
+    mut inner: S,
     mut req: Request<B>,
 ) -> Result<Response<Body>, Infallible>
 where
@@ -223,7 +223,10 @@ where
         ext.insert(deadline);
         let (parts, body) = req.into_parts();
         let body = read_body(&parts.headers, body, shared.max_body).await?;
-        inner.oneshot(Request::from_parts(parts, body)).await
+        // Ready first, as tower asks; the request goes straight into `call`, not into a
+        // `Oneshot` that holds it until then.
+        std::future::poll_fn(|cx| inner.poll_ready(cx)).await?;
+        inner.call(Request::from_parts(parts, body)).await
     }
     .await;
 
