@@ -322,7 +322,10 @@ fn request_id(given: Option<&HeaderValue>) -> HeaderValue {
         *digit = b"0123456789abcdef"[(bits & 0xf) as usize];
         bits >>= 4;
     }
-    HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+    // One allocation, shared by the copies that go upstream and back to the caller (a `Bytes`
+    // made from a `Vec` allocates again on its first clone).
+    HeaderValue::from_maybe_shared(Bytes::from_owner(id))
+        .unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
 #[cfg(test)]
