@@ -168,7 +168,7 @@ impl Shared {
             if deadline.is_some_and(|d| d.remaining() < MIN_ATTEMPT_TIME) {
                 return self.finish(Err(GatewayError::DeadlineExceeded), attempts, last);
             }
-            let attempt = self.attempt(&mut inner, req.clone(), deadline, kind).await;
+            let attempt = self.attempt(&mut inner, req.clone(), kind).await;
             if !attempt.upstream {
                 return self.finish(attempt.answer, attempts, last);
             }
@@ -198,26 +198,20 @@ impl Shared {
         }
     }
 
-    /// One attempt, bounded by the deadline, classified.
-    async fn attempt<S>(
-        &self,
-        inner: &mut S,
-        req: Request<Bytes>,
-        deadline: Option<Deadline>,
-        kind: RouteKind,
-    ) -> Attempt
+    /// One attempt, classified. It sets no timer of its own: nothing inside outlives the
+    /// deadline. The account limit waits within [`crate::deadline::wait_budget`], the upstream
+    /// client ends the attempt at the deadline (`DeadlineExceeded`) and reads a small body whole
+    /// before returning, and [`inspect`] only reads bodies that small, already in memory.
+    async fn attempt<S>(&self, inner: &mut S, req: Request<Bytes>, kind: RouteKind) -> Attempt
     where
         S: Service<Request<Bytes>, Response = Response<Body>, Error = GatewayError>,
     {
-        let call = async {
-            let res = inner.ready().await?.call(req).await?;
-            inspect::with_identifier(res).await
-        };
-        let result = match deadline {
-            Some(d) => tokio::time::timeout_at(d.0, call)
-                .await
-                .unwrap_or(Err(GatewayError::DeadlineExceeded)),
-            None => call.await,
+        let result = match inner.ready().await {
+            Ok(ready) => match ready.call(req).await {
+                Ok(res) => inspect::with_identifier(res).await,
+                Err(err) => Err(err),
+            },
+            Err(err) => Err(err),
         };
         match result {
             Ok((res, identifier)) => Attempt {
