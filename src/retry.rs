@@ -208,7 +208,10 @@ impl Shared {
     {
         let result = match inner.ready().await {
             Ok(ready) => match ready.call(req).await {
-                Ok(res) => inspect::with_identifier(res).await,
+                Ok(res) if inspect::needs_identifier(res.status()) => {
+                    inspect::with_identifier(res).await
+                }
+                Ok(res) => Ok((res, None)),
                 Err(err) => Err(err),
             },
             Err(err) => Err(err),

@@ -124,7 +124,11 @@ where
             let budget = wait_budget(shared.max_wait, req.extensions().get::<Deadline>());
             admit(&account.quota, &account.metrics, Limit::Account, budget).await?;
             let res = inner.ready().await?.call(req).await?;
-            let (res, identifier) = inspect::with_identifier(res).await?;
+            let (res, identifier) = if inspect::needs_identifier(res.status()) {
+                inspect::with_identifier(res).await?
+            } else {
+                (res, None)
+            };
             if is_throttled(res.status(), identifier.as_deref()) {
                 let streak = account.throttled.fetch_add(1, Ordering::Relaxed);
                 let pause = backoff::retry_after(res.headers())

@@ -6,7 +6,8 @@ use http::Response;
 use http_body::Body as _;
 use http_body_util::BodyExt;
 
-use super::policy::{error_identifier, needs_identifier};
+use super::policy::error_identifier;
+pub use super::policy::needs_identifier;
 use crate::body::Body;
 use crate::error::GatewayError;
 
@@ -46,6 +47,8 @@ pub async fn buffer_small(
 }
 
 /// The answer and, when its classification needs it and the body is small, its `identifier`.
+/// Callers test [`needs_identifier`] first, so that the usual answer (a 2xx) does not even
+/// build this future.
 pub async fn with_identifier(
     res: Response<Body>,
 ) -> Result<(Response<Body>, Option<String>), GatewayError> {
