@@ -19,6 +19,7 @@ pub mod policy;
 
 pub use self::metrics::RetryMetrics;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -26,7 +27,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
 use tokio::time::Instant;
-use tower::{Layer, Service, ServiceExt};
+use tower::{Layer, Service};
 
 use self::backoff::Backoff;
 use self::budget::RetryBudget;
@@ -144,13 +145,16 @@ where
     }
 
     fn call(&mut self, req: Request<Bytes>) -> Self::Future {
-        let (inner, shared) = (self.inner.clone(), self.shared.clone());
-        Box::pin(async move { shared.run(inner, req).await })
+        Box::pin(Shared::run(self.shared.clone(), self.inner.clone(), req))
     }
 }
 
 impl Shared {
-    async fn run<S>(&self, mut inner: S, req: Request<Bytes>) -> Answer
+    /// The loop. What it holds across an await is the boxed future, moved into place once per
+    /// request: the rare paths (a body read, an answer kept across backoff, the backoff itself)
+    /// box what they hold, so that the usual request, one attempt, carries little. The inner
+    /// service is called without `ready()`: like every layer of the stack, it is always ready.
+    async fn run<S>(self: Arc<Self>, mut inner: S, req: Request<Bytes>) -> Answer
     where
         S: Service<Request<Bytes>, Response = Response<Body>, Error = GatewayError>,
     {
@@ -160,7 +164,6 @@ impl Shared {
             .map_or(RouteKind::Other, |r| r.kind);
         let deadline = req.extensions().get::<Deadline>().copied();
         self.budget.deposit();
-        let mut rng = fastrand::Rng::new();
         let (mut attempts, mut last) = (0, None);
         loop {
             // `attempts` is also the index of the retry that may follow: 0 after the first.
@@ -168,7 +171,7 @@ impl Shared {
             if deadline.is_some_and(|d| d.remaining() < MIN_ATTEMPT_TIME) {
                 return self.finish(Err(GatewayError::DeadlineExceeded), attempts, last);
             }
-            let attempt = self.attempt(&mut inner, req.clone(), kind).await;
+            let attempt = self.attempt(inner.call(req.clone()), kind).await;
             if !attempt.upstream {
                 return self.finish(attempt.answer, attempts, last);
             }
@@ -176,12 +179,14 @@ impl Shared {
             let Verdict::Retry(reason) = attempt.verdict else {
                 return self.finish(attempt.answer, attempts, None);
             };
-            let answer = keep(attempt.answer).await;
+            let answer = Box::pin(keep(attempt.answer)).await;
             let retry_after = answer
                 .as_ref()
                 .ok()
                 .and_then(|r| backoff::retry_after(r.headers()));
-            let delay = self.backoff.delay(n, retry_after, &mut rng);
+            let delay = self
+                .backoff
+                .delay(n, retry_after, &mut fastrand::Rng::new());
             if let Some(cause) = self.deny(attempts, delay, deadline) {
                 self.metrics.denied(cause);
                 return self.finish(answer, attempts, None);
@@ -193,8 +198,8 @@ impl Shared {
                 ?delay,
                 "retrying upstream"
             );
-            last = Some(answer);
-            tokio::time::sleep(delay).await;
+            last = Some(Box::new(answer));
+            Box::pin(tokio::time::sleep(delay)).await;
         }
     }
 
@@ -202,18 +207,12 @@ impl Shared {
     /// deadline. The account limit waits within [`crate::deadline::wait_budget`], the upstream
     /// client ends the attempt at the deadline (`DeadlineExceeded`) and reads a small body whole
     /// before returning, and [`inspect`] only reads bodies that small, already in memory.
-    async fn attempt<S>(&self, inner: &mut S, req: Request<Bytes>, kind: RouteKind) -> Attempt
-    where
-        S: Service<Request<Bytes>, Response = Response<Body>, Error = GatewayError>,
-    {
-        let result = match inner.ready().await {
-            Ok(ready) => match ready.call(req).await {
-                Ok(res) if inspect::needs_identifier(res.status()) => {
-                    inspect::with_identifier(res).await
-                }
-                Ok(res) => Ok((res, None)),
-                Err(err) => Err(err),
-            },
+    async fn attempt(&self, call: impl Future<Output = Answer>, kind: RouteKind) -> Attempt {
+        let result = match call.await {
+            Ok(res) if inspect::needs_identifier(res.status()) => {
+                Box::pin(inspect::with_identifier(res)).await
+            }
+            Ok(res) => Ok((res, None)),
             Err(err) => Err(err),
         };
         match result {
@@ -246,8 +245,8 @@ impl Shared {
 
     /// The final answer: `answer`, or the previous upstream answer when this one never reached
     /// iDenfy; errors after an attempt become responses, all with `x-gateway-attempts`.
-    fn finish(&self, answer: Answer, attempts: u32, last: Option<Answer>) -> Answer {
-        let answer = last.unwrap_or(answer);
+    fn finish(&self, answer: Answer, attempts: u32, last: Option<Box<Answer>>) -> Answer {
+        let answer = last.map_or(answer, |last| *last);
         if attempts == 0 {
             return answer;
         }
