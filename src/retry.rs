@@ -154,7 +154,7 @@ impl Shared {
     /// request: the rare paths (a body read, an answer kept across backoff, the backoff itself)
     /// box what they hold, so that the usual request, one attempt, carries little. The inner
     /// service is called without `ready()`: like every layer of the stack, it is always ready.
-    async fn run<S>(self: Arc<Self>, mut inner: S, req: Request<Bytes>) -> Answer
+    async fn run<S>(self: Arc<Self>, mut inner: S, mut req: Request<Bytes>) -> Answer
     where
         S: Service<Request<Bytes>, Response = Response<Body>, Error = GatewayError>,
     {
@@ -171,7 +171,14 @@ impl Shared {
             if deadline.is_some_and(|d| d.remaining() < MIN_ATTEMPT_TIME) {
                 return self.finish(Err(GatewayError::DeadlineExceeded), attempts, last);
             }
-            let attempt = self.attempt(inner.call(req.clone()), kind).await;
+            // The last attempt allowed takes the request itself: no retry can follow it (`deny`
+            // stops at `max_attempts`), so no copy is kept. Earlier ones send a copy.
+            let this = if n + 1 >= self.max_attempts {
+                std::mem::take(&mut req)
+            } else {
+                req.clone()
+            };
+            let attempt = self.attempt(inner.call(this), kind).await;
             if !attempt.upstream {
                 return self.finish(attempt.answer, attempts, last);
             }

@@ -152,6 +152,26 @@ async fn retries_503_and_502_then_succeeds_in_three_attempts() {
     }
 }
 
+/// The last attempt allowed is sent the request itself rather than a copy: it must be whole.
+#[tokio::test(start_paused = true)]
+async fn the_last_allowed_attempt_sends_the_same_request() {
+    for max in [1, 2] {
+        let mut cfg = cfg();
+        cfg.max_attempts = NonZeroU32::new(max).unwrap();
+        let (res, log) = run(&cfg, vec![status(503)], request(RouteKind::Other, None)).await;
+        assert_eq!(attempts(&res.unwrap()), max.to_string());
+        let seen = log.lock().unwrap();
+        assert_eq!(seen.len(), max as usize);
+        for s in seen.iter() {
+            assert_eq!(s.req.method(), http::Method::POST);
+            assert_eq!(s.req.uri(), "/api/v2/token");
+            assert_eq!(s.req.headers()["content-type"], "application/json");
+            assert_eq!(&s.req.body()[..], br#"{"clientId":"c-1"}"#);
+            assert_eq!(s.req.extensions().get::<Route>().unwrap().label, "test");
+        }
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn honours_retry_after_before_the_next_attempt() {
     let steps = vec![Step::Answer(429, "", Some("1")), ok()];
