@@ -19,6 +19,7 @@ pub mod policy;
 
 pub use self::metrics::RetryMetrics;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -26,12 +27,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
 use tokio::time::Instant;
-use tower::{Layer, Service, ServiceExt};
+use tower::{Layer, Service};
 
 use self::backoff::Backoff;
 use self::budget::RetryBudget;
 use self::metrics::Denied;
-use self::policy::{Policy, Verdict};
+use self::policy::{Policy, RetryReason, Verdict};
 use crate::body::{Body, ResponseFuture};
 use crate::config;
 use crate::context::{Deadline, Route, RouteKind};
@@ -44,8 +45,9 @@ pub const X_GATEWAY_ATTEMPTS: &str = "x-gateway-attempts";
 /// The same, as a header name built at compile time (inserting by `&str` parses and allocates).
 const ATTEMPTS_HEADER: http::HeaderName = http::HeaderName::from_static(X_GATEWAY_ATTEMPTS);
 
-/// `x-gateway-attempts` values for the usual counts, without an allocation per answer.
-const ATTEMPT_COUNTS: [HeaderValue; 10] = [
+/// `x-gateway-attempts` values for the usual counts, without an allocation per answer. A
+/// `static`: a `const` array would be built, and its ten values dropped, on every use.
+static ATTEMPT_COUNTS: [HeaderValue; 10] = [
     HeaderValue::from_static("0"),
     HeaderValue::from_static("1"),
     HeaderValue::from_static("2"),
@@ -144,86 +146,129 @@ where
     }
 
     fn call(&mut self, req: Request<Bytes>) -> Self::Future {
-        let (inner, shared) = (self.inner.clone(), self.shared.clone());
-        Box::pin(async move { shared.run(inner, req).await })
+        Box::pin(Shared::run(self.shared.clone(), self.inner.clone(), req))
     }
 }
 
 impl Shared {
-    async fn run<S>(&self, mut inner: S, req: Request<Bytes>) -> Answer
+    /// The loop. What it holds across an await is the boxed future, moved into place once per
+    /// request: the rare path (an answer kept across backoff, the backoff itself) is a boxed
+    /// future of its own, and no local that spans an await is borrowed or left half-moved
+    /// (the future would keep room for it), so that the usual request, one attempt, carries
+    /// little. The inner service is called without `ready()`: like every layer of the stack, it
+    /// is always ready.
+    async fn run<S>(self: Arc<Self>, mut inner: S, mut req: Request<Bytes>) -> Answer
     where
         S: Service<Request<Bytes>, Response = Response<Body>, Error = GatewayError>,
     {
-        let kind = req
-            .extensions()
-            .get::<Route>()
-            .map_or(RouteKind::Other, |r| r.kind);
-        let deadline = req.extensions().get::<Deadline>().copied();
+        let (kind, deadline) = {
+            let extensions = req.extensions();
+            let kind = extensions
+                .get::<Route>()
+                .map_or(RouteKind::Other, |r| r.kind);
+            (kind, extensions.get::<Deadline>().copied())
+        };
         self.budget.deposit();
-        let mut rng = fastrand::Rng::new();
         let (mut attempts, mut last) = (0, None);
         loop {
-            // `attempts` is also the index of the retry that may follow: 0 after the first.
-            let n = attempts;
             if deadline.is_some_and(|d| d.remaining() < MIN_ATTEMPT_TIME) {
                 return self.finish(Err(GatewayError::DeadlineExceeded), attempts, last);
             }
-            let attempt = self.attempt(&mut inner, req.clone(), deadline, kind).await;
-            if !attempt.upstream {
-                return self.finish(attempt.answer, attempts, last);
+            let call = inner.call(self.request_for(&mut req, attempts));
+            let Attempt {
+                answer,
+                upstream,
+                verdict,
+            } = self.attempt(call, kind).await;
+            if !upstream {
+                return self.finish(answer, attempts, last);
             }
             attempts += 1;
-            let Verdict::Retry(reason) = attempt.verdict else {
-                return self.finish(attempt.answer, attempts, None);
-            };
-            let answer = keep(attempt.answer).await;
-            let retry_after = answer
-                .as_ref()
-                .ok()
-                .and_then(|r| backoff::retry_after(r.headers()));
-            let delay = self.backoff.delay(n, retry_after, &mut rng);
-            if let Some(cause) = self.deny(attempts, delay, deadline) {
-                self.metrics.denied(cause);
+            let Verdict::Retry(reason) = verdict else {
                 return self.finish(answer, attempts, None);
+            };
+            match Box::pin(self.back_off(answer, attempts, reason, deadline)).await {
+                Ok(kept) => last = Some(kept),
+                Err(answer) => return self.finish(answer, attempts, None),
             }
-            self.metrics.retried(reason);
-            tracing::debug!(
-                reason = reason.as_str(),
-                attempt = attempts,
-                ?delay,
-                "retrying upstream"
-            );
-            last = Some(answer);
-            tokio::time::sleep(delay).await;
         }
     }
 
-    /// One attempt, bounded by the deadline, classified.
-    async fn attempt<S>(
+    /// The request for the attempt after `made` attempts. The last attempt allowed takes the
+    /// request itself: no retry can follow it (`deny` stops at `max_attempts`), so no copy is
+    /// kept (an empty request is left, never sent). Earlier ones send a copy.
+    fn request_for(&self, req: &mut Request<Bytes>, made: u32) -> Request<Bytes> {
+        if made + 1 >= self.max_attempts {
+            std::mem::take(req)
+        } else {
+            req.clone()
+        }
+    }
+
+    /// After a retryable answer, `made` attempts so far: the answer kept (a small body read,
+    /// freeing the upstream connection) once the backoff has passed, or `Err` with the answer
+    /// to finish with when no retry may follow.
+    async fn back_off(
         &self,
-        inner: &mut S,
-        req: Request<Bytes>,
+        answer: Answer,
+        made: u32,
+        reason: RetryReason,
         deadline: Option<Deadline>,
-        kind: RouteKind,
-    ) -> Attempt
-    where
-        S: Service<Request<Bytes>, Response = Response<Body>, Error = GatewayError>,
-    {
-        let call = async {
-            let res = inner.ready().await?.call(req).await?;
-            inspect::with_identifier(res).await
+    ) -> Result<Box<Answer>, Answer> {
+        let answer = keep(answer).await;
+        let retry_after = answer
+            .as_ref()
+            .ok()
+            .and_then(|r| backoff::retry_after(r.headers()));
+        // The retry's index: 0 after the first attempt.
+        let delay = self
+            .backoff
+            .delay(made - 1, retry_after, &mut fastrand::Rng::new());
+        if let Some(cause) = self.deny(made, delay, deadline) {
+            self.metrics.denied(cause);
+            return Err(answer);
+        }
+        self.metrics.retried(reason);
+        tracing::debug!(
+            reason = reason.as_str(),
+            attempt = made,
+            ?delay,
+            "retrying upstream"
+        );
+        tokio::time::sleep(delay).await;
+        Ok(Box::new(answer))
+    }
+
+    /// One attempt, classified. It sets no timer of its own: nothing inside outlives the
+    /// deadline. The account limit waits within [`crate::deadline::wait_budget`], the upstream
+    /// client ends the attempt at the deadline (`DeadlineExceeded`) and reads a small body whole
+    /// before returning, and [`inspect`] only reads bodies that small, already in memory.
+    async fn attempt(&self, call: impl Future<Output = Answer>, kind: RouteKind) -> Attempt {
+        // Only a 400 is read. Decided before the read's await, so that no borrow of the answer
+        // spans it: the future would keep room for a whole response.
+        let res = match call.await {
+            Ok(res) if inspect::needs_identifier(res.status()) => res,
+            answer => return self.classify(answer, None, kind),
         };
-        let result = match deadline {
-            Some(d) => tokio::time::timeout_at(d.0, call)
-                .await
-                .unwrap_or(Err(GatewayError::DeadlineExceeded)),
-            None => call.await,
-        };
-        match result {
-            Ok((res, identifier)) => Attempt {
+        Box::pin(self.read_and_classify(res, kind)).await
+    }
+
+    /// A 400, whose classification depends on its body's `identifier` (a rare path: boxed by
+    /// the caller so that the usual attempt's future keeps no room for it).
+    async fn read_and_classify(&self, res: Response<Body>, kind: RouteKind) -> Attempt {
+        match inspect::with_identifier(res).await {
+            Ok((res, identifier)) => self.classify(Ok(res), identifier.as_deref(), kind),
+            Err(err) => self.classify(Err(err), None, kind),
+        }
+    }
+
+    /// An answer classified; `identifier` is the body's when it was read.
+    fn classify(&self, answer: Answer, identifier: Option<&str>, kind: RouteKind) -> Attempt {
+        match answer {
+            Ok(res) => Attempt {
                 verdict: self
                     .policy
-                    .classify_response(kind, res.status(), identifier.as_deref()),
+                    .classify_response(kind, res.status(), identifier),
                 answer: Ok(res),
                 upstream: true,
             },
@@ -249,8 +294,8 @@ impl Shared {
 
     /// The final answer: `answer`, or the previous upstream answer when this one never reached
     /// iDenfy; errors after an attempt become responses, all with `x-gateway-attempts`.
-    fn finish(&self, answer: Answer, attempts: u32, last: Option<Answer>) -> Answer {
-        let answer = last.unwrap_or(answer);
+    fn finish(&self, answer: Answer, attempts: u32, last: Option<Box<Answer>>) -> Answer {
+        let answer = last.map_or(answer, |last| *last);
         if attempts == 0 {
             return answer;
         }

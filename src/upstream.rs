@@ -4,8 +4,9 @@
 //! connection task. Keep-alive connections are pooled ([`pool`]); rustls with the webpki roots
 //! plus an optional extra CA for `https`, plain TCP for loopback tests ([`conn`]); the wire format
 //! is in [`codec`] and [`chunked`], one exchange in [`exchange`]. `connect_timeout` and
-//! `attempt_timeout` are enforced here; small bodies are read whole, others streamed back
-//! ([`body`]).
+//! `attempt_timeout` are enforced here, and so is the request [`Deadline`] when it comes first (one
+//! timer per attempt: the retry loop sets none of its own); small bodies are read whole, others
+//! streamed back ([`body`]).
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -22,7 +23,7 @@ use tower::Service;
 
 use crate::body::{Body, ResponseFuture};
 use crate::config;
-use crate::context::Caller;
+use crate::context::{Caller, Deadline};
 use crate::credentials::strip_hop_by_hop;
 use crate::error::GatewayError;
 use crate::metrics::{status_class, status_class_index, HandleTable, STATUS_CLASSES};
@@ -205,8 +206,8 @@ impl Service<Request<Bytes>> for Upstream {
 }
 
 impl Shared {
-    /// One attempt: the response head within `attempt_timeout` (the metrics are recorded then),
-    /// then a small body read whole before the same deadline, or a large one handed on to stream.
+    /// One attempt: the response head within its bound (the metrics are recorded then), then a
+    /// small body read whole before the same bound, or a large one handed on to stream.
     async fn attempt(&self, req: Request<Bytes>) -> Result<Response<Body>, GatewayError> {
         let outgoing = Outgoing {
             method: req.method(),
@@ -215,10 +216,10 @@ impl Shared {
             body: req.body(),
         };
         let started = Instant::now();
-        let deadline = started + self.attempt_timeout;
-        let result = tokio::time::timeout_at(deadline, self.client.send(&outgoing, started))
+        let (bound, expired) = self.bound(started, req.extensions().get::<Deadline>());
+        let result = tokio::time::timeout_at(bound, self.client.send(&outgoing, started))
             .await
-            .unwrap_or(Err(GatewayError::UpstreamTimedOut));
+            .unwrap_or_else(|_| Err(expired.clone()));
         let seconds = started.elapsed().as_secs_f64();
         let status = result.as_ref().map(|answer| answer.status);
         match req.extensions().get::<Caller>() {
@@ -230,13 +231,24 @@ impl Shared {
             None => self.metrics.record(usize::MAX, "", status, seconds),
         }
         let answer = result?;
-        let body = tokio::time::timeout_at(deadline, answer.body.into_body(self.client.pool()))
+        let body = tokio::time::timeout_at(bound, answer.body.into_body(self.client.pool()))
             .await
-            .unwrap_or(Err(GatewayError::UpstreamTimedOut))?;
+            .unwrap_or(Err(expired))?;
         let mut res = Response::new(body);
         *res.status_mut() = answer.status;
         *res.headers_mut() = answer.headers;
         strip_hop_by_hop(res.headers_mut());
         Ok(res)
+    }
+
+    /// When an attempt started at `started` must end, and its error if it does not: after
+    /// `attempt_timeout` (`UpstreamTimedOut`, may be retried), or at the request deadline when that
+    /// comes first (`DeadlineExceeded`: 504 `x-gateway-error: deadline`, never retried).
+    fn bound(&self, started: Instant, deadline: Option<&Deadline>) -> (Instant, GatewayError) {
+        let timeout = started + self.attempt_timeout;
+        match deadline {
+            Some(d) if d.0 < timeout => (d.0, GatewayError::DeadlineExceeded),
+            _ => (timeout, GatewayError::UpstreamTimedOut),
+        }
     }
 }

@@ -292,3 +292,63 @@ async fn speaks_tls_with_sni_and_only_http_1_1_offered() {
     assert_eq!(res.status, StatusCode::BAD_GATEWAY);
     assert_eq!(res.header("x-gateway-error"), "upstream_connect");
 }
+
+/// An upstream that reads each request, writes `answer` and then neither finishes nor closes.
+async fn stalling_upstream(answer: impl Into<bytes::Bytes>) -> RawUpstream {
+    let answer = answer.into();
+    RawUpstream::start(move |_, mut conn| {
+        let answer = answer.clone();
+        async move {
+            conn.request().await;
+            conn.write(&answer).await;
+            std::future::pending::<()>().await;
+        }
+    })
+    .await
+}
+
+/// Sends a status call with `headers`, failing (rather than hanging) if no answer comes in 10 s.
+async fn bounded_status_call(gw: &TestGateway, headers: &[(&str, &str)]) -> support::http::Answer {
+    let url = gw.url("/api/v2/status");
+    let call = send(Method::POST, &url, headers, "{}");
+    tokio::time::timeout(std::time::Duration::from_secs(10), call)
+        .await
+        .expect("the gateway answered")
+}
+
+#[tokio::test]
+async fn the_request_deadline_cuts_a_hanging_attempt_with_504_deadline() {
+    let upstream = stalling_upstream(bytes::Bytes::new()).await;
+    // The usual retry loop (several attempts), attempt timeout 2 s, the deadline 300 ms.
+    let gw = TestGateway::start(&config_text(&upstream.url(), ACCOUNT_AND_TEAM)).await;
+    let res = bounded_status_call(&gw, &[BEARER, ("x-gateway-timeout", "300ms")]).await;
+    assert_eq!(res.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(res.header("x-gateway-error"), "deadline");
+    assert_eq!(res.header("x-gateway-attempts"), "1");
+    assert_eq!(upstream.connections(), 1, "a deadline cut is not retried");
+}
+
+#[tokio::test]
+async fn the_attempt_timeout_cuts_first_when_it_comes_before_the_deadline() {
+    let upstream = stalling_upstream(bytes::Bytes::new()).await;
+    let gw = single_attempt_gateway(&upstream.url()).await;
+    let res = bounded_status_call(&gw, &[BEARER, ("x-gateway-timeout", "4s")]).await;
+    assert_eq!(res.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(res.header("x-gateway-error"), "upstream_timeout");
+}
+
+/// The retry loop and the account limit read 400 bodies up to `MAX_INSPECT_BODY` with no timer
+/// of their own: the upstream client must read such a body whole within the attempt's bound.
+#[tokio::test]
+async fn a_small_body_that_stalls_ends_at_the_deadline() {
+    use idenfy_gateway::retry::inspect::MAX_INSPECT_BODY;
+    let head = format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n\
+         content-length: {MAX_INSPECT_BODY}\r\n\r\n{{\"identifier\":"
+    );
+    let upstream = stalling_upstream(head).await;
+    let gw = TestGateway::start(&config_text(&upstream.url(), ACCOUNT_AND_TEAM)).await;
+    let res = bounded_status_call(&gw, &[BEARER, ("x-gateway-timeout", "300ms")]).await;
+    assert_eq!(res.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(res.header("x-gateway-error"), "deadline");
+}

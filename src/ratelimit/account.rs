@@ -7,6 +7,7 @@
 //! `k` being the number of throttled answers in a row before this one: 200 ms, 400 ms, 800 ms …
 //! up to 5 s with the defaults. Any other answer resets `k`.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -15,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response};
 use tokio::time::Instant;
-use tower::{Layer, Service, ServiceExt};
+use tower::{Layer, Service};
 
 use super::metrics::{LimitMetrics, PauseMetrics, QuotaMetrics};
 use super::{admit, Quota};
@@ -114,27 +115,55 @@ where
     }
 
     fn call(&mut self, req: Request<Bytes>) -> Self::Future {
+        // `identify` always sets the caller; without one the stack is miswired.
+        let index = req.extensions().get::<Caller>().map(|c| c.account);
+        let Some((index, account)) = index.and_then(|a| Some((a, self.shared.accounts.get(a)?)))
+        else {
+            return Box::pin(std::future::ready(Err(GatewayError::Internal)));
+        };
+        // The common case, decided here: a free cell, nobody in line, no pause. The inner
+        // service is called in place (it is always ready): no wait future, no clone of it.
+        if account.quota.take_free(Instant::now()) {
+            account.metrics.admitted(Duration::ZERO);
+            let answer = self.inner.call(req);
+            return Box::pin(Shared::settle(self.shared.clone(), index, answer));
+        }
         let (mut inner, shared) = (self.inner.clone(), self.shared.clone());
         Box::pin(async move {
-            // `identify` always sets the caller; without one the stack is miswired.
-            let index = req.extensions().get::<Caller>().map(|c| c.account);
-            let account = index
-                .and_then(|a| shared.accounts.get(a))
-                .ok_or(GatewayError::Internal)?;
+            let account = &shared.accounts[index];
             let budget = wait_budget(shared.max_wait, req.extensions().get::<Deadline>());
             admit(&account.quota, &account.metrics, Limit::Account, budget).await?;
-            let res = inner.ready().await?.call(req).await?;
-            let (res, identifier) = inspect::with_identifier(res).await?;
-            if is_throttled(res.status(), identifier.as_deref()) {
-                let streak = account.throttled.fetch_add(1, Ordering::Relaxed);
-                let pause = backoff::retry_after(res.headers())
-                    .unwrap_or_else(|| shared.pause.ceiling(streak));
-                account.pause_for(pause);
-            } else {
-                account.throttled.store(0, Ordering::Relaxed);
-            }
-            Ok(res)
+            let answer = inner.call(req);
+            Shared::settle(shared, index, answer).await
         })
+    }
+}
+
+impl Shared {
+    /// The attempt's answer, once it comes: a throttled one pauses the account (account `index`,
+    /// known to exist), any other ends its streak of throttled answers. Only a 400 has its body
+    /// read (boxed, a rare path), for its `identifier`.
+    async fn settle(
+        self: Arc<Self>,
+        index: usize,
+        answer: impl Future<Output = Result<Response<Body>, GatewayError>>,
+    ) -> Result<Response<Body>, GatewayError> {
+        let res = answer.await?;
+        let (res, identifier) = if inspect::needs_identifier(res.status()) {
+            Box::pin(inspect::with_identifier(res)).await?
+        } else {
+            (res, None)
+        };
+        let account = &self.accounts[index];
+        if is_throttled(res.status(), identifier.as_deref()) {
+            let streak = account.throttled.fetch_add(1, Ordering::Relaxed);
+            let pause =
+                backoff::retry_after(res.headers()).unwrap_or_else(|| self.pause.ceiling(streak));
+            account.pause_for(pause);
+        } else {
+            account.throttled.store(0, Ordering::Relaxed);
+        }
+        Ok(res)
     }
 }
 

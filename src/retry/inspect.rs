@@ -6,13 +6,18 @@ use http::Response;
 use http_body::Body as _;
 use http_body_util::BodyExt;
 
-use super::policy::{error_identifier, needs_identifier};
+use super::policy::error_identifier;
+pub use super::policy::needs_identifier;
 use crate::body::Body;
 use crate::error::GatewayError;
 
 /// The largest body read: 64 KiB. iDenfy's error bodies are a few hundred bytes. A body that is
 /// larger, or whose length is not known in advance (chunked), is not read: it streams through
 /// untouched and the answer is classified by its status alone (a 400 of that kind is final).
+///
+/// No larger than the upstream client's small-body threshold: a body this small arrives already
+/// read whole, within the attempt's bound, so reading it here never waits on the network and the
+/// retry loop needs no timer of its own (`tests/upstream.rs` holds the two to this).
 pub const MAX_INSPECT_BODY: u64 = 64 * 1024;
 
 /// Buffers a body of known length up to [`MAX_INSPECT_BODY`]: the answer with its body as
@@ -42,6 +47,8 @@ pub async fn buffer_small(
 }
 
 /// The answer and, when its classification needs it and the body is small, its `identifier`.
+/// Callers test [`needs_identifier`] first, so that the usual answer (a 2xx) does not even
+/// build this future.
 pub async fn with_identifier(
     res: Response<Body>,
 ) -> Result<(Response<Body>, Option<String>), GatewayError> {

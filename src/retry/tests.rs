@@ -16,6 +16,7 @@ use crate::error::{Limit, X_GATEWAY_ERROR};
 enum Step {
     Answer(u16, &'static str, Option<&'static str>),
     Fail(GatewayError),
+    /// No answer: the attempt ends at the request deadline, as the upstream client ends it.
     Hang,
 }
 
@@ -52,17 +53,18 @@ fn upstream(
         move |req: Request<Bytes>| {
             let mut seen = log.lock().unwrap();
             let step = steps[seen.len().min(steps.len() - 1)].clone();
+            let deadline = req.extensions().get::<Deadline>().copied();
             seen.push(Seen {
                 at: start.elapsed(),
                 req,
             });
-            async move { answer(step).await }
+            async move { answer(step, deadline).await }
         }
     });
     (svc, log)
 }
 
-async fn answer(step: Step) -> Answer {
+async fn answer(step: Step, deadline: Option<Deadline>) -> Answer {
     match step {
         Step::Answer(code, body, retry_after) => {
             let mut res = Response::new(Body::full(body));
@@ -76,10 +78,13 @@ async fn answer(step: Step) -> Answer {
             Ok(res)
         }
         Step::Fail(err) => Err(err),
-        Step::Hang => {
-            tokio::time::sleep(Duration::from_secs(3600)).await;
-            Err(GatewayError::UpstreamTimedOut)
-        }
+        Step::Hang => match deadline {
+            Some(d) => {
+                tokio::time::sleep_until(d.0).await;
+                Err(GatewayError::DeadlineExceeded)
+            }
+            None => std::future::pending().await,
+        },
     }
 }
 
@@ -144,6 +149,26 @@ async fn retries_503_and_502_then_succeeds_in_three_attempts() {
         assert_eq!(s.req.headers()["content-type"], "application/json");
         assert_eq!(&s.req.body()[..], br#"{"clientId":"c-1"}"#);
         assert_eq!(s.req.extensions().get::<Route>().unwrap().label, "test");
+    }
+}
+
+/// The last attempt allowed is sent the request itself rather than a copy: it must be whole.
+#[tokio::test(start_paused = true)]
+async fn the_last_allowed_attempt_sends_the_same_request() {
+    for max in [1, 2] {
+        let mut cfg = cfg();
+        cfg.max_attempts = NonZeroU32::new(max).unwrap();
+        let (res, log) = run(&cfg, vec![status(503)], request(RouteKind::Other, None)).await;
+        assert_eq!(attempts(&res.unwrap()), max.to_string());
+        let seen = log.lock().unwrap();
+        assert_eq!(seen.len(), max as usize);
+        for s in seen.iter() {
+            assert_eq!(s.req.method(), http::Method::POST);
+            assert_eq!(s.req.uri(), "/api/v2/token");
+            assert_eq!(s.req.headers()["content-type"], "application/json");
+            assert_eq!(&s.req.body()[..], br#"{"clientId":"c-1"}"#);
+            assert_eq!(s.req.extensions().get::<Route>().unwrap().label, "test");
+        }
     }
 }
 
@@ -263,13 +288,16 @@ async fn a_retry_that_cannot_finish_before_the_deadline_is_not_started() {
     assert_eq!(&body(res).await[..], b"down");
 }
 
+/// The cut itself is the upstream client's (see `tests/upstream.rs`); here, what the loop makes of
+/// it: a final 504 `deadline` with the attempt counted, no retry.
 #[tokio::test(start_paused = true)]
 async fn an_attempt_cut_off_by_the_deadline_answers_504() {
     let start = Instant::now();
     let req = request(RouteKind::Other, Some(Duration::from_secs(2)));
-    let (res, _) = run(&cfg(), vec![Step::Hang], req).await;
+    let (res, log) = run(&cfg(), vec![Step::Hang, ok()], req).await;
     let res = res.unwrap();
     assert_eq!(start.elapsed(), Duration::from_secs(2));
+    assert_eq!(log.lock().unwrap().len(), 1, "not retried");
     assert_eq!(res.status(), StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(res.headers()[X_GATEWAY_ERROR], "deadline");
     assert_eq!(attempts(&res), "1");
