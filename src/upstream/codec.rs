@@ -11,6 +11,9 @@ use http::{HeaderMap, Method, StatusCode};
 pub const MAX_HEADERS: usize = 100;
 /// Largest response head accepted: 64 KiB.
 pub const MAX_HEAD: usize = 64 * 1024;
+/// Headers the stack adds to every answer on its way back (`x-request-id`, `x-gateway-attempts`): room
+/// for them is made up front, so that the map does not grow (rehash, reallocate) on the way.
+const ADDED_BY_STACK: usize = 2;
 /// Request bodies smaller than this (16 KiB) go in the same buffer as the head: one `write`.
 pub const INLINE_BODY: usize = 16 * 1024;
 
@@ -201,7 +204,7 @@ pub fn build_head(
     request_method: &Method,
 ) -> Result<ResponseHead, CodecError> {
     let status = StatusCode::from_u16(raw.status).map_err(|_| CodecError::Malformed)?;
-    let mut headers = HeaderMap::with_capacity(raw.headers);
+    let mut headers = HeaderMap::with_capacity(raw.headers + ADDED_BY_STACK);
     let mut hints = Hints::default();
     for line in indices {
         let (start, end) = (line.name.0 as usize, line.name.1 as usize);

@@ -12,6 +12,9 @@ use crate::error::GatewayError;
 
 /// Most header lines accepted in a request head (over it: 431, as hyper answers).
 pub const MAX_HEADERS: usize = 100;
+/// Headers the stack adds to every request on its way (`x-request-id`, `authorization`): room
+/// for them is made up front, so that the map does not grow (rehash, reallocate) on the way.
+const ADDED_BY_STACK: usize = 2;
 
 /// What the loop may take as the plain case.
 #[derive(Debug, Clone, Copy)]
@@ -190,7 +193,7 @@ fn build(head: &Bytes, raw: &RawRequest, lines: &[HeaderIndices]) -> Result<Requ
     let method = Method::from_bytes(at(raw.method)).map_err(|_| Refusal::Malformed)?;
     let uri = Uri::from_maybe_shared(head.slice(raw.target.0..raw.target.1))
         .map_err(|_| Refusal::Malformed)?;
-    let mut headers = HeaderMap::with_capacity(lines.len());
+    let mut headers = HeaderMap::with_capacity(lines.len() + ADDED_BY_STACK);
     for line in lines {
         let name = HeaderName::from_bytes(at(line.name)).map_err(|_| Refusal::Malformed)?;
         let value = HeaderValue::from_maybe_shared(head.slice(line.value.0..line.value.1))
