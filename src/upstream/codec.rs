@@ -208,7 +208,7 @@ pub fn build_head(
     let mut hints = Hints::default();
     for line in indices {
         let (start, end) = (line.name.0 as usize, line.name.1 as usize);
-        let name = HeaderName::from_bytes(&head[start..end]).map_err(|_| CodecError::Malformed)?;
+        let name = header_name(&head[start..end])?;
         let (start, end) = (line.value.0 as usize, line.value.1 as usize);
         let value = HeaderValue::from_maybe_shared(head.slice(start..end))
             .map_err(|_| CodecError::Malformed)?;
@@ -233,6 +233,39 @@ pub fn build_head(
         framing,
         reusable: persistent && !ambiguous && framing != Framing::Eof,
     })
+}
+
+/// The names servers answer with most, built at compile time, most frequent first.
+static KNOWN: [(&[u8], HeaderName); 10] = [
+    (b"content-type", header::CONTENT_TYPE),
+    (b"content-length", header::CONTENT_LENGTH),
+    (b"date", header::DATE),
+    (b"server", header::SERVER),
+    (b"connection", header::CONNECTION),
+    (b"keep-alive", HeaderName::from_static("keep-alive")),
+    (b"transfer-encoding", header::TRANSFER_ENCODING),
+    (b"cache-control", header::CACHE_CONTROL),
+    (b"vary", header::VARY),
+    (b"x-request-id", HeaderName::from_static("x-request-id")),
+];
+
+/// The name of a header line httparse accepted. A known one is taken from [`KNOWN`]: cheaper
+/// than `HeaderName::from_bytes`, which lower-cases into a scratch buffer, looks the name up,
+/// and allocates a name it does not know.
+fn header_name(bytes: &[u8]) -> Result<HeaderName, CodecError> {
+    for (known, name) in &KNOWN {
+        if known.len() == bytes.len() && same_token(bytes, known) {
+            return Ok(name.clone());
+        }
+    }
+    HeaderName::from_bytes(bytes).map_err(|_| CodecError::Malformed)
+}
+
+/// Whether a header name httparse accepted (token characters only) is `lower`, in any case.
+/// For a token character `b | 0x20` is its lower case when it is a letter and `b` otherwise:
+/// no other token character becomes a lower-case letter, a digit or `-` that way.
+fn same_token(bytes: &[u8], lower: &[u8]) -> bool {
+    bytes.iter().zip(lower).all(|(&b, &l)| b | 0x20 == l)
 }
 
 /// `Connection: keep-alive` / `close` (options only, naming no header) or `Keep-Alive: …`.

@@ -5,7 +5,7 @@
 use std::mem::MaybeUninit;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{HeaderName, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Uri};
 
 use crate::error::GatewayError;
@@ -195,7 +195,7 @@ fn build(head: &Bytes, raw: &RawRequest, lines: &[HeaderIndices]) -> Result<Requ
         .map_err(|_| Refusal::Malformed)?;
     let mut headers = HeaderMap::with_capacity(lines.len() + ADDED_BY_STACK);
     for line in lines {
-        let name = HeaderName::from_bytes(at(line.name)).map_err(|_| Refusal::Malformed)?;
+        let name = header_name(at(line.name))?;
         let value = HeaderValue::from_maybe_shared(head.slice(line.value.0..line.value.1))
             .map_err(|_| Refusal::Malformed)?;
         headers.append(name, value);
@@ -205,6 +205,38 @@ fn build(head: &Bytes, raw: &RawRequest, lines: &[HeaderIndices]) -> Result<Requ
     *req.uri_mut() = uri;
     *req.headers_mut() = headers;
     Ok(req)
+}
+
+/// The names clients send most, built at compile time, most frequent first.
+static KNOWN: [(&[u8], HeaderName); 9] = [
+    (b"host", header::HOST),
+    (b"content-type", header::CONTENT_TYPE),
+    (b"content-length", header::CONTENT_LENGTH),
+    (b"user-agent", header::USER_AGENT),
+    (b"accept", header::ACCEPT),
+    (b"accept-encoding", header::ACCEPT_ENCODING),
+    (b"connection", header::CONNECTION),
+    (b"authorization", header::AUTHORIZATION),
+    (b"x-request-id", HeaderName::from_static("x-request-id")),
+];
+
+/// The name of a header line httparse accepted. A known one is taken from [`KNOWN`]: cheaper
+/// than `HeaderName::from_bytes`, which lower-cases into a scratch buffer, looks the name up,
+/// and allocates a name it does not know.
+fn header_name(bytes: &[u8]) -> Result<HeaderName, Refusal> {
+    for (known, name) in &KNOWN {
+        if known.len() == bytes.len() && same_token(bytes, known) {
+            return Ok(name.clone());
+        }
+    }
+    HeaderName::from_bytes(bytes).map_err(|_| Refusal::Malformed)
+}
+
+/// Whether a header name httparse accepted (token characters only) is `lower`, in any case.
+/// For a token character `b | 0x20` is its lower case when it is a letter and `b` otherwise:
+/// no other token character becomes a lower-case letter, a digit or `-` that way.
+fn same_token(bytes: &[u8], lower: &[u8]) -> bool {
+    bytes.iter().zip(lower).all(|(&b, &l)| b | 0x20 == l)
 }
 
 #[cfg(test)]

@@ -132,3 +132,15 @@ fn reads_content_lengths() {
         assert_eq!(parse_length(bad), None, "{bad:?}");
     }
 }
+
+#[test]
+fn known_header_names_match_in_any_case_and_others_still_parse() {
+    for (bytes, name) in &KNOWN {
+        assert_eq!(*bytes, name.as_str().as_bytes());
+        let upper = bytes.to_ascii_uppercase();
+        assert_eq!(header_name(&upper).unwrap(), *name);
+    }
+    assert_eq!(header_name(b"Content-Typf").unwrap(), "content-typf");
+    assert_eq!(header_name(b"Hos^").unwrap(), "hos^");
+    assert_eq!(header_name(b"X-Other").unwrap(), "x-other");
+}
