@@ -7,9 +7,9 @@
 //! Per request: no task, no channel, no timer unless a head arrives in pieces, and a whole
 //! answer in one write. The wire format is in [`head`] and [`encode`].
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io::IoSlice;
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -78,7 +78,13 @@ struct Conn<S> {
     indices: Vec<HeaderIndices>,
     service: S,
     stop: watch::Receiver<bool>,
+    /// Resolves once `stop` turns true. Made once per connection and polled by every read of a
+    /// head; a wait made per read would queue and dequeue a waiter on the channel each time.
+    /// Once it has resolved the loop ends: it is not polled again.
+    stopping: Stopping,
 }
+
+type Stopping = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// A request read whole, and whether its client asked to close the connection after it.
 type Received = (Request<RequestBody>, bool);
@@ -118,6 +124,7 @@ impl<S: App> Server<S> {
             out: Vec::new(),
             indices: Vec::new(),
             service: self.service.clone(),
+            stopping: Box::pin(stopped_owned(stop.clone())),
             stop,
         };
         // The first head is due within the timeout from accept; later ones from their first byte.
@@ -165,6 +172,11 @@ impl<S: App> Server<S> {
         }
         let _ = conn.await;
     }
+}
+
+/// Resolves once the stop flag is set, owning its receiver.
+async fn stopped_owned(mut stop: watch::Receiver<bool>) {
+    super::stopped(&mut stop).await;
 }
 
 /// Takes the request at the start of `buf` when all its head is there. Not async: the header
@@ -219,12 +231,12 @@ impl<S: App> Conn<S> {
             None => tokio::select! {
                 biased;
                 read = read => read,
-                _ = super::stopped(&mut self.stop) => return false,
+                () = self.stopping.as_mut() => return false,
             },
             Some(at) if idle => tokio::select! {
                 biased;
                 read = read => read,
-                _ = super::stopped(&mut self.stop) => return false,
+                () = self.stopping.as_mut() => return false,
                 _ = tokio::time::sleep_until(at) => return false,
             },
             Some(at) => match tokio::time::timeout_at(at, read).await {
