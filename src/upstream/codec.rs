@@ -276,9 +276,13 @@ fn is_connection_option(name: &HeaderName, value: &[u8]) -> bool {
             .map(<[u8]>::trim_ascii)
             .all(|t| t.eq_ignore_ascii_case(b"close") || t.eq_ignore_ascii_case(b"keep-alive"))
     } else {
-        name == "keep-alive"
+        *name == KEEP_ALIVE
     }
 }
+
+/// Compared as a name (a standard name differs at once), not as a string (which spells out
+/// every name met).
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
 impl Hints {
     fn note(&mut self, name: &HeaderName, value: &[u8]) -> Result<(), CodecError> {
