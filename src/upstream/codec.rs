@@ -235,37 +235,31 @@ pub fn build_head(
     })
 }
 
-/// The names servers answer with most, built at compile time, most frequent first.
-static KNOWN: [(&[u8], HeaderName); 10] = [
-    (b"content-type", header::CONTENT_TYPE),
-    (b"content-length", header::CONTENT_LENGTH),
-    (b"date", header::DATE),
-    (b"server", header::SERVER),
-    (b"connection", header::CONNECTION),
-    (b"keep-alive", HeaderName::from_static("keep-alive")),
-    (b"transfer-encoding", header::TRANSFER_ENCODING),
-    (b"cache-control", header::CACHE_CONTROL),
-    (b"vary", header::VARY),
-    (b"x-request-id", HeaderName::from_static("x-request-id")),
-];
-
-/// The name of a header line httparse accepted. A known one is taken from [`KNOWN`]: cheaper
-/// than `HeaderName::from_bytes`, which lower-cases into a scratch buffer, looks the name up,
-/// and allocates a name it does not know.
+/// The name of a header line httparse accepted. The names answers carry most are constants,
+/// found by length and then bytes: cheaper than `HeaderName::from_bytes`, which lower-cases
+/// into a scratch buffer, looks the name up, and allocates a name it does not know.
 fn header_name(bytes: &[u8]) -> Result<HeaderName, CodecError> {
-    for (known, name) in &KNOWN {
-        if known.len() == bytes.len() && same_token(bytes, known) {
-            return Ok(name.clone());
-        }
-    }
-    HeaderName::from_bytes(bytes).map_err(|_| CodecError::Malformed)
+    let is = |lower: &[u8]| same_token(bytes, lower);
+    Ok(match bytes.len() {
+        4 if is(b"date") => header::DATE,
+        4 if is(b"vary") => header::VARY,
+        6 if is(b"server") => header::SERVER,
+        10 if is(b"connection") => header::CONNECTION,
+        10 if is(b"keep-alive") => KEEP_ALIVE,
+        12 if is(b"content-type") => header::CONTENT_TYPE,
+        12 if is(b"x-request-id") => HeaderName::from_static("x-request-id"),
+        13 if is(b"cache-control") => header::CACHE_CONTROL,
+        14 if is(b"content-length") => header::CONTENT_LENGTH,
+        17 if is(b"transfer-encoding") => header::TRANSFER_ENCODING,
+        _ => HeaderName::from_bytes(bytes).map_err(|_| CodecError::Malformed)?,
+    })
 }
 
 /// Whether a header name httparse accepted (token characters only) is `lower`, in any case.
 /// For a token character `b | 0x20` is its lower case when it is a letter and `b` otherwise:
 /// no other token character becomes a lower-case letter, a digit or `-` that way.
 fn same_token(bytes: &[u8], lower: &[u8]) -> bool {
-    bytes.iter().zip(lower).all(|(&b, &l)| b | 0x20 == l)
+    bytes.len() == lower.len() && bytes.iter().zip(lower).all(|(&b, &l)| b | 0x20 == l)
 }
 
 /// `Connection: keep-alive` / `close` (options only, naming no header) or `Keep-Alive: …`.

@@ -264,10 +264,21 @@ fn connection_options_are_dropped_and_connection_naming_a_header_is_kept_for_the
 
 #[test]
 fn known_header_names_match_in_any_case_and_others_still_parse() {
-    for (bytes, name) in &KNOWN {
-        assert_eq!(*bytes, name.as_str().as_bytes());
-        let upper = bytes.to_ascii_uppercase();
-        assert_eq!(header_name(&upper).unwrap(), *name);
+    for name in [
+        "date",
+        "vary",
+        "server",
+        "connection",
+        "keep-alive",
+        "content-type",
+        "x-request-id",
+        "cache-control",
+        "content-length",
+        "transfer-encoding",
+    ] {
+        let upper = name.to_ascii_uppercase();
+        assert_eq!(header_name(upper.as_bytes()).unwrap(), name);
+        assert_eq!(header_name(name.as_bytes()).unwrap(), name);
     }
     assert_eq!(header_name(b"Dat^").unwrap(), "dat^");
     assert_eq!(header_name(b"X-Other").unwrap(), "x-other");

@@ -135,10 +135,20 @@ fn reads_content_lengths() {
 
 #[test]
 fn known_header_names_match_in_any_case_and_others_still_parse() {
-    for (bytes, name) in &KNOWN {
-        assert_eq!(*bytes, name.as_str().as_bytes());
-        let upper = bytes.to_ascii_uppercase();
-        assert_eq!(header_name(&upper).unwrap(), *name);
+    for name in [
+        "host",
+        "accept",
+        "user-agent",
+        "connection",
+        "content-type",
+        "x-request-id",
+        "authorization",
+        "content-length",
+        "accept-encoding",
+    ] {
+        let upper = name.to_ascii_uppercase();
+        assert_eq!(header_name(upper.as_bytes()).unwrap(), name);
+        assert_eq!(header_name(name.as_bytes()).unwrap(), name);
     }
     assert_eq!(header_name(b"Content-Typf").unwrap(), "content-typf");
     assert_eq!(header_name(b"Hos^").unwrap(), "hos^");
