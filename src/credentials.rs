@@ -304,7 +304,9 @@ where
         let account = req.extensions().get::<Caller>().map_or(0, |c| c.account);
         let headers = req.headers_mut();
         strip_hop_by_hop(headers);
-        headers.remove(header::HOST);
+        // The caller's `host` stays in the map: the upstream client writes its own and skips
+        // this one (`codec::encode_request`), so removing it (a hash, a removal, a reindex) on
+        // every attempt bought nothing.
         headers.insert(
             header::AUTHORIZATION,
             (*self.credentials.header(account)).clone(),
