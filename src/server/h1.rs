@@ -185,7 +185,7 @@ fn take_request(
     buf: &mut BytesMut,
     indices: &mut Vec<HeaderIndices>,
     limits: &Limits,
-) -> Result<Option<(Request<()>, u64, bool)>, Stop> {
+) -> Result<Option<(Request<RequestBody>, u64, bool)>, Stop> {
     match head::parse(buf, limits, indices) {
         Parsed::Partial => Ok(None),
         Parsed::Fallback => Err(Stop::Fallback),
@@ -207,7 +207,12 @@ impl<S: App> Conn<S> {
         loop {
             if !self.buf.is_empty() {
                 match take_request(&mut self.buf, &mut self.indices, &server.limits) {
-                    Ok(Some((req, len, close))) => return self.read_body(req, len, close).await,
+                    Ok(Some((mut req, len, close))) => {
+                        // The body goes into the request built with an empty one: the request
+                        // is not moved into another future and rebuilt around its body.
+                        *req.body_mut() = Full::new(self.read_body(len).await?);
+                        return Ok((req, close));
+                    }
                     Ok(None) => {}
                     Err(stop) => return Err(stop),
                 }
@@ -248,12 +253,7 @@ impl<S: App> Conn<S> {
     }
 
     /// Reads the `content-length` body; pipelined bytes after it stay in the buffer.
-    async fn read_body(
-        &mut self,
-        req: Request<()>,
-        len: u64,
-        close: bool,
-    ) -> Result<Received, Stop> {
+    async fn read_body(&mut self, len: u64) -> Result<Bytes, Stop> {
         // At most `limits.max_body`, checked by the parser.
         let len = usize::try_from(len).map_err(|_| Stop::Close)?;
         if self.buf.len() < len {
@@ -265,8 +265,7 @@ impl<S: App> Conn<S> {
                 _ => return Err(Stop::Close),
             }
         }
-        let body = self.buf.split_to(len).freeze();
-        Ok((req.map(|()| Full::new(body)), close))
+        Ok(self.buf.split_to(len).freeze())
     }
 
     /// Serves one request and writes its answer: `false` when the connection closes after it.

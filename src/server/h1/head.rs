@@ -177,18 +177,22 @@ fn parse_length(digits: &[u8]) -> Option<u64> {
     Some(digits.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0')))
 }
 
-/// Takes the head of `raw` out of `buf` and builds the request (its body still to be read):
-/// the target and the header values share the head's bytes.
-pub fn take(
+/// Takes the head of `raw` out of `buf` and builds the request, with an empty body (the body
+/// is still to be read): the target and the header values share the head's bytes.
+pub fn take<B: Default>(
     buf: &mut BytesMut,
     raw: &RawRequest,
     indices: &[HeaderIndices],
-) -> Result<Request<()>, Refusal> {
+) -> Result<Request<B>, Refusal> {
     let head = buf.split_to(raw.len).freeze();
     build(&head, raw, indices)
 }
 
-fn build(head: &Bytes, raw: &RawRequest, lines: &[HeaderIndices]) -> Result<Request<()>, Refusal> {
+fn build<B: Default>(
+    head: &Bytes,
+    raw: &RawRequest,
+    lines: &[HeaderIndices],
+) -> Result<Request<B>, Refusal> {
     let at = |(start, end): Span| &head[start..end];
     let method = Method::from_bytes(at(raw.method)).map_err(|_| Refusal::Malformed)?;
     let uri = Uri::from_maybe_shared(head.slice(raw.target.0..raw.target.1))
@@ -200,7 +204,7 @@ fn build(head: &Bytes, raw: &RawRequest, lines: &[HeaderIndices]) -> Result<Requ
             .map_err(|_| Refusal::Malformed)?;
         headers.append(name, value);
     }
-    let mut req = Request::new(());
+    let mut req = Request::new(B::default());
     *req.method_mut() = method;
     *req.uri_mut() = uri;
     *req.headers_mut() = headers;
