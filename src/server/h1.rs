@@ -34,7 +34,7 @@ mod encode;
 mod head;
 mod rewind;
 
-use encode::{Framing, CRLF, LAST_CHUNK};
+use encode::{Framing, Plan, CRLF, LAST_CHUNK};
 pub use head::Limits;
 use head::{HeaderIndices, Parsed, Refusal};
 use rewind::Rewind;
@@ -273,7 +273,7 @@ impl<S: App> Conn<S> {
         let head_request = req.method() == Method::HEAD;
         let service = &mut self.service;
         let ready = poll_fn(|cx| Service::<Request<RequestBody>>::poll_ready(service, cx)).await;
-        let res = match ready {
+        let mut res = match ready {
             Ok(()) => match self.service.call(req).await {
                 Ok(res) => res,
                 Err(never) => match never {},
@@ -281,30 +281,28 @@ impl<S: App> Conn<S> {
             Err(never) => match never {},
         };
         let close = close || *self.stop.borrow();
-        self.send(res, head_request, close).await
+        let plan = self.encode_head(&res, head_request, close);
+        self.send(res.body_mut(), plan, close).await
     }
 
-    /// Writes `res`; `false` when the connection is to close after it (or broke).
-    async fn send(&mut self, res: Response<Body>, head_request: bool, close: bool) -> bool {
-        let (parts, body) = res.into_parts();
-        let plan = encode::plan(
-            parts.status,
-            head_request,
-            &body.size_hint(),
-            &parts.headers,
-        );
-        encode::encode_head(
-            &mut self.out,
-            parts.status,
-            &parts.headers,
-            plan.framing,
-            close,
-        );
-        drop(parts);
+    /// Puts the head of `res` into `out`, and says how its body is written. The response stays
+    /// where it is and its body is lent to [`Conn::send`]: it is not copied from future to
+    /// future on its way to the socket.
+    fn encode_head(&mut self, res: &Response<Body>, head_request: bool, close: bool) -> Plan {
+        let (status, headers) = (res.status(), res.headers());
+        let plan = encode::plan(status, head_request, &res.body().size_hint(), headers);
+        encode::encode_head(&mut self.out, status, headers, plan.framing, close);
+        plan
+    }
+
+    /// Writes the head in `out`, then `body` as `plan` says; `false` when the connection is to
+    /// close after it (or broke).
+    async fn send(&mut self, body: &mut Body, plan: Plan, close: bool) -> bool {
         let written = if plan.body {
             self.write_body(body, plan.framing).await
         } else {
-            drop(body);
+            // Let go of what the body holds (an upstream connection) before writing.
+            *body = Body::empty();
             self.write_out().await
         };
         if self.out.capacity() > MAX_KEPT_OUT {
@@ -315,13 +313,13 @@ impl<S: App> Conn<S> {
 
     /// Writes the body behind the head already in `out`: the frames ready now together, each
     /// later one as it comes. `false` when the body broke or did not match its length.
-    async fn write_body(&mut self, body: Body, framing: Framing) -> bool {
+    async fn write_body(&mut self, body: &mut Body, framing: Framing) -> bool {
         let chunked = framing == Framing::Chunked;
         let mut left = match framing {
             Framing::Length(n) => n,
             _ => 0,
         };
-        let mut body = pin!(body);
+        let mut body = Pin::new(body);
         loop {
             let next = match poll_fn(|cx| Poll::Ready(body.as_mut().poll_frame(cx))).await {
                 Poll::Ready(next) => next,
@@ -376,8 +374,9 @@ impl<S: App> Conn<S> {
     }
 
     async fn refuse(&mut self, refusal: Refusal, limits: &Limits) {
-        let res = refusal.error(limits).into_response();
-        self.send(res, false, true).await;
+        let mut res = refusal.error(limits).into_response();
+        let plan = self.encode_head(&res, false, true);
+        self.send(res.body_mut(), plan, true).await;
         self.linger().await;
     }
 
