@@ -197,6 +197,10 @@ const HOP_BY_HOP: [header::HeaderName; 7] = [
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];
+/// Not standard names: compared as names (a standard name differs at once), not as strings
+/// (which spells out every name met). Constants, as `HOP_BY_HOP`: the comparisons fold.
+const KEEP_ALIVE: header::HeaderName = header::HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: header::HeaderName = header::HeaderName::from_static("proxy-connection");
 
 /// Removes hop-by-hop headers, and every header the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -207,9 +211,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in headers.keys() {
         if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
             present |= 1 << i;
-        } else if name == "keep-alive" {
+        } else if *name == KEEP_ALIVE {
             present |= KEEP_ALIVE_BIT;
-        } else if name == "proxy-connection" {
+        } else if *name == PROXY_CONNECTION {
             present |= PROXY_CONNECTION_BIT;
         }
     }
@@ -225,10 +229,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         }
     }
     if present & KEEP_ALIVE_BIT != 0 {
-        headers.remove("keep-alive");
+        headers.remove(KEEP_ALIVE);
     }
     if present & PROXY_CONNECTION_BIT != 0 {
-        headers.remove("proxy-connection");
+        headers.remove(PROXY_CONNECTION);
     }
 }
 
@@ -300,7 +304,9 @@ where
         let account = req.extensions().get::<Caller>().map_or(0, |c| c.account);
         let headers = req.headers_mut();
         strip_hop_by_hop(headers);
-        headers.remove(header::HOST);
+        // The caller's `host` stays in the map: the upstream client writes its own and skips
+        // this one (`codec::encode_request`), so removing it (a hash, a removal, a reindex) on
+        // every attempt bought nothing.
         headers.insert(
             header::AUTHORIZATION,
             (*self.credentials.header(account)).clone(),

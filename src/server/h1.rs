@@ -7,9 +7,9 @@
 //! Per request: no task, no channel, no timer unless a head arrives in pieces, and a whole
 //! answer in one write. The wire format is in [`head`] and [`encode`].
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io::IoSlice;
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -34,7 +34,7 @@ mod encode;
 mod head;
 mod rewind;
 
-use encode::{Framing, CRLF, LAST_CHUNK};
+use encode::{Framing, Plan, CRLF, LAST_CHUNK};
 pub use head::Limits;
 use head::{HeaderIndices, Parsed, Refusal};
 use rewind::Rewind;
@@ -78,7 +78,13 @@ struct Conn<S> {
     indices: Vec<HeaderIndices>,
     service: S,
     stop: watch::Receiver<bool>,
+    /// Resolves once `stop` turns true. Made once per connection and polled by every read of a
+    /// head; a wait made per read would queue and dequeue a waiter on the channel each time.
+    /// Once it has resolved the loop ends: it is not polled again.
+    stopping: Stopping,
 }
+
+type Stopping = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// A request read whole, and whether its client asked to close the connection after it.
 type Received = (Request<RequestBody>, bool);
@@ -118,6 +124,7 @@ impl<S: App> Server<S> {
             out: Vec::new(),
             indices: Vec::new(),
             service: self.service.clone(),
+            stopping: Box::pin(stopped_owned(stop.clone())),
             stop,
         };
         // The first head is due within the timeout from accept; later ones from their first byte.
@@ -167,13 +174,18 @@ impl<S: App> Server<S> {
     }
 }
 
+/// Resolves once the stop flag is set, owning its receiver.
+async fn stopped_owned(mut stop: watch::Receiver<bool>) {
+    super::stopped(&mut stop).await;
+}
+
 /// Takes the request at the start of `buf` when all its head is there. Not async: the header
 /// positions live on the stack only while the head is parsed.
 fn take_request(
     buf: &mut BytesMut,
     indices: &mut Vec<HeaderIndices>,
     limits: &Limits,
-) -> Result<Option<(Request<()>, u64, bool)>, Stop> {
+) -> Result<Option<(Request<RequestBody>, u64, bool)>, Stop> {
     match head::parse(buf, limits, indices) {
         Parsed::Partial => Ok(None),
         Parsed::Fallback => Err(Stop::Fallback),
@@ -195,7 +207,12 @@ impl<S: App> Conn<S> {
         loop {
             if !self.buf.is_empty() {
                 match take_request(&mut self.buf, &mut self.indices, &server.limits) {
-                    Ok(Some((req, len, close))) => return self.read_body(req, len, close).await,
+                    Ok(Some((mut req, len, close))) => {
+                        // The body goes into the request built with an empty one: the request
+                        // is not moved into another future and rebuilt around its body.
+                        *req.body_mut() = Full::new(self.read_body(len).await?);
+                        return Ok((req, close));
+                    }
                     Ok(None) => {}
                     Err(stop) => return Err(stop),
                 }
@@ -219,12 +236,12 @@ impl<S: App> Conn<S> {
             None => tokio::select! {
                 biased;
                 read = read => read,
-                _ = super::stopped(&mut self.stop) => return false,
+                () = self.stopping.as_mut() => return false,
             },
             Some(at) if idle => tokio::select! {
                 biased;
                 read = read => read,
-                _ = super::stopped(&mut self.stop) => return false,
+                () = self.stopping.as_mut() => return false,
                 _ = tokio::time::sleep_until(at) => return false,
             },
             Some(at) => match tokio::time::timeout_at(at, read).await {
@@ -236,12 +253,7 @@ impl<S: App> Conn<S> {
     }
 
     /// Reads the `content-length` body; pipelined bytes after it stay in the buffer.
-    async fn read_body(
-        &mut self,
-        req: Request<()>,
-        len: u64,
-        close: bool,
-    ) -> Result<Received, Stop> {
+    async fn read_body(&mut self, len: u64) -> Result<Bytes, Stop> {
         // At most `limits.max_body`, checked by the parser.
         let len = usize::try_from(len).map_err(|_| Stop::Close)?;
         if self.buf.len() < len {
@@ -253,8 +265,7 @@ impl<S: App> Conn<S> {
                 _ => return Err(Stop::Close),
             }
         }
-        let body = self.buf.split_to(len).freeze();
-        Ok((req.map(|()| Full::new(body)), close))
+        Ok(self.buf.split_to(len).freeze())
     }
 
     /// Serves one request and writes its answer: `false` when the connection closes after it.
@@ -262,7 +273,7 @@ impl<S: App> Conn<S> {
         let head_request = req.method() == Method::HEAD;
         let service = &mut self.service;
         let ready = poll_fn(|cx| Service::<Request<RequestBody>>::poll_ready(service, cx)).await;
-        let res = match ready {
+        let mut res = match ready {
             Ok(()) => match self.service.call(req).await {
                 Ok(res) => res,
                 Err(never) => match never {},
@@ -270,30 +281,28 @@ impl<S: App> Conn<S> {
             Err(never) => match never {},
         };
         let close = close || *self.stop.borrow();
-        self.send(res, head_request, close).await
+        let plan = self.encode_head(&res, head_request, close);
+        self.send(res.body_mut(), plan, close).await
     }
 
-    /// Writes `res`; `false` when the connection is to close after it (or broke).
-    async fn send(&mut self, res: Response<Body>, head_request: bool, close: bool) -> bool {
-        let (parts, body) = res.into_parts();
-        let plan = encode::plan(
-            parts.status,
-            head_request,
-            &body.size_hint(),
-            &parts.headers,
-        );
-        encode::encode_head(
-            &mut self.out,
-            parts.status,
-            &parts.headers,
-            plan.framing,
-            close,
-        );
-        drop(parts);
+    /// Puts the head of `res` into `out`, and says how its body is written. The response stays
+    /// where it is and its body is lent to [`Conn::send`]: it is not copied from future to
+    /// future on its way to the socket.
+    fn encode_head(&mut self, res: &Response<Body>, head_request: bool, close: bool) -> Plan {
+        let (status, headers) = (res.status(), res.headers());
+        let plan = encode::plan(status, head_request, &res.body().size_hint(), headers);
+        encode::encode_head(&mut self.out, status, headers, plan.framing, close);
+        plan
+    }
+
+    /// Writes the head in `out`, then `body` as `plan` says; `false` when the connection is to
+    /// close after it (or broke).
+    async fn send(&mut self, body: &mut Body, plan: Plan, close: bool) -> bool {
         let written = if plan.body {
             self.write_body(body, plan.framing).await
         } else {
-            drop(body);
+            // Let go of what the body holds (an upstream connection) before writing.
+            *body = Body::empty();
             self.write_out().await
         };
         if self.out.capacity() > MAX_KEPT_OUT {
@@ -304,13 +313,13 @@ impl<S: App> Conn<S> {
 
     /// Writes the body behind the head already in `out`: the frames ready now together, each
     /// later one as it comes. `false` when the body broke or did not match its length.
-    async fn write_body(&mut self, body: Body, framing: Framing) -> bool {
+    async fn write_body(&mut self, body: &mut Body, framing: Framing) -> bool {
         let chunked = framing == Framing::Chunked;
         let mut left = match framing {
             Framing::Length(n) => n,
             _ => 0,
         };
-        let mut body = pin!(body);
+        let mut body = Pin::new(body);
         loop {
             let next = match poll_fn(|cx| Poll::Ready(body.as_mut().poll_frame(cx))).await {
                 Poll::Ready(next) => next,
@@ -365,8 +374,9 @@ impl<S: App> Conn<S> {
     }
 
     async fn refuse(&mut self, refusal: Refusal, limits: &Limits) {
-        let res = refusal.error(limits).into_response();
-        self.send(res, false, true).await;
+        let mut res = refusal.error(limits).into_response();
+        let plan = self.encode_head(&res, false, true);
+        self.send(res.body_mut(), plan, true).await;
         self.linger().await;
     }
 

@@ -11,6 +11,9 @@ use http::{HeaderMap, Method, StatusCode};
 pub const MAX_HEADERS: usize = 100;
 /// Largest response head accepted: 64 KiB.
 pub const MAX_HEAD: usize = 64 * 1024;
+/// Headers the stack adds to every answer on its way back (`x-request-id`, `x-gateway-attempts`): room
+/// for them is made up front, so that the map does not grow (rehash, reallocate) on the way.
+const ADDED_BY_STACK: usize = 2;
 /// Request bodies smaller than this (16 KiB) go in the same buffer as the head: one `write`.
 pub const INLINE_BODY: usize = 16 * 1024;
 
@@ -201,11 +204,11 @@ pub fn build_head(
     request_method: &Method,
 ) -> Result<ResponseHead, CodecError> {
     let status = StatusCode::from_u16(raw.status).map_err(|_| CodecError::Malformed)?;
-    let mut headers = HeaderMap::with_capacity(raw.headers);
+    let mut headers = HeaderMap::with_capacity(raw.headers + ADDED_BY_STACK);
     let mut hints = Hints::default();
     for line in indices {
         let (start, end) = (line.name.0 as usize, line.name.1 as usize);
-        let name = HeaderName::from_bytes(&head[start..end]).map_err(|_| CodecError::Malformed)?;
+        let name = header_name(&head[start..end])?;
         let (start, end) = (line.value.0 as usize, line.value.1 as usize);
         let value = HeaderValue::from_maybe_shared(head.slice(start..end))
             .map_err(|_| CodecError::Malformed)?;
@@ -232,6 +235,33 @@ pub fn build_head(
     })
 }
 
+/// The name of a header line httparse accepted. The names answers carry most are constants,
+/// found by length and then bytes: cheaper than `HeaderName::from_bytes`, which lower-cases
+/// into a scratch buffer, looks the name up, and allocates a name it does not know.
+fn header_name(bytes: &[u8]) -> Result<HeaderName, CodecError> {
+    let is = |lower: &[u8]| same_token(bytes, lower);
+    Ok(match bytes.len() {
+        4 if is(b"date") => header::DATE,
+        4 if is(b"vary") => header::VARY,
+        6 if is(b"server") => header::SERVER,
+        10 if is(b"connection") => header::CONNECTION,
+        10 if is(b"keep-alive") => KEEP_ALIVE,
+        12 if is(b"content-type") => header::CONTENT_TYPE,
+        12 if is(b"x-request-id") => HeaderName::from_static("x-request-id"),
+        13 if is(b"cache-control") => header::CACHE_CONTROL,
+        14 if is(b"content-length") => header::CONTENT_LENGTH,
+        17 if is(b"transfer-encoding") => header::TRANSFER_ENCODING,
+        _ => HeaderName::from_bytes(bytes).map_err(|_| CodecError::Malformed)?,
+    })
+}
+
+/// Whether a header name httparse accepted (token characters only) is `lower`, in any case.
+/// For a token character `b | 0x20` is its lower case when it is a letter and `b` otherwise:
+/// no other token character becomes a lower-case letter, a digit or `-` that way.
+fn same_token(bytes: &[u8], lower: &[u8]) -> bool {
+    bytes.len() == lower.len() && bytes.iter().zip(lower).all(|(&b, &l)| b | 0x20 == l)
+}
+
 /// `Connection: keep-alive` / `close` (options only, naming no header) or `Keep-Alive: …`.
 fn is_connection_option(name: &HeaderName, value: &[u8]) -> bool {
     if name == header::CONNECTION {
@@ -240,9 +270,13 @@ fn is_connection_option(name: &HeaderName, value: &[u8]) -> bool {
             .map(<[u8]>::trim_ascii)
             .all(|t| t.eq_ignore_ascii_case(b"close") || t.eq_ignore_ascii_case(b"keep-alive"))
     } else {
-        name == "keep-alive"
+        *name == KEEP_ALIVE
     }
 }
+
+/// Compared as a name (a standard name differs at once), not as a string (which spells out
+/// every name met).
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
 impl Hints {
     fn note(&mut self, name: &HeaderName, value: &[u8]) -> Result<(), CodecError> {

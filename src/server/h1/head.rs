@@ -5,13 +5,16 @@
 use std::mem::MaybeUninit;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{HeaderName, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Uri};
 
 use crate::error::GatewayError;
 
 /// Most header lines accepted in a request head (over it: 431, as hyper answers).
 pub const MAX_HEADERS: usize = 100;
+/// Headers the stack adds to every request on its way (`x-request-id`, `authorization`): room
+/// for them is made up front, so that the map does not grow (rehash, reallocate) on the way.
+const ADDED_BY_STACK: usize = 2;
 
 /// What the loop may take as the plain case.
 #[derive(Debug, Clone, Copy)]
@@ -174,34 +177,64 @@ fn parse_length(digits: &[u8]) -> Option<u64> {
     Some(digits.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0')))
 }
 
-/// Takes the head of `raw` out of `buf` and builds the request (its body still to be read):
-/// the target and the header values share the head's bytes.
-pub fn take(
+/// Takes the head of `raw` out of `buf` and builds the request, with an empty body (the body
+/// is still to be read): the target and the header values share the head's bytes.
+pub fn take<B: Default>(
     buf: &mut BytesMut,
     raw: &RawRequest,
     indices: &[HeaderIndices],
-) -> Result<Request<()>, Refusal> {
+) -> Result<Request<B>, Refusal> {
     let head = buf.split_to(raw.len).freeze();
     build(&head, raw, indices)
 }
 
-fn build(head: &Bytes, raw: &RawRequest, lines: &[HeaderIndices]) -> Result<Request<()>, Refusal> {
+fn build<B: Default>(
+    head: &Bytes,
+    raw: &RawRequest,
+    lines: &[HeaderIndices],
+) -> Result<Request<B>, Refusal> {
     let at = |(start, end): Span| &head[start..end];
     let method = Method::from_bytes(at(raw.method)).map_err(|_| Refusal::Malformed)?;
     let uri = Uri::from_maybe_shared(head.slice(raw.target.0..raw.target.1))
         .map_err(|_| Refusal::Malformed)?;
-    let mut headers = HeaderMap::with_capacity(lines.len());
+    let mut headers = HeaderMap::with_capacity(lines.len() + ADDED_BY_STACK);
     for line in lines {
-        let name = HeaderName::from_bytes(at(line.name)).map_err(|_| Refusal::Malformed)?;
+        let name = header_name(at(line.name))?;
         let value = HeaderValue::from_maybe_shared(head.slice(line.value.0..line.value.1))
             .map_err(|_| Refusal::Malformed)?;
         headers.append(name, value);
     }
-    let mut req = Request::new(());
+    let mut req = Request::new(B::default());
     *req.method_mut() = method;
     *req.uri_mut() = uri;
     *req.headers_mut() = headers;
     Ok(req)
+}
+
+/// The name of a header line httparse accepted. The names clients send most are constants,
+/// found by length and then bytes: cheaper than `HeaderName::from_bytes`, which lower-cases
+/// into a scratch buffer, looks the name up, and allocates a name it does not know.
+fn header_name(bytes: &[u8]) -> Result<HeaderName, Refusal> {
+    let is = |lower: &[u8]| same_token(bytes, lower);
+    Ok(match bytes.len() {
+        4 if is(b"host") => header::HOST,
+        6 if is(b"accept") => header::ACCEPT,
+        10 if is(b"user-agent") => header::USER_AGENT,
+        10 if is(b"connection") => header::CONNECTION,
+        12 if is(b"content-type") => header::CONTENT_TYPE,
+        12 if is(b"x-request-id") => HeaderName::from_static("x-request-id"),
+        13 if is(b"authorization") => header::AUTHORIZATION,
+        14 if is(b"content-length") => header::CONTENT_LENGTH,
+        15 if is(b"accept-encoding") => header::ACCEPT_ENCODING,
+        _ => HeaderName::from_bytes(bytes).map_err(|_| Refusal::Malformed)?,
+    })
+}
+
+/// Whether a header name httparse accepted (token characters only) is `lower`, in any case.
+/// For a token character `b | 0x20` is its lower case when it is a letter and `b` otherwise:
+/// no other token character becomes a lower-case letter, a digit or `-` that way.
+fn same_token(bytes: &[u8], lower: &[u8]) -> bool {
+    bytes.len() == lower.len() && bytes.iter().zip(lower).all(|(&b, &l)| b | 0x20 == l)
 }
 
 #[cfg(test)]

@@ -261,3 +261,26 @@ fn connection_options_are_dropped_and_connection_naming_a_header_is_kept_for_the
     // Names another header: left in place, so that the hop-by-hop strip removes both.
     assert!(named.headers.contains_key(header::CONNECTION));
 }
+
+#[test]
+fn known_header_names_match_in_any_case_and_others_still_parse() {
+    for name in [
+        "date",
+        "vary",
+        "server",
+        "connection",
+        "keep-alive",
+        "content-type",
+        "x-request-id",
+        "cache-control",
+        "content-length",
+        "transfer-encoding",
+    ] {
+        let upper = name.to_ascii_uppercase();
+        assert_eq!(header_name(upper.as_bytes()).unwrap(), name);
+        assert_eq!(header_name(name.as_bytes()).unwrap(), name);
+    }
+    assert_eq!(header_name(b"Dat^").unwrap(), "dat^");
+    assert_eq!(header_name(b"X-Other").unwrap(), "x-other");
+    assert_eq!(header_name(b"bad name"), Err(CodecError::Malformed));
+}

@@ -132,3 +132,25 @@ fn reads_content_lengths() {
         assert_eq!(parse_length(bad), None, "{bad:?}");
     }
 }
+
+#[test]
+fn known_header_names_match_in_any_case_and_others_still_parse() {
+    for name in [
+        "host",
+        "accept",
+        "user-agent",
+        "connection",
+        "content-type",
+        "x-request-id",
+        "authorization",
+        "content-length",
+        "accept-encoding",
+    ] {
+        let upper = name.to_ascii_uppercase();
+        assert_eq!(header_name(upper.as_bytes()).unwrap(), name);
+        assert_eq!(header_name(name.as_bytes()).unwrap(), name);
+    }
+    assert_eq!(header_name(b"Content-Typf").unwrap(), "content-typf");
+    assert_eq!(header_name(b"Hos^").unwrap(), "hos^");
+    assert_eq!(header_name(b"X-Other").unwrap(), "x-other");
+}
