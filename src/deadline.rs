@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 
 use crate::context::Deadline;
 
@@ -21,8 +21,10 @@ pub const MIN_ATTEMPT_TIME: Duration = Duration::from_millis(100);
 
 /// The deadline for one request: `configured`, shortened by a valid `x-gateway-timeout` header.
 pub fn deadline_for(headers: &HeaderMap, configured: Duration) -> Duration {
+    // A name built at compile time: a look-up by `&str` parses the name on every request.
+    const NAME: HeaderName = HeaderName::from_static(X_GATEWAY_TIMEOUT);
     headers
-        .get(X_GATEWAY_TIMEOUT)
+        .get(NAME)
         .and_then(|v| v.to_str().ok())
         .and_then(parse_timeout)
         .map_or(configured, |asked| asked.min(configured))
