@@ -10,7 +10,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use http::{Request, Response};
 use idenfy_gateway::body::Body;
 use idenfy_gateway::config;
-use idenfy_gateway::context::{Caller, ClientId, Route, RouteKind};
+use idenfy_gateway::context::{Caller, ClientId, ContextExt, Route, RouteKind};
 use idenfy_gateway::dedup::{DedupLayer, DedupMetrics};
 use idenfy_gateway::error::GatewayError;
 use tower::{Layer, Service};
@@ -24,13 +24,13 @@ fn request(client_id: &str) -> Request<Bytes> {
     let mut req = Request::post(KYC.label)
         .body(Bytes::from(format!(r#"{{"clientId":"{client_id}"}}"#)))
         .unwrap();
-    req.extensions_mut().insert(Caller {
+    req.context_mut().caller = Some(Caller {
         team: 0,
         team_name: "payments".into(),
         account: 0,
         account_name: "main".into(),
     });
-    req.extensions_mut().insert(KYC);
+    req.context_mut().route = Some(KYC);
     req.extensions_mut().insert(ClientId(client_id.into()));
     req
 }

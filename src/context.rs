@@ -57,3 +57,43 @@ impl Deadline {
 /// the caller sent a number (set by `validate`): the dedup key. Never a metric label or a log field.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ClientId(pub Arc<str>);
+
+/// What `front` learns about a request, for the inner layers, as one request extension: front
+/// inserts one value instead of three, the retry loop's copy of the request clones one, and a
+/// layer's look-up is one. Read and written through [`ContextExt`].
+#[derive(Debug, Clone, Default)]
+pub struct RequestContext {
+    pub caller: Option<Caller>,
+    pub route: Option<Route>,
+    pub deadline: Option<Deadline>,
+}
+
+/// A request's [`RequestContext`], through the request.
+pub trait ContextExt {
+    fn context(&self) -> Option<&RequestContext>;
+
+    /// The context, made empty first if the request has none.
+    fn context_mut(&mut self) -> &mut RequestContext;
+
+    fn caller(&self) -> Option<&Caller> {
+        self.context()?.caller.as_ref()
+    }
+
+    fn route(&self) -> Option<Route> {
+        self.context()?.route
+    }
+
+    fn deadline(&self) -> Option<Deadline> {
+        self.context()?.deadline
+    }
+}
+
+impl<B> ContextExt for http::Request<B> {
+    fn context(&self) -> Option<&RequestContext> {
+        self.extensions().get()
+    }
+
+    fn context_mut(&mut self) -> &mut RequestContext {
+        self.extensions_mut().get_or_insert_default()
+    }
+}

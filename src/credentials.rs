@@ -21,7 +21,7 @@ use tower::{Layer, Service};
 
 use crate::body::Body;
 use crate::config::Account;
-use crate::context::Caller;
+use crate::context::ContextExt;
 use crate::error::GatewayError;
 use crate::secret::SecretSource;
 
@@ -301,7 +301,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<Bytes>) -> Self::Future {
-        let account = req.extensions().get::<Caller>().map_or(0, |c| c.account);
+        let account = req.caller().map_or(0, |c| c.account);
         let headers = req.headers_mut();
         strip_hop_by_hop(headers);
         // The caller's `host` stays in the map: the upstream client writes its own and skips

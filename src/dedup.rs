@@ -47,7 +47,7 @@ pub use self::shared::{DedupOutcome, SharedResponse, X_GATEWAY_DEDUP, X_GATEWAY_
 
 use crate::body::{response_future, Body, ResponseFuture};
 use crate::config;
-use crate::context::{Caller, ClientId, Deadline, Route, RouteKind};
+use crate::context::{ClientId, ContextExt, Deadline, Route, RouteKind};
 use crate::error::GatewayError;
 use crate::metrics::GaugeGuard;
 
@@ -94,12 +94,9 @@ struct Ticketed {
 impl Ticketed {
     /// `None` for requests dedup leaves alone: not a token route, or no clientId or caller.
     fn of(req: &Request<Bytes>) -> Option<Self> {
-        let route = req
-            .extensions()
-            .get::<Route>()
-            .filter(|r| r.creates_token())?;
+        let route = req.route().filter(Route::creates_token)?;
         let client_id = req.extensions().get::<ClientId>()?;
-        let caller = req.extensions().get::<Caller>()?;
+        let caller = req.caller()?;
         Some(Ticketed {
             key: DedupKey {
                 account: caller.account,
@@ -109,7 +106,7 @@ impl Ticketed {
             team: Arc::clone(&caller.team_name),
             team_index: caller.team,
             route: route.label,
-            deadline: req.extensions().get::<Deadline>().copied(),
+            deadline: req.deadline(),
             fingerprint: fingerprint(req.body()),
         })
     }

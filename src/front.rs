@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use tower::{Layer, Service};
 
 use crate::body::Body;
-use crate::context::Deadline;
+use crate::context::{Deadline, RequestContext};
 use crate::deadline::deadline_for;
 use crate::error::GatewayError;
 use crate::identify::Callers;
@@ -216,11 +216,11 @@ where
         let matched = shared.routes.classify(req.method(), req.uri().path())?;
         route = matched.label;
         let deadline = Deadline(started + deadline_for(req.headers(), shared.deadline));
-        let caller = caller.clone();
-        let ext = req.extensions_mut();
-        ext.insert(caller);
-        ext.insert(matched);
-        ext.insert(deadline);
+        req.extensions_mut().insert(RequestContext {
+            caller: Some(caller.clone()),
+            route: Some(matched),
+            deadline: Some(deadline),
+        });
         let (parts, body) = req.into_parts();
         let body = read_body(&parts.headers, body, shared.max_body).await?;
         // Ready first, as tower asks; the request goes straight into `call`, not into a

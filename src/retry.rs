@@ -35,7 +35,7 @@ use self::metrics::Denied;
 use self::policy::{Policy, RetryReason, Verdict};
 use crate::body::{Body, ResponseFuture};
 use crate::config;
-use crate::context::{Deadline, Route, RouteKind};
+use crate::context::{ContextExt, Deadline, RouteKind};
 use crate::deadline::MIN_ATTEMPT_TIME;
 use crate::error::GatewayError;
 
@@ -161,13 +161,8 @@ impl Shared {
     where
         S: Service<Request<Bytes>, Response = Response<Body>, Error = GatewayError>,
     {
-        let (kind, deadline) = {
-            let extensions = req.extensions();
-            let kind = extensions
-                .get::<Route>()
-                .map_or(RouteKind::Other, |r| r.kind);
-            (kind, extensions.get::<Deadline>().copied())
-        };
+        let kind = req.route().map_or(RouteKind::Other, |r| r.kind);
+        let deadline = req.deadline();
         self.budget.deposit();
         let (mut attempts, mut last) = (0, None);
         loop {

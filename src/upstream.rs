@@ -23,7 +23,7 @@ use tower::Service;
 
 use crate::body::{Body, ResponseFuture};
 use crate::config;
-use crate::context::{Caller, Deadline};
+use crate::context::{ContextExt, Deadline};
 use crate::credentials::strip_hop_by_hop;
 use crate::error::GatewayError;
 use crate::metrics::{status_class, status_class_index, HandleTable, STATUS_CLASSES};
@@ -216,13 +216,13 @@ impl Shared {
             body: req.body(),
         };
         let started = Instant::now();
-        let (bound, expired) = self.bound(started, req.extensions().get::<Deadline>());
+        let (bound, expired) = self.bound(started, req.deadline().as_ref());
         let result = tokio::time::timeout_at(bound, self.client.send(&outgoing, started))
             .await
             .unwrap_or_else(|_| Err(expired.clone()));
         let seconds = started.elapsed().as_secs_f64();
         let status = result.as_ref().map(|answer| answer.status);
-        match req.extensions().get::<Caller>() {
+        match req.caller() {
             Some(caller) => {
                 self.metrics
                     .record(caller.account, &caller.account_name, status, seconds)

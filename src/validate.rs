@@ -16,7 +16,7 @@ use tower::{Layer, Service};
 
 use crate::body::{response_future, Body, ResponseFuture};
 use crate::config;
-use crate::context::{ClientId, Route, RouteKind};
+use crate::context::{ClientId, ContextExt, Route, RouteKind};
 use crate::error::GatewayError;
 use crate::idenfy::{self, FieldError, Schema};
 
@@ -128,7 +128,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<Bytes>) -> ResponseFuture {
-        let route = req.extensions().get::<Route>().copied();
+        let route = req.route();
         if let Some(route) = route.filter(Route::creates_token) {
             match inspect(route.kind, req.body(), self.enabled) {
                 Ok(Some(id)) => {
@@ -192,7 +192,7 @@ mod tests {
         let mut req = Request::post("/")
             .body(Bytes::from_static(body.as_bytes()))
             .unwrap();
-        req.extensions_mut().insert(route);
+        req.context_mut().route = Some(route);
         req
     }
 

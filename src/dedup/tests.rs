@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use super::*;
 use crate::body::ResponseFuture;
+use crate::context::Caller;
 
 const KYC: Route = Route {
     kind: RouteKind::KycToken,
@@ -116,15 +117,15 @@ fn request(route: Route, account: usize, client_id: &str, body: &str) -> Request
     let mut req = Request::post(route.label)
         .body(Bytes::from(body.to_owned()))
         .unwrap();
-    let ext = req.extensions_mut();
-    ext.insert(Caller {
+    let context = req.context_mut();
+    context.caller = Some(Caller {
         team: 0,
         team_name: TEAM.into(),
         account,
         account_name: format!("account-{account}").into(),
     });
-    ext.insert(route);
-    ext.insert(ClientId(client_id.into()));
+    context.route = Some(route);
+    req.extensions_mut().insert(ClientId(client_id.into()));
     req
 }
 

@@ -22,7 +22,7 @@ use super::metrics::{LimitMetrics, PauseMetrics, QuotaMetrics};
 use super::{admit, Quota};
 use crate::body::{Body, ResponseFuture};
 use crate::config;
-use crate::context::{Caller, Deadline};
+use crate::context::ContextExt;
 use crate::deadline::wait_budget;
 use crate::error::{GatewayError, Limit};
 use crate::retry::backoff::{self, Backoff};
@@ -116,7 +116,7 @@ where
 
     fn call(&mut self, req: Request<Bytes>) -> Self::Future {
         // `identify` always sets the caller; without one the stack is miswired.
-        let index = req.extensions().get::<Caller>().map(|c| c.account);
+        let index = req.caller().map(|c| c.account);
         let Some((index, account)) = index.and_then(|a| Some((a, self.shared.accounts.get(a)?)))
         else {
             return Box::pin(std::future::ready(Err(GatewayError::Internal)));
@@ -131,7 +131,7 @@ where
         let (mut inner, shared) = (self.inner.clone(), self.shared.clone());
         Box::pin(async move {
             let account = &shared.accounts[index];
-            let budget = wait_budget(shared.max_wait, req.extensions().get::<Deadline>());
+            let budget = wait_budget(shared.max_wait, req.deadline().as_ref());
             admit(&account.quota, &account.metrics, Limit::Account, budget).await?;
             let answer = inner.call(req);
             Shared::settle(shared, index, answer).await

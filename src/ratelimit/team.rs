@@ -14,7 +14,7 @@ use super::metrics::{LimitMetrics, QuotaMetrics};
 use super::{admit, Quota};
 use crate::body::{response_future, Body, ResponseFuture};
 use crate::config;
-use crate::context::{Caller, Deadline};
+use crate::context::ContextExt;
 use crate::deadline::wait_budget;
 use crate::error::{GatewayError, Limit};
 
@@ -85,7 +85,7 @@ where
     fn call(&mut self, req: Request<Bytes>) -> Self::Future {
         // The common case, decided here: a free cell, nobody in line. The inner service is
         // called in place (it is always ready), without a clone or a wrapping state machine.
-        let team = req.extensions().get::<Caller>().map(|c| c.team);
+        let team = req.caller().map(|c| c.team);
         if let Some((quota, metrics)) = team.and_then(|t| self.shared.teams.get(t)) {
             if quota.take_free(Instant::now()) {
                 metrics.admitted(Duration::ZERO);
@@ -95,11 +95,11 @@ where
         let (mut inner, shared) = (self.inner.clone(), self.shared.clone());
         Box::pin(async move {
             // `identify` always sets the caller; without one the stack is miswired.
-            let team = req.extensions().get::<Caller>().map(|c| c.team);
+            let team = req.caller().map(|c| c.team);
             let (quota, metrics) = team
                 .and_then(|t| shared.teams.get(t))
                 .ok_or(GatewayError::Internal)?;
-            let budget = wait_budget(shared.max_wait, req.extensions().get::<Deadline>());
+            let budget = wait_budget(shared.max_wait, req.deadline().as_ref());
             admit(quota, metrics, Limit::Team, budget).await?;
             inner.ready().await?.call(req).await
         })

@@ -15,7 +15,7 @@ use tower::{Layer, Service, ServiceExt};
 use super::*;
 use crate::body::Body;
 use crate::config::{self, Rate};
-use crate::context::{Caller, Deadline};
+use crate::context::{Caller, ContextExt, Deadline};
 use crate::secret::SecretSource;
 
 mod account;
@@ -86,7 +86,7 @@ fn upstream(
         let log = log.clone();
         move |req: Request<Bytes>| {
             let mut seen = log.lock().unwrap();
-            let team = req.extensions().get::<Caller>().unwrap().team;
+            let team = req.caller().unwrap().team;
             let tag = req.extensions().get::<u32>().copied().unwrap_or(0);
             let (code, body, after) = first
                 .filter(|_| seen.is_empty())
@@ -106,7 +106,7 @@ fn upstream(
 
 fn request(team: usize, tag: u32) -> Request<Bytes> {
     let mut req = Request::get("/api/v2/status").body(Bytes::new()).unwrap();
-    req.extensions_mut().insert(Caller {
+    req.context_mut().caller = Some(Caller {
         team,
         team_name: format!("team-{team}").into(),
         account: 0,
@@ -251,8 +251,7 @@ async fn a_wait_that_would_pass_the_deadline_is_refused_at_once() {
     let svc = layer.layer(svc);
     svc.clone().oneshot(request(0, 0)).await.unwrap();
     let mut req = request(0, 1);
-    req.extensions_mut()
-        .insert(Deadline(Instant::now() + Duration::from_millis(800)));
+    req.context_mut().deadline = Some(Deadline(Instant::now() + Duration::from_millis(800)));
     let err = svc.oneshot(req).await.unwrap_err();
     assert!(
         matches!(err, GatewayError::RateLimited { retry_after, .. } if retry_after == Duration::from_secs(1))

@@ -9,6 +9,7 @@ use tokio::task::JoinSet;
 use tower::ServiceExt;
 
 use super::*;
+use crate::context::Route;
 use crate::error::{Limit, X_GATEWAY_ERROR};
 
 /// What the scripted upstream answers on one attempt.
@@ -53,7 +54,7 @@ fn upstream(
         move |req: Request<Bytes>| {
             let mut seen = log.lock().unwrap();
             let step = steps[seen.len().min(steps.len() - 1)].clone();
-            let deadline = req.extensions().get::<Deadline>().copied();
+            let deadline = req.deadline();
             seen.push(Seen {
                 at: start.elapsed(),
                 req,
@@ -109,13 +110,12 @@ fn request(kind: RouteKind, deadline: Option<Duration>) -> Request<Bytes> {
         .header("content-type", "application/json")
         .body(Bytes::from_static(br#"{"clientId":"c-1"}"#))
         .unwrap();
-    req.extensions_mut().insert(Route {
+    let context = req.context_mut();
+    context.route = Some(Route {
         kind,
         label: "test",
     });
-    if let Some(d) = deadline {
-        req.extensions_mut().insert(Deadline(Instant::now() + d));
-    }
+    context.deadline = deadline.map(|d| Deadline(Instant::now() + d));
     req
 }
 
@@ -148,7 +148,7 @@ async fn retries_503_and_502_then_succeeds_in_three_attempts() {
         assert_eq!(s.req.uri(), "/api/v2/token");
         assert_eq!(s.req.headers()["content-type"], "application/json");
         assert_eq!(&s.req.body()[..], br#"{"clientId":"c-1"}"#);
-        assert_eq!(s.req.extensions().get::<Route>().unwrap().label, "test");
+        assert_eq!(s.req.route().unwrap().label, "test");
     }
 }
 
@@ -167,7 +167,7 @@ async fn the_last_allowed_attempt_sends_the_same_request() {
             assert_eq!(s.req.uri(), "/api/v2/token");
             assert_eq!(s.req.headers()["content-type"], "application/json");
             assert_eq!(&s.req.body()[..], br#"{"clientId":"c-1"}"#);
-            assert_eq!(s.req.extensions().get::<Route>().unwrap().label, "test");
+            assert_eq!(s.req.route().unwrap().label, "test");
         }
     }
 }

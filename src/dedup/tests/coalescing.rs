@@ -132,8 +132,7 @@ async fn a_follower_past_its_deadline_leaves_while_the_leader_completes() {
     let (layer, mut svc) = stack(&upstream, config(true));
     let leader = start(&mut svc, token("c-1"));
     let mut late = token("c-1");
-    late.extensions_mut()
-        .insert(Deadline(Instant::now() + Duration::from_secs(5)));
+    late.context_mut().deadline = Some(Deadline(Instant::now() + Duration::from_secs(5)));
     let follower = start(&mut svc, late);
     // Paused time jumps to the follower's deadline while the leader is held.
     assert!(matches!(
@@ -214,7 +213,7 @@ async fn other_requests_pass_straight_through() {
     let mut no_client_id = token("c-1");
     no_client_id.extensions_mut().remove::<ClientId>();
     let mut no_caller = token("c-1");
-    no_caller.extensions_mut().remove::<Caller>();
+    no_caller.context_mut().caller = None;
     let requests = [
         request(other, 0, "c-1", "{}"),
         request(other, 0, "c-1", "{}"),
