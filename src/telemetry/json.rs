@@ -175,10 +175,10 @@ impl Visit for Fields<'_> {
     }
 }
 
-/// As `serde_json` writes an `f64` (it uses `ryu` too): `null` when not finite.
+/// As `serde_json` writes an `f64` (it uses `zmij` too): `null` when not finite.
 fn write_f64(out: &mut impl Line, value: f64) {
     if value.is_finite() {
-        out.push_str(ryu::Buffer::new().format_finite(value));
+        out.push_str(zmij::Buffer::new().format_finite(value));
     } else {
         out.push_str("null");
     }
@@ -362,7 +362,8 @@ mod tests {
 
     #[test]
     fn floats_are_written_like_serde_json() {
-        for v in [0.680922, 1.0, 0.0, 12.5, 1234.0625] {
+        // Exponents too: `ryu` writes 1e16 where `serde_json` writes 1e+16.
+        for v in [0.680922, 1.0, 0.0, 12.5, 1234.0625, 1e-7, 1.5e16, -2.5e300] {
             let ours = render(|w| write_f64(w, v));
             assert_eq!(ours, serde_json::to_string(&v).unwrap(), "{v}");
         }
