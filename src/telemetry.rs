@@ -163,26 +163,38 @@ impl LogWriter {
     }
 
     fn append(&self, line: &[u8]) {
+        self.append_with(|bytes| bytes.extend_from_slice(line));
+    }
+
+    /// Appends the line `write` formats, straight into the buffer: no line of its own, no copy.
+    /// A line that takes the buffer past [`MAX_BUFFERED`], or comes after the writer closed, is
+    /// taken back out and written in place after whatever was buffered before it.
+    pub(crate) fn append_with(&self, write: impl FnOnce(&mut Vec<u8>)) {
         let mut pending = self.shared.pending();
-        if pending.closed || pending.bytes.len() + line.len() > MAX_BUFFERED {
+        let start = pending.bytes.len();
+        write(&mut pending.bytes);
+        if pending.closed || pending.bytes.len() > MAX_BUFFERED {
+            let line = pending.bytes.split_off(start);
             drop(pending);
-            let mut out = self
-                .shared
-                .out
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            // Whatever is buffered goes first, so lines stay in order.
-            let earlier = std::mem::take(&mut self.shared.pending().bytes);
-            let _ = out.write_all(&earlier);
-            let _ = out.write_all(line).and_then(|()| out.flush());
+            self.write_in_place(&line);
             return;
         }
-        let was_empty = pending.bytes.is_empty();
-        pending.bytes.extend_from_slice(line);
         drop(pending);
-        if was_empty {
+        if start == 0 {
             self.shared.wake.notify_one();
         }
+    }
+
+    /// Writes `line` to the output now, after whatever is buffered, so lines stay in order.
+    fn write_in_place(&self, line: &[u8]) {
+        let mut out = self
+            .shared
+            .out
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let earlier = std::mem::take(&mut self.shared.pending().bytes);
+        let _ = out.write_all(&earlier);
+        let _ = out.write_all(line).and_then(|()| out.flush());
     }
 
     fn close(&self) {

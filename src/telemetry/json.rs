@@ -65,42 +65,63 @@ where
 /// Room for a request line without growing.
 const LINE_CAPACITY: usize = 384;
 
-/// The access log line for `r`: the bytes [`FastJson`] writes for `front`'s `request` event.
-pub(super) fn access_line(r: &AccessRecord<'_>) -> String {
-    let mut line = String::with_capacity(LINE_CAPACITY);
-    line.push_str("{\"timestamp\":\"");
-    write_timestamp(&mut line, SystemTime::now());
-    line.push_str("\",\"level\":\"INFO\",\"message\":\"request\"");
+/// Appends the access log line for `r` at `now` to `out`: the bytes [`FastJson`] writes for
+/// `front`'s `request` event. The field names are constants with nothing to escape, so each one
+/// is part of a fixed fragment with the quotes around it.
+pub(super) fn write_access_line(out: &mut Vec<u8>, r: &AccessRecord<'_>, now: SystemTime) {
+    out.extend_from_slice(b"{\"timestamp\":\"");
+    write_timestamp(out, now);
+    out.extend_from_slice(b"\",\"level\":\"INFO\",\"message\":\"request\",\"request_id\":\"");
+    write_str_body(out, r.request_id);
     for (name, value) in [
-        ("request_id", r.request_id),
-        ("team", r.team),
-        ("route", r.route),
-        ("method", r.method),
+        (&b"\",\"team\":\""[..], r.team),
+        (b"\",\"route\":\"", r.route),
+        (b"\",\"method\":\"", r.method),
     ] {
-        push_name(&mut line, name);
-        write_str(&mut line, value);
+        out.extend_from_slice(name);
+        write_str_body(out, value);
     }
-    push_name(&mut line, "status");
-    line.push_str(itoa::Buffer::new().format(r.status));
+    out.extend_from_slice(b"\",\"status\":");
+    out.extend_from_slice(itoa::Buffer::new().format(r.status).as_bytes());
+    out.extend_from_slice(b",\"attempts\":\"");
+    write_str_body(out, r.attempts);
     for (name, value) in [
-        ("attempts", r.attempts),
-        ("dedup", r.dedup),
-        ("error", r.error),
+        (&b"\",\"dedup\":\""[..], r.dedup),
+        (b"\",\"error\":\"", r.error),
     ] {
-        push_name(&mut line, name);
-        write_str(&mut line, value);
+        out.extend_from_slice(name);
+        write_str_body(out, value);
     }
-    push_name(&mut line, "latency_ms");
-    write_f64(&mut line, r.latency_ms);
-    line.push_str(",\"target\":\"idenfy_gateway::front\"}\n");
-    line
+    out.extend_from_slice(b"\",\"latency_ms\":");
+    write_f64(out, r.latency_ms);
+    out.extend_from_slice(b",\"target\":\"idenfy_gateway::front\"}\n");
 }
 
-/// `,"name":` for a name known to need no escaping.
-fn push_name(line: &mut String, name: &str) {
-    line.push_str(",\"");
-    line.push_str(name);
-    line.push_str("\":");
+/// What a JSON line is built in: a `String` for `tracing`'s writer, or the log buffer's bytes.
+trait Line {
+    fn push_str(&mut self, s: &str);
+    /// `bytes` are ASCII.
+    fn push_ascii(&mut self, bytes: &[u8]);
+}
+
+impl Line for String {
+    fn push_str(&mut self, s: &str) {
+        String::push_str(self, s);
+    }
+
+    fn push_ascii(&mut self, bytes: &[u8]) {
+        String::push_str(self, std::str::from_utf8(bytes).unwrap_or_default());
+    }
+}
+
+impl Line for Vec<u8> {
+    fn push_str(&mut self, s: &str) {
+        self.extend_from_slice(s.as_bytes());
+    }
+
+    fn push_ascii(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
 }
 
 /// Writes each field as `,"name":value`.
@@ -154,23 +175,28 @@ impl Visit for Fields<'_> {
     }
 }
 
-/// As `serde_json` writes an `f64` (it uses `ryu` too): `null` when not finite.
-fn write_f64(out: &mut String, value: f64) {
+/// As `serde_json` writes an `f64` (it uses `zmij` too): `null` when not finite.
+fn write_f64(out: &mut impl Line, value: f64) {
     if value.is_finite() {
-        out.push_str(ryu::Buffer::new().format_finite(value));
+        out.push_str(zmij::Buffer::new().format_finite(value));
     } else {
         out.push_str("null");
     }
 }
 
 /// A JSON string, quoted and escaped as `serde_json` escapes it.
-fn write_str(out: &mut String, s: &str) {
-    out.push('"');
+fn write_str(out: &mut impl Line, s: &str) {
+    out.push_ascii(b"\"");
+    write_str_body(out, s);
+    out.push_ascii(b"\"");
+}
+
+/// The inside of a JSON string: `s` escaped as `serde_json` escapes it.
+fn write_str_body(out: &mut impl Line, s: &str) {
     let bytes = s.as_bytes();
     // The usual case (ids, names, labels): nothing to escape, one copy.
     if !needs_escape(bytes) {
         out.push_str(s);
-        out.push('"');
         return;
     }
     let mut start = 0;
@@ -189,16 +215,20 @@ fn write_str(out: &mut String, s: &str) {
         out.push_str(&s[start..i]);
         if escape.is_empty() {
             const HEX: &[u8; 16] = b"0123456789abcdef";
-            out.push_str("\\u00");
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 0xf)]));
+            out.push_ascii(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xf)],
+            ]);
         } else {
             out.push_str(escape);
         }
         start = i + 1;
     }
     out.push_str(&s[start..]);
-    out.push('"');
 }
 
 /// Whether any byte is one JSON strings must escape (`"`, `\\`, below 0x20), eight bytes at a
@@ -231,7 +261,7 @@ thread_local! {
 }
 
 /// RFC 3339 in UTC with microseconds, as `tracing-subscriber`'s `SystemTime` timer writes it.
-fn write_timestamp(out: &mut String, now: SystemTime) {
+fn write_timestamp(out: &mut impl Line, now: SystemTime) {
     let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = i64::try_from(since.as_secs()).unwrap_or(i64::MAX);
     let (cached, mut text) = SECOND.get();
@@ -245,9 +275,8 @@ fn write_timestamp(out: &mut String, now: SystemTime) {
         *digit = b'0' + (value % 10) as u8;
         value /= 10;
     }
-    // Only ASCII digits and separators were written.
-    out.push_str(std::str::from_utf8(&text).unwrap_or("1970-01-01T00:00:00"));
-    out.push_str(std::str::from_utf8(&micros).unwrap_or(".000000Z"));
+    out.push_ascii(&text);
+    out.push_ascii(&micros);
 }
 
 fn second_text(secs: i64) -> [u8; 19] {
@@ -333,7 +362,8 @@ mod tests {
 
     #[test]
     fn floats_are_written_like_serde_json() {
-        for v in [0.680922, 1.0, 0.0, 12.5, 1234.0625] {
+        // Exponents too: `ryu` writes 1e16 where `serde_json` writes 1e+16.
+        for v in [0.680922, 1.0, 0.0, 12.5, 1234.0625, 1e-7, 1.5e16, -2.5e300] {
             let ours = render(|w| write_f64(w, v));
             assert_eq!(ours, serde_json::to_string(&v).unwrap(), "{v}");
         }
