@@ -200,15 +200,16 @@ impl Service<Request<Bytes>> for Upstream {
     }
 
     fn call(&mut self, req: Request<Bytes>) -> Self::Future {
-        let shared = self.shared.clone();
-        Box::pin(async move { shared.attempt(req).await })
+        // The attempt's own future, boxed as it is: an `async move` block around it would hold
+        // the request twice (its capture, and the attempt's argument).
+        Box::pin(self.shared.clone().attempt(req))
     }
 }
 
 impl Shared {
     /// One attempt: the response head within its bound (the metrics are recorded then), then a
     /// small body read whole before the same bound, or a large one handed on to stream.
-    async fn attempt(&self, req: Request<Bytes>) -> Result<Response<Body>, GatewayError> {
+    async fn attempt(self: Arc<Self>, req: Request<Bytes>) -> Result<Response<Body>, GatewayError> {
         let outgoing = Outgoing {
             method: req.method(),
             target: req.uri().path_and_query().map_or("/", |pq| pq.as_str()),

@@ -109,9 +109,10 @@ impl Client {
                 done => return done.map_err(|f| f.into_error(bound)),
             }
         }
-        let conn = tokio::time::timeout_at(bound.at, self.connector.connect())
-            .await
-            .map_err(|_| bound.expired.clone())??;
+        // Boxed: a TLS handshake's future is over a kilobyte, and would otherwise be part of
+        // (and moved with) every attempt's future, though only a new connection needs it.
+        let connect = Box::pin(tokio::time::timeout_at(bound.at, self.connector.connect()));
+        let conn = connect.await.map_err(|_| bound.expired.clone())??;
         self.exchange(conn, req, bound.at)
             .await
             .map_err(|f| f.into_error(bound))
