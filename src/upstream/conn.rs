@@ -6,13 +6,13 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll, Waker};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use http::uri::{Scheme, Uri};
 use rustls_pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use tokio_rustls::client::TlsStream;
@@ -69,14 +69,15 @@ impl Conn {
     }
 
     /// Whether the peer sent anything (EOF, bytes, a reset) since the connection went idle: it
-    /// cannot carry a request then. Asks tokio's readiness with a no-op waker: no syscall.
+    /// cannot carry a request then. Reads tokio's readiness (readable or read-closed, as
+    /// `poll_read_ready` would) through `try_io` with an operation that does nothing: no
+    /// syscall, and no waker stored or lock taken, as polling with a no-op waker would.
     pub fn is_readable(&self) -> bool {
         let tcp = match &self.stream {
             Stream::Plain(tcp) => tcp,
             Stream::Tls(tls) => tls.get_ref().0,
         };
-        let mut cx = Context::from_waker(Waker::noop());
-        tcp.poll_read_ready(&mut cx).is_ready()
+        tcp.try_io(Interest::READABLE, || Ok(())).is_ok()
     }
 
     /// Reads what the socket has into `buf`, with room for at least `want` bytes: `Ok(0)` at EOF.
