@@ -5,8 +5,8 @@
 //! plus an optional extra CA for `https`, plain TCP for loopback tests ([`conn`]); the wire format
 //! is in [`codec`] and [`chunked`], one exchange in [`exchange`]. `connect_timeout` and
 //! `attempt_timeout` are enforced here, and so is the request [`Deadline`] when it comes first (one
-//! timer per attempt: the retry loop sets none of its own); small bodies are read whole, others
-//! streamed back ([`body`]).
+//! bound per attempt, on a timer each connection keeps: the retry loop sets none of its own);
+//! small bodies are read whole, others streamed back ([`body`]).
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -36,7 +36,7 @@ mod exchange;
 mod pool;
 
 pub(crate) use body::UpstreamBody;
-use exchange::{Client, Outgoing};
+use exchange::{Bound, Client, Outgoing};
 
 /// Buckets of the upstream attempt duration, in seconds: iDenfy answers in tens to hundreds of
 /// milliseconds; the tail up to `attempt_timeout` (15 s by default) matters for alerts.
@@ -200,15 +200,16 @@ impl Service<Request<Bytes>> for Upstream {
     }
 
     fn call(&mut self, req: Request<Bytes>) -> Self::Future {
-        let shared = self.shared.clone();
-        Box::pin(async move { shared.attempt(req).await })
+        // The attempt's own future, boxed as it is: an `async move` block around it would hold
+        // the request twice (its capture, and the attempt's argument).
+        Box::pin(self.shared.clone().attempt(req))
     }
 }
 
 impl Shared {
     /// One attempt: the response head within its bound (the metrics are recorded then), then a
     /// small body read whole before the same bound, or a large one handed on to stream.
-    async fn attempt(&self, req: Request<Bytes>) -> Result<Response<Body>, GatewayError> {
+    async fn attempt(self: Arc<Self>, req: Request<Bytes>) -> Result<Response<Body>, GatewayError> {
         let outgoing = Outgoing {
             method: req.method(),
             target: req.uri().path_and_query().map_or("/", |pq| pq.as_str()),
@@ -216,10 +217,8 @@ impl Shared {
             body: req.body(),
         };
         let started = Instant::now();
-        let (bound, expired) = self.bound(started, req.deadline().as_ref());
-        let result = tokio::time::timeout_at(bound, self.client.send(&outgoing, started))
-            .await
-            .unwrap_or_else(|_| Err(expired.clone()));
+        let bound = self.bound(started, req.deadline().as_ref());
+        let result = self.client.send(&outgoing, started, &bound).await;
         let seconds = started.elapsed().as_secs_f64();
         let status = result.as_ref().map(|answer| answer.status);
         match req.caller() {
@@ -231,9 +230,7 @@ impl Shared {
             None => self.metrics.record(usize::MAX, "", status, seconds),
         }
         let answer = result?;
-        let body = tokio::time::timeout_at(bound, answer.body.into_body(self.client.pool()))
-            .await
-            .unwrap_or(Err(expired))?;
+        let body = answer.body.into_body(self.client.pool(), &bound).await?;
         let mut res = Response::new(body);
         *res.status_mut() = answer.status;
         *res.headers_mut() = answer.headers;
@@ -244,11 +241,12 @@ impl Shared {
     /// When an attempt started at `started` must end, and its error if it does not: after
     /// `attempt_timeout` (`UpstreamTimedOut`, may be retried), or at the request deadline when that
     /// comes first (`DeadlineExceeded`: 504 `x-gateway-error: deadline`, never retried).
-    fn bound(&self, started: Instant, deadline: Option<&Deadline>) -> (Instant, GatewayError) {
+    fn bound(&self, started: Instant, deadline: Option<&Deadline>) -> Bound {
         let timeout = started + self.attempt_timeout;
-        match deadline {
+        let (at, expired) = match deadline {
             Some(d) if d.0 < timeout => (d.0, GatewayError::DeadlineExceeded),
             _ => (timeout, GatewayError::UpstreamTimedOut),
-        }
+        };
+        Bound { at, expired }
     }
 }

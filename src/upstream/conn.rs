@@ -1,18 +1,20 @@
 //! Connections to iDenfy: TCP without Nagle, TLS (ALPN `http/1.1`, SNI from the host) for
-//! `https`, and the buffers each connection keeps across the requests it carries.
+//! `https`, and the buffers (and the attempt timer) each connection keeps across the requests it
+//! carries.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use http::uri::{Scheme, Uri};
 use rustls_pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
@@ -38,6 +40,10 @@ pub struct Conn {
     pub out: Vec<u8>,
     /// Where the header lines of the response head being parsed are (reused).
     pub indices: Vec<super::codec::HeaderIndices>,
+    /// The bound of the attempt the connection carries. Kept and moved on ([`Conn::arm`]) rather
+    /// than a new timer per attempt: a later deadline is a compare-and-swap, where a new timer
+    /// is an insertion into tokio's timer wheel and a removal, each under its lock.
+    timer: Pin<Box<Sleep>>,
 }
 
 impl Conn {
@@ -47,18 +53,31 @@ impl Conn {
             buf: BytesMut::with_capacity(READ_BUF),
             out: Vec::new(),
             indices: Vec::new(),
+            timer: Box::pin(tokio::time::sleep_until(Instant::now())),
         }
     }
 
+    /// Sets the bound of the attempt about to use the connection: [`Conn::poll_expired`] is
+    /// ready once it passes.
+    pub fn arm(&mut self, bound: Instant) {
+        self.timer.as_mut().reset(bound);
+    }
+
+    /// Whether the bound set by [`Conn::arm`] passed; else the task is woken when it does.
+    pub fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.timer.as_mut().poll(cx)
+    }
+
     /// Whether the peer sent anything (EOF, bytes, a reset) since the connection went idle: it
-    /// cannot carry a request then. Asks tokio's readiness with a no-op waker: no syscall.
+    /// cannot carry a request then. Reads tokio's readiness (readable or read-closed, as
+    /// `poll_read_ready` would) through `try_io` with an operation that does nothing: no
+    /// syscall, and no waker stored or lock taken, as polling with a no-op waker would.
     pub fn is_readable(&self) -> bool {
         let tcp = match &self.stream {
             Stream::Plain(tcp) => tcp,
             Stream::Tls(tls) => tls.get_ref().0,
         };
-        let mut cx = Context::from_waker(Waker::noop());
-        tcp.poll_read_ready(&mut cx).is_ready()
+        tcp.try_io(Interest::READABLE, || Ok(())).is_ok()
     }
 
     /// Reads what the socket has into `buf`, with room for at least `want` bytes: `Ok(0)` at EOF.
@@ -70,9 +89,41 @@ impl Conn {
         std::pin::pin!(self.stream.read_buf(&mut self.buf)).poll(cx)
     }
 
-    pub async fn read_more(&mut self, want: usize) -> io::Result<usize> {
-        std::future::poll_fn(|cx| self.poll_read_more(cx, want)).await
+    /// Writes the request in `out`, from byte `*at` on (advanced as it goes).
+    pub fn poll_write_out(&mut self, cx: &mut Context<'_>, at: &mut usize) -> Poll<io::Result<()>> {
+        poll_write_all(&mut self.stream, cx, &self.out, at)
     }
+
+    /// Writes `data` from byte `*at` on (advanced as it goes).
+    pub fn poll_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        data: &[u8],
+        at: &mut usize,
+    ) -> Poll<io::Result<()>> {
+        poll_write_all(&mut self.stream, cx, data, at)
+    }
+
+    pub fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+}
+
+/// `write_all` as a poll function: what is written is remembered in `at`.
+fn poll_write_all(
+    stream: &mut Stream,
+    cx: &mut Context<'_>,
+    data: &[u8],
+    at: &mut usize,
+) -> Poll<io::Result<()>> {
+    while *at < data.len() {
+        let n = ready!(Pin::new(&mut *stream).poll_write(cx, &data[*at..]))?;
+        if n == 0 {
+            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+        }
+        *at += n;
+    }
+    Poll::Ready(Ok(()))
 }
 
 /// Opens connections to the upstream's host and port.

@@ -1,11 +1,14 @@
 //! One request on the wire, polled in the caller's task: take an idle connection (or open one),
 //! write the request, read the response head; then read a small body whole, or hand the
 //! connection to a streamed body. A reused connection the server had closed is retried once on
-//! a new one.
+//! a new one. The attempt's [`Bound`] is enforced here: by the connection's own timer while it
+//! is read or written, by a timer of its own while a new connection is opened.
+
+use std::future::poll_fn;
+use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, Method, StatusCode};
-use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
 use super::body::{take_buffered, UpstreamBody};
@@ -29,6 +32,14 @@ pub struct Outgoing<'a> {
     pub body: &'a [u8],
 }
 
+/// When an attempt must end (the head read, and a small body with it), and its error if it
+/// does not.
+pub struct Bound {
+    pub at: Instant,
+    /// `UpstreamTimedOut` or `DeadlineExceeded`.
+    pub expired: GatewayError,
+}
+
 /// A response head; its body is still on the connection.
 pub struct Answer {
     pub status: StatusCode,
@@ -49,11 +60,16 @@ enum Failure {
     /// had closed it while idle and processed nothing.
     Unanswered,
     Protocol,
+    /// The attempt's bound passed.
+    Expired,
 }
 
-impl From<Failure> for GatewayError {
-    fn from(_: Failure) -> Self {
-        GatewayError::UpstreamProtocol
+impl Failure {
+    fn into_error(self, bound: &Bound) -> GatewayError {
+        match self {
+            Failure::Unanswered | Failure::Protocol => GatewayError::UpstreamProtocol,
+            Failure::Expired => bound.expired.clone(),
+        }
     }
 }
 
@@ -78,24 +94,44 @@ impl Client {
         &self.pool
     }
 
-    /// Sends `req` and reads the response head.
-    pub async fn send(&self, req: &Outgoing<'_>, now: Instant) -> Result<Answer, GatewayError> {
+    /// Sends `req` and reads the response head, within `bound`.
+    pub async fn send(
+        &self,
+        req: &Outgoing<'_>,
+        now: Instant,
+        bound: &Bound,
+    ) -> Result<Answer, GatewayError> {
         if let Some(conn) = self.pool.checkout(now) {
-            match self.exchange(conn, req).await {
+            match self.exchange(conn, req, bound.at).await {
                 Err(Failure::Unanswered) => {
                     tracing::debug!("idle upstream connection was closed; sending on a new one");
                 }
-                done => return done.map_err(GatewayError::from),
+                done => return done.map_err(|f| f.into_error(bound)),
             }
         }
-        let conn = self.connector.connect().await?;
-        Ok(self.exchange(conn, req).await?)
+        // Boxed: a TLS handshake's future is over a kilobyte, and would otherwise be part of
+        // (and moved with) every attempt's future, though only a new connection needs it.
+        let connect = Box::pin(tokio::time::timeout_at(bound.at, self.connector.connect()));
+        let conn = connect.await.map_err(|_| bound.expired.clone())??;
+        self.exchange(conn, req, bound.at)
+            .await
+            .map_err(|f| f.into_error(bound))
     }
 
-    async fn exchange(&self, mut conn: Conn, req: &Outgoing<'_>) -> Result<Answer, Failure> {
-        if let Err(e) = write(&mut conn, &self.host, req).await {
-            tracing::debug!(error = %e, "writing to iDenfy failed");
-            return Err(Failure::Unanswered);
+    async fn exchange(
+        &self,
+        mut conn: Conn,
+        req: &Outgoing<'_>,
+        bound: Instant,
+    ) -> Result<Answer, Failure> {
+        conn.arm(bound);
+        match write(&mut conn, &self.host, req).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "writing to iDenfy failed");
+                return Err(Failure::Unanswered);
+            }
+            Err(expired) => return Err(expired),
         }
         let head = read_head(&mut conn, req.method).await?;
         let decoder = match head.framing {
@@ -116,7 +152,25 @@ impl Client {
     }
 }
 
-async fn write(conn: &mut Conn, host: &[u8], req: &Outgoing<'_>) -> std::io::Result<()> {
+/// `op` on the connection until it is ready, unless the bound [`Conn::arm`] set passes first
+/// (`Failure::Expired`). The timer is polled only when `op` is not ready.
+async fn bounded<T>(
+    conn: &mut Conn,
+    mut op: impl FnMut(&mut Conn, &mut Context<'_>) -> Poll<T>,
+) -> Result<T, Failure> {
+    poll_fn(|cx| match op(conn, cx) {
+        Poll::Ready(done) => Poll::Ready(Ok(done)),
+        Poll::Pending => conn.poll_expired(cx).map(|()| Err(Failure::Expired)),
+    })
+    .await
+}
+
+/// Writes the request: `Err` when the bound passed, `Ok(Err)` when the connection failed.
+async fn write(
+    conn: &mut Conn,
+    host: &[u8],
+    req: &Outgoing<'_>,
+) -> Result<std::io::Result<()>, Failure> {
     let inline = codec::encode_request(
         &mut conn.out,
         req.method,
@@ -125,18 +179,28 @@ async fn write(conn: &mut Conn, host: &[u8], req: &Outgoing<'_>) -> std::io::Res
         req.headers,
         req.body,
     );
-    conn.stream.write_all(&conn.out).await?;
-    if !inline {
-        conn.stream.write_all(req.body).await?;
-    }
-    conn.stream.flush().await
+    let (mut head, mut body) = (0, 0);
+    bounded(conn, |conn, cx| {
+        std::task::ready!(conn.poll_write_out(cx, &mut head))?;
+        if !inline {
+            std::task::ready!(conn.poll_write(cx, req.body, &mut body))?;
+        }
+        conn.poll_flush(cx)
+    })
+    .await
+}
+
+/// Reads what the socket has into the connection's buffer (room for `want` more bytes at
+/// least), within the bound.
+async fn read_more(conn: &mut Conn, want: usize) -> Result<std::io::Result<usize>, Failure> {
+    bounded(conn, |conn, cx| conn.poll_read_more(cx, want)).await
 }
 
 /// Reads up to the final response head.
 async fn read_head(conn: &mut Conn, method: &Method) -> Result<ResponseHead, Failure> {
     let mut received = false;
     loop {
-        match conn.read_more(0).await {
+        match read_more(conn, 0).await? {
             Ok(0) | Err(_) if !received => return Err(Failure::Unanswered),
             Ok(0) | Err(_) => return Err(protocol("connection closed before a response head")),
             Ok(_) => received = true,
@@ -176,8 +240,8 @@ fn protocol(e: impl std::fmt::Display) -> Failure {
 
 impl Pending {
     /// The body: whole when it is small or already read (the connection goes back to `pool`),
-    /// else streamed from the connection.
-    pub async fn into_body(self, pool: &Pool) -> Result<Body, GatewayError> {
+    /// within `bound`, else streamed from the connection.
+    pub async fn into_body(self, pool: &Pool, bound: &Bound) -> Result<Body, GatewayError> {
         let Pending {
             mut conn,
             mut decoder,
@@ -187,12 +251,16 @@ impl Pending {
             let n = n as usize;
             while conn.buf.len() < n {
                 let want = n - conn.buf.len();
-                if conn.read_more(want).await.map_err(protocol)? == 0 {
-                    return Err(protocol("connection closed inside a response body").into());
+                let read = read_more(&mut conn, want).await;
+                match read.map_err(|f| f.into_error(bound))? {
+                    Ok(0) => return Err(body_cut(bound)),
+                    Ok(_) => {}
+                    Err(e) => return Err(protocol(e).into_error(bound)),
                 }
             }
         }
-        let (data, done) = take_buffered(&mut decoder, &mut conn.buf).map_err(protocol)?;
+        let (data, done) = take_buffered(&mut decoder, &mut conn.buf)
+            .map_err(|e| protocol(e).into_error(bound))?;
         if !done {
             let body = UpstreamBody::new(conn, decoder, reusable, pool.clone(), data);
             return Ok(Body::upstream(body));
@@ -202,4 +270,8 @@ impl Pending {
         }
         Ok(data.map_or_else(Body::empty, Body::full))
     }
+}
+
+fn body_cut(bound: &Bound) -> GatewayError {
+    protocol("connection closed inside a response body").into_error(bound)
 }

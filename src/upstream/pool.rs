@@ -62,18 +62,17 @@ impl Pool {
             return;
         }
         conn.buf.clear();
-        let idle = Idle {
-            conn,
-            since: Instant::now(),
-        };
-        let evicted = {
-            let mut pool = self.shared.lock();
-            let evicted = (pool.len() >= self.shared.max_idle)
-                .then(|| pool.pop_front())
-                .flatten();
-            pool.push_back(idle);
-            evicted
-        };
+        let since = Instant::now();
+        let mut pool = self.shared.lock();
+        if pool.len() < self.shared.max_idle {
+            // The usual case: nothing evicted, so nothing to carry out of the lock.
+            pool.push_back(Idle { conn, since });
+            return;
+        }
+        let evicted = pool.pop_front();
+        pool.push_back(Idle { conn, since });
+        // Closed outside the lock.
+        drop(pool);
         drop(evicted);
     }
 
