@@ -87,6 +87,18 @@ impl Callers {
             .ok_or(GatewayError::Unauthorized)
     }
 
+    /// [`identify`](Self::identify) on a request's headers: `Authorization` is looked up only
+    /// when some team has a token.
+    pub fn identify_request(&self, headers: &http::HeaderMap) -> Result<&Caller, GatewayError> {
+        let authorization = match self.by_digest.is_empty() {
+            true => None,
+            false => headers
+                .get(http::header::AUTHORIZATION)
+                .map(http::HeaderValue::as_bytes),
+        };
+        self.identify(authorization)
+    }
+
     fn by_credentials(&self, value: &[u8]) -> Option<usize> {
         let (scheme, rest) = split_scheme(value)?;
         if scheme.eq_ignore_ascii_case(b"bearer") {
@@ -220,5 +232,14 @@ mod tests {
         ] {
             assert_eq!(&*c.identify(auth).unwrap().team_name, "app");
         }
+    }
+
+    #[test]
+    fn identifies_a_request_by_its_authorization_header() {
+        let c = callers("[[team]]\nname = \"app\"\n[[team]]\nname = \"ops\"\ntoken = \"t\"\n");
+        let mut headers = http::HeaderMap::new();
+        assert_eq!(&*c.identify_request(&headers).unwrap().team_name, "app");
+        headers.insert(http::header::AUTHORIZATION, "Bearer t".parse().unwrap());
+        assert_eq!(&*c.identify_request(&headers).unwrap().team_name, "ops");
     }
 }
