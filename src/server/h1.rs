@@ -8,7 +8,7 @@
 //! answer in one write. The wire format is in [`head`] and [`encode`].
 
 use std::future::{poll_fn, Future};
-use std::io::IoSlice;
+use std::io::{self, IoSlice};
 use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::task::Poll;
@@ -401,12 +401,23 @@ impl<S: App> Conn<S> {
         let _ = tokio::time::timeout(LINGER_TIME, drain).await;
     }
 
-    /// Writes what `out` holds.
+    /// Writes what `out` holds. The send buffer almost always has room for an answer: a
+    /// readiness-checked non-blocking write is tried first, and the async write (its future,
+    /// readiness poll and waker) is only for what it leaves.
     async fn write_out(&mut self) -> bool {
         if self.out.is_empty() {
             return true;
         }
-        let written = self.stream.write_all(&self.out).await.is_ok();
+        let written = match self.stream.try_write(&self.out) {
+            Ok(n) if n == self.out.len() => true,
+            // What `write_all` makes of a write of nothing: `WriteZero`.
+            Ok(0) => false,
+            Ok(n) => self.stream.write_all(&self.out[n..]).await.is_ok(),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.stream.write_all(&self.out).await.is_ok()
+            }
+            Err(_) => false,
+        };
         self.out.clear();
         written
     }
