@@ -8,10 +8,10 @@
 //! answer in one write. The wire format is in [`head`] and [`encode`].
 
 use std::future::{poll_fn, Future};
-use std::io::IoSlice;
+use std::io::{self, IoSlice};
 use std::pin::{pin, Pin};
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -82,6 +82,8 @@ struct Conn<S> {
     /// head; a wait made per read would queue and dequeue a waiter on the channel each time.
     /// Once it has resolved the loop ends: it is not polled again.
     stopping: Stopping,
+    /// The waker `stopping` was last polled with ([`poll_stopping`]).
+    stopping_waker: Option<Waker>,
 }
 
 type Stopping = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -125,6 +127,7 @@ impl<S: App> Server<S> {
             indices: Vec::new(),
             service: self.service.clone(),
             stopping: Box::pin(stopped_owned(stop.clone())),
+            stopping_waker: None,
             stop,
         };
         // The first head is due within the timeout from accept; later ones from their first byte.
@@ -177,6 +180,28 @@ impl<S: App> Server<S> {
 /// Resolves once the stop flag is set, owning its receiver.
 async fn stopped_owned(mut stop: watch::Receiver<bool>) {
     super::stopped(&mut stop).await;
+}
+
+/// Polls `stopping` only when it may have changed: when something was sent on `stop` (after the
+/// receiver's own version: a send the clone saw already is caught by the first poll), or when
+/// the task's waker is not the one it holds. Otherwise it is pending and wakes this task on a
+/// send; polling it again would only take the channel's waiter lock, once per request.
+fn poll_stopping(
+    stopping: &mut Stopping,
+    polled_with: &mut Option<Waker>,
+    stop: &watch::Receiver<bool>,
+    cx: &mut Context<'_>,
+) -> Poll<()> {
+    let same_waker = polled_with
+        .as_ref()
+        .is_some_and(|w| w.will_wake(cx.waker()));
+    if same_waker && matches!(stop.has_changed(), Ok(false)) {
+        return Poll::Pending;
+    }
+    if !same_waker {
+        *polled_with = Some(cx.waker().clone());
+    }
+    stopping.as_mut().poll(cx)
 }
 
 /// Takes the request at the start of `buf` when all its head is there. Not async: the header
@@ -236,12 +261,22 @@ impl<S: App> Conn<S> {
             None => tokio::select! {
                 biased;
                 read = read => read,
-                () = self.stopping.as_mut() => return false,
+                () = poll_fn(|cx| poll_stopping(
+                    &mut self.stopping,
+                    &mut self.stopping_waker,
+                    &self.stop,
+                    cx,
+                )) => return false,
             },
             Some(at) if idle => tokio::select! {
                 biased;
                 read = read => read,
-                () = self.stopping.as_mut() => return false,
+                () = poll_fn(|cx| poll_stopping(
+                    &mut self.stopping,
+                    &mut self.stopping_waker,
+                    &self.stop,
+                    cx,
+                )) => return false,
                 _ = tokio::time::sleep_until(at) => return false,
             },
             Some(at) => match tokio::time::timeout_at(at, read).await {
@@ -401,12 +436,23 @@ impl<S: App> Conn<S> {
         let _ = tokio::time::timeout(LINGER_TIME, drain).await;
     }
 
-    /// Writes what `out` holds.
+    /// Writes what `out` holds. The send buffer almost always has room for an answer: a
+    /// readiness-checked non-blocking write is tried first, and the async write (its future,
+    /// readiness poll and waker) is only for what it leaves.
     async fn write_out(&mut self) -> bool {
         if self.out.is_empty() {
             return true;
         }
-        let written = self.stream.write_all(&self.out).await.is_ok();
+        let written = match self.stream.try_write(&self.out) {
+            Ok(n) if n == self.out.len() => true,
+            // What `write_all` makes of a write of nothing: `WriteZero`.
+            Ok(0) => false,
+            Ok(n) => self.stream.write_all(&self.out[n..]).await.is_ok(),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.stream.write_all(&self.out).await.is_ok()
+            }
+            Err(_) => false,
+        };
         self.out.clear();
         written
     }

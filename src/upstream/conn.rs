@@ -117,13 +117,30 @@ fn poll_write_all(
     at: &mut usize,
 ) -> Poll<io::Result<()>> {
     while *at < data.len() {
-        let n = ready!(Pin::new(&mut *stream).poll_write(cx, &data[*at..]))?;
+        let n = ready!(poll_write_some(stream, cx, &data[*at..]))?;
         if n == 0 {
             return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
         }
         *at += n;
     }
     Poll::Ready(Ok(()))
+}
+
+/// One write. On a plain connection the send buffer almost always has room for a request: a
+/// readiness-checked non-blocking write is tried first, and the async write (its readiness
+/// poll and waker) only when the socket is full.
+fn poll_write_some(
+    stream: &mut Stream,
+    cx: &mut Context<'_>,
+    data: &[u8],
+) -> Poll<io::Result<usize>> {
+    if let Stream::Plain(tcp) = stream {
+        match tcp.try_write(data) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            done => return Poll::Ready(done),
+        }
+    }
+    Pin::new(stream).poll_write(cx, data)
 }
 
 /// Opens connections to the upstream's host and port.
