@@ -123,7 +123,7 @@ where
         };
         // The common case, decided here: a free cell, nobody in line, no pause. The inner
         // service is called in place (it is always ready): no wait future, no clone of it.
-        if account.quota.take_free(Instant::now()) {
+        if account.quota.take_free() {
             account.metrics.admitted(Duration::ZERO);
             let answer = self.inner.call(req);
             return Box::pin(Shared::settle(self.shared.clone(), index, answer));
