@@ -161,8 +161,11 @@ impl Shared {
     where
         S: Service<Request<Bytes>, Response = Response<Body>, Error = GatewayError>,
     {
-        let kind = req.route().map_or(RouteKind::Other, |r| r.kind);
-        let deadline = req.deadline();
+        // One look-up of the request's context for both (each is a hashed extension look-up).
+        let (route, deadline) = req
+            .context()
+            .map_or((None, None), |c| (c.route, c.deadline));
+        let kind = route.map_or(RouteKind::Other, |r| r.kind);
         self.budget.deposit();
         let (mut attempts, mut last) = (0, None);
         loop {

@@ -8,13 +8,15 @@
 //! up to 5 s with the defaults. Any other answer resets `k`.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
+use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
@@ -104,11 +106,11 @@ where
         + Clone
         + Send
         + 'static,
-    S::Future: Send,
+    S::Future: Send + 'static,
 {
     type Response = Response<Body>;
     type Error = GatewayError;
-    type Future = ResponseFuture;
+    type Future = AccountFuture<S::Future>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
         Poll::Ready(Ok(()))
@@ -119,43 +121,111 @@ where
         let index = req.caller().map(|c| c.account);
         let Some((index, account)) = index.and_then(|a| Some((a, self.shared.accounts.get(a)?)))
         else {
-            return Box::pin(std::future::ready(Err(GatewayError::Internal)));
+            return AccountFuture::boxed(Box::pin(std::future::ready(Err(GatewayError::Internal))));
         };
         // The common case, decided here: a free cell, nobody in line, no pause. The inner
-        // service is called in place (it is always ready): no wait future, no clone of it.
-        if account.quota.take_free(Instant::now()) {
+        // service is called in place (it is always ready): no wait future, no clone of it, and
+        // no box either: the answer is settled by `AccountFuture` itself.
+        if account.quota.take_free() {
             account.metrics.admitted(Duration::ZERO);
-            let answer = self.inner.call(req);
-            return Box::pin(Shared::settle(self.shared.clone(), index, answer));
+            return AccountFuture::Settling {
+                answer: self.inner.call(req),
+                shared: Some(self.shared.clone()),
+                index,
+            };
         }
         let (mut inner, shared) = (self.inner.clone(), self.shared.clone());
-        Box::pin(async move {
+        AccountFuture::boxed(Box::pin(async move {
             let account = &shared.accounts[index];
             let budget = wait_budget(shared.max_wait, req.deadline().as_ref());
             admit(&account.quota, &account.metrics, Limit::Account, budget).await?;
-            let answer = inner.call(req);
-            Shared::settle(shared, index, answer).await
-        })
+            let res = inner.call(req).await?;
+            Shared::settle(shared, index, res).await
+        }))
+    }
+}
+
+pin_project! {
+    /// The account limit's answer: the inner service's future, settled in place when the quota
+    /// let the attempt go at once (the usual attempt: no box of its own), or a boxed future (a
+    /// wait in line, a 400 whose body is read, a miswired stack).
+    #[project = AccountFutureProj]
+    pub enum AccountFuture<F> {
+        /// The inner answer, then settled (`shared` is taken once it is).
+        Settling {
+            #[pin]
+            answer: F,
+            shared: Option<Arc<Shared>>,
+            index: usize,
+        },
+        /// Anything else.
+        Boxed { future: ResponseFuture },
+    }
+}
+
+impl<F> AccountFuture<F> {
+    fn boxed(future: ResponseFuture) -> Self {
+        AccountFuture::Boxed { future }
+    }
+}
+
+impl<F> Future for AccountFuture<F>
+where
+    F: Future<Output = Result<Response<Body>, GatewayError>>,
+{
+    type Output = Result<Response<Body>, GatewayError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let (res, shared, index) = match self.as_mut().project() {
+            AccountFutureProj::Boxed { future } => return future.as_mut().poll(cx),
+            AccountFutureProj::Settling {
+                answer,
+                shared,
+                index,
+            } => {
+                let res = ready!(answer.poll(cx))?;
+                // Polled again after `Ready` (a misuse): the miswired-stack answer.
+                let shared = shared.take().ok_or(GatewayError::Internal)?;
+                (res, shared, *index)
+            }
+        };
+        if !inspect::needs_identifier(res.status()) {
+            return Poll::Ready(Ok(shared.settle_now(index, res, None)));
+        }
+        // A 400: its body is read for its `identifier` (a rare path, boxed).
+        self.set(AccountFuture::boxed(Box::pin(Shared::settle(
+            shared, index, res,
+        ))));
+        self.poll(cx)
     }
 }
 
 impl Shared {
-    /// The attempt's answer, once it comes: a throttled one pauses the account (account `index`,
-    /// known to exist), any other ends its streak of throttled answers. Only a 400 has its body
-    /// read (boxed, a rare path), for its `identifier`.
+    /// The attempt's answer `res` settled: only a 400 has its body read (boxed, a rare path),
+    /// for its `identifier`.
     async fn settle(
         self: Arc<Self>,
         index: usize,
-        answer: impl Future<Output = Result<Response<Body>, GatewayError>>,
+        res: Response<Body>,
     ) -> Result<Response<Body>, GatewayError> {
-        let res = answer.await?;
         let (res, identifier) = if inspect::needs_identifier(res.status()) {
-            Box::pin(inspect::with_identifier(res)).await?
+            inspect::with_identifier(res).await?
         } else {
             (res, None)
         };
+        Ok(self.settle_now(index, res, identifier.as_deref()))
+    }
+
+    /// A throttled answer pauses the account (account `index`, known to exist), any other ends
+    /// its streak of throttled answers.
+    fn settle_now(
+        &self,
+        index: usize,
+        res: Response<Body>,
+        identifier: Option<&str>,
+    ) -> Response<Body> {
         let account = &self.accounts[index];
-        if is_throttled(res.status(), identifier.as_deref()) {
+        if is_throttled(res.status(), identifier) {
             let streak = account.throttled.fetch_add(1, Ordering::Relaxed);
             let pause =
                 backoff::retry_after(res.headers()).unwrap_or_else(|| self.pause.ceiling(streak));
@@ -163,7 +233,7 @@ impl Shared {
         } else {
             account.throttled.store(0, Ordering::Relaxed);
         }
-        Ok(res)
+        res
     }
 }
 

@@ -107,11 +107,14 @@ impl Quota {
         }
     }
 
-    /// Takes a free cell at `now` if one is there for the taking (nobody waiting, no pause),
-    /// changing nothing otherwise: the synchronous common case of [`Quota::acquire`].
-    pub fn take_free(&self, now: Instant) -> bool {
+    /// Takes a free cell now if one is there for the taking (nobody waiting, no pause), changing
+    /// nothing otherwise: the synchronous common case of [`Quota::acquire`]. The clock is read
+    /// only when a pause is set (governor reads its own): the usual request reads it once here.
+    pub fn take_free(&self) -> bool {
         let line = self.line();
-        line.waiting == 0 && line.paused_until.is_none_or(|p| p <= now) && self.gcra.check().is_ok()
+        line.waiting == 0
+            && line.paused_until.is_none_or(|p| p <= Instant::now())
+            && self.gcra.check().is_ok()
     }
 
     /// Arrival at `now`: take a free cell, reserve a place no later than `now + budget`, or refuse.

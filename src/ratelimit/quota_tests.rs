@@ -145,24 +145,24 @@ async fn a_newcomer_never_takes_the_cell_reserved_for_a_waiter() {
 async fn take_free_spends_only_a_free_cell_and_never_jumps_the_line() {
     let q = quota(5, 2);
     let now = Instant::now();
-    assert!(q.take_free(now));
-    assert!(q.take_free(now));
+    assert!(q.take_free());
+    assert!(q.take_free());
     // Burst spent: refused, and nothing reserved (the next cell is still 200 ms away).
-    assert!(!q.take_free(now));
+    assert!(!q.take_free());
     let place = match q.admit(now, LONG).unwrap() {
         Admission::Queued(place) => place,
         Admission::Now => panic!("the burst was spent"),
     };
     // Someone is waiting: even once a cell is free, it is theirs.
     tokio::time::advance(Duration::from_millis(200)).await;
-    assert!(!q.take_free(Instant::now()));
+    assert!(!q.take_free());
     place.wait().await.unwrap();
     tokio::time::advance(Duration::from_millis(200)).await;
-    assert!(q.take_free(Instant::now()));
+    assert!(q.take_free());
     // Paused (iDenfy said 429): nothing is free until the pause ends.
     tokio::time::advance(Duration::from_secs(1)).await;
     q.pause_until(Instant::now() + Duration::from_secs(2));
-    assert!(!q.take_free(Instant::now()));
+    assert!(!q.take_free());
     tokio::time::advance(Duration::from_secs(2)).await;
-    assert!(q.take_free(Instant::now()));
+    assert!(q.take_free());
 }

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
-use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
 
 use super::metrics::{LimitMetrics, QuotaMetrics};
@@ -87,7 +86,7 @@ where
         // called in place (it is always ready), without a clone or a wrapping state machine.
         let team = req.caller().map(|c| c.team);
         if let Some((quota, metrics)) = team.and_then(|t| self.shared.teams.get(t)) {
-            if quota.take_free(Instant::now()) {
+            if quota.take_free() {
                 metrics.admitted(Duration::ZERO);
                 return response_future(self.inner.call(req));
             }
