@@ -35,6 +35,34 @@ where
     }
 }
 
+/// Pieces of a body gathered into one `Bytes`: a single piece (the usual case) is kept as it
+/// came, without a copy or an allocation; several are joined.
+#[derive(Debug, Default)]
+pub(crate) struct Joined {
+    first: Option<Bytes>,
+    joined: Option<bytes::BytesMut>,
+}
+
+impl Joined {
+    pub(crate) fn push(&mut self, data: Bytes) {
+        match (&self.first, &mut self.joined) {
+            (None, _) => self.first = Some(data),
+            (Some(_), Some(joined)) => joined.extend_from_slice(&data),
+            (Some(first), None) => {
+                let mut both = bytes::BytesMut::with_capacity(first.len() + data.len());
+                both.extend_from_slice(first);
+                both.extend_from_slice(&data);
+                self.joined = Some(both);
+            }
+        }
+    }
+
+    /// What was gathered; `None` if nothing was.
+    pub(crate) fn finish(self) -> Option<Bytes> {
+        self.joined.map(bytes::BytesMut::freeze).or(self.first)
+    }
+}
+
 /// A response body. Request bodies travel the stack as plain [`Bytes`]: they are read once,
 /// bounded by `limits.max_body`, so that a retry or a coalesced flight can send them again.
 #[derive(Debug)]
@@ -119,6 +147,21 @@ impl http_body::Body for Body {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn joins_pieces_and_keeps_a_single_one_as_it_came() {
+        assert_eq!(Joined::default().finish(), None);
+        let one = Bytes::from_static(b"abc");
+        let mut single = Joined::default();
+        single.push(one.clone());
+        let kept = single.finish().unwrap();
+        assert_eq!(kept.as_ptr(), one.as_ptr());
+        let mut several = Joined::default();
+        for piece in [&b"ab"[..], b"c", b"def"] {
+            several.push(Bytes::copy_from_slice(piece));
+        }
+        assert_eq!(&several.finish().unwrap()[..], b"abcdef");
+    }
 
     fn address(f: &ResponseFuture) -> *const () {
         let inner: &(dyn Future<Output = _> + Send) = &**f;

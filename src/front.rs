@@ -14,13 +14,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use http_body_util::BodyExt;
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
-use crate::body::Body;
+use crate::body::{Body, Joined};
 use crate::context::{Deadline, RequestContext};
 use crate::deadline::deadline_for;
 use crate::error::GatewayError;
@@ -290,8 +290,7 @@ where
     B: http_body::Body<Data = Bytes>,
 {
     let mut body = std::pin::pin!(body);
-    let mut first: Option<Bytes> = None;
-    let mut joined: Option<BytesMut> = None;
+    let mut gathered = Joined::default();
     let mut len = 0u64;
     while let Some(frame) = body.frame().await {
         let Ok(data) = frame.map_err(|_| GatewayError::BodyRead)?.into_data() else {
@@ -301,18 +300,9 @@ where
         if len > max {
             return Err(GatewayError::PayloadTooLarge { limit: max });
         }
-        match (&first, &mut joined) {
-            (None, _) => first = Some(data),
-            (Some(_), Some(joined)) => joined.extend_from_slice(&data),
-            (Some(f), None) => {
-                let mut both = BytesMut::with_capacity(f.len() + data.len());
-                both.extend_from_slice(f);
-                both.extend_from_slice(&data);
-                joined = Some(both);
-            }
-        }
+        gathered.push(data);
     }
-    Ok(joined.map(BytesMut::freeze).or(first).unwrap_or_default())
+    Ok(gathered.finish().unwrap_or_default())
 }
 
 /// The caller's request id if it is short and printable, else a new random one.

@@ -12,6 +12,7 @@ use super::chunked::{Decoded, Decoder};
 use super::codec::CodecError;
 use super::conn::Conn;
 use super::pool::Pool;
+use crate::body::Joined;
 
 /// Room offered to each read of a streamed body: 16 KiB.
 const STREAM_READ: usize = 16 * 1024;
@@ -21,28 +22,18 @@ pub fn take_buffered(
     decoder: &mut Decoder,
     buf: &mut BytesMut,
 ) -> Result<(Option<Bytes>, bool), CodecError> {
-    let mut first: Option<Bytes> = None;
-    // Only when the buffer holds several pieces (chunks): they are joined.
-    let mut joined: Option<BytesMut> = None;
+    // Several pieces (chunks) in the buffer are joined.
+    let mut gathered = Joined::default();
     loop {
         let done = match decoder.decode(buf)? {
             Decoded::Data(data) => {
-                match (&first, &mut joined) {
-                    (None, _) => first = Some(data),
-                    (Some(_), Some(joined)) => joined.extend_from_slice(&data),
-                    (Some(f), None) => {
-                        let mut both = BytesMut::with_capacity(f.len() + data.len());
-                        both.extend_from_slice(f);
-                        both.extend_from_slice(&data);
-                        joined = Some(both);
-                    }
-                }
+                gathered.push(data);
                 continue;
             }
             Decoded::NeedMore => false,
             Decoded::Done => true,
         };
-        return Ok((joined.map(BytesMut::freeze).or(first), done));
+        return Ok((gathered.finish(), done));
     }
 }
 
