@@ -257,26 +257,19 @@ impl<S: App> Conn<S> {
         }
         let idle = self.buf.is_empty();
         let read = self.stream.read_buf(&mut self.buf);
+        let stopping = poll_fn(|cx| {
+            poll_stopping(&mut self.stopping, &mut self.stopping_waker, &self.stop, cx)
+        });
         let read = match deadline {
             None => tokio::select! {
                 biased;
                 read = read => read,
-                () = poll_fn(|cx| poll_stopping(
-                    &mut self.stopping,
-                    &mut self.stopping_waker,
-                    &self.stop,
-                    cx,
-                )) => return false,
+                () = stopping => return false,
             },
             Some(at) if idle => tokio::select! {
                 biased;
                 read = read => read,
-                () = poll_fn(|cx| poll_stopping(
-                    &mut self.stopping,
-                    &mut self.stopping_waker,
-                    &self.stop,
-                    cx,
-                )) => return false,
+                () = stopping => return false,
                 _ = tokio::time::sleep_until(at) => return false,
             },
             Some(at) => match tokio::time::timeout_at(at, read).await {
