@@ -305,6 +305,30 @@ async fn refuses_an_oversized_head_with_431_in_idenfys_shape() {
 }
 
 #[tokio::test]
+async fn keeps_reading_what_a_refused_client_still_sends_after_the_answer() {
+    let (upstream, gw) = with_mock_upstream("").await;
+    let mut conn = connect(&gw).await;
+    conn.stream
+        .write_all(b"POST  /api/v2/status HTTP/1.1\r\nhost: gw\r\n\r\n")
+        .await
+        .unwrap();
+    let res = conn.response(false).await;
+    assert_eq!(res.status, 400);
+    // The answer is out and the gateway's side is shut, but it still reads and drops what
+    // comes (a lingering close): a socket closed with unread bytes would answer these writes
+    // with a reset, and the client's next write or read would fail.
+    let more = vec![b'x'; 16 * 1024];
+    for _ in 0..8 {
+        conn.stream.write_all(&more).await.unwrap();
+        conn.stream.flush().await.unwrap();
+        tokio::task::yield_now().await;
+    }
+    conn.stream.shutdown().await.unwrap();
+    assert!(conn.closed().await);
+    assert_eq!(upstream.count(), 0);
+}
+
+#[tokio::test]
 async fn answers_head_with_the_length_and_204_without_one_and_no_body() {
     let (upstream, gw) = with_mock_upstream("").await;
     upstream.push(json(r#"{"ok":true}"#));
