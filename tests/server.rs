@@ -263,15 +263,22 @@ async fn serves_plain_requests_then_hands_the_connection_over_at_a_request_bound
     assert!(upstream.received().iter().all(|r| r.body.as_ref() == b"{}"));
 }
 
-#[tokio::test]
-async fn refuses_a_malformed_request_line_with_400_and_closes() {
-    let (upstream, gw) = with_mock_upstream("").await;
-    let mut conn = connect(&gw).await;
+/// Sends a request line with two spaces after the method (refused by the parser) and reads the
+/// answer.
+async fn send_malformed_request_line(gw: &TestGateway) -> (Reader, Raw) {
+    let mut conn = connect(gw).await;
     conn.stream
         .write_all(b"POST  /api/v2/status HTTP/1.1\r\nhost: gw\r\n\r\n")
         .await
         .unwrap();
     let res = conn.response(false).await;
+    (conn, res)
+}
+
+#[tokio::test]
+async fn refuses_a_malformed_request_line_with_400_and_closes() {
+    let (upstream, gw) = with_mock_upstream("").await;
+    let (mut conn, res) = send_malformed_request_line(&gw).await;
     assert_eq!(res.status, 400);
     assert_eq!(res.header("connection"), Some("close"));
     assert_eq!(res.header("x-gateway-error"), Some("malformed_request"));
@@ -307,12 +314,7 @@ async fn refuses_an_oversized_head_with_431_in_idenfys_shape() {
 #[tokio::test]
 async fn keeps_reading_what_a_refused_client_still_sends_after_the_answer() {
     let (upstream, gw) = with_mock_upstream("").await;
-    let mut conn = connect(&gw).await;
-    conn.stream
-        .write_all(b"POST  /api/v2/status HTTP/1.1\r\nhost: gw\r\n\r\n")
-        .await
-        .unwrap();
-    let res = conn.response(false).await;
+    let (mut conn, res) = send_malformed_request_line(&gw).await;
     assert_eq!(res.status, 400);
     // The answer is out and the gateway's side is shut, but it still reads and drops what
     // comes (a lingering close): a socket closed with unread bytes would answer these writes
