@@ -29,6 +29,7 @@
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`
 //! - [`metrics`]: the registry and the whole-request metrics
 //! - [`telemetry`]: structured logs
+//! - `token`: header names compared as both HTTP/1.1 parsers compare them
 //! - [`simulator`]: a faithful stand-in for iDenfy on loopback (tests, demo, benchmarks)
 //! - [`demo`]: the simulator with the gateway in front of it, for trying things with curl
 
@@ -55,5 +56,6 @@ pub mod server;
 pub mod simulator;
 pub mod stack;
 pub mod telemetry;
+mod token;
 pub mod upstream;
 pub mod validate;

@@ -7,6 +7,8 @@ use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, StatusCode};
 
+use crate::token::same_token;
+
 /// Most header lines accepted in a response head.
 pub const MAX_HEADERS: usize = 100;
 /// Largest response head accepted: 64 KiB.
@@ -243,28 +245,6 @@ fn header_name(bytes: &[u8]) -> Result<HeaderName, CodecError> {
         17 if is(b"transfer-encoding") => header::TRANSFER_ENCODING,
         _ => HeaderName::from_bytes(bytes).map_err(|_| CodecError::Malformed)?,
     })
-}
-
-/// Whether a header name httparse accepted (token characters only) is `lower`, in any case.
-/// For a token character `b | 0x20` is its lower case when it is a letter and `b` otherwise:
-/// no other token character becomes a lower-case letter, a digit or `-` that way.
-/// Compared eight bytes at a time: `lower` (lower case, digits, `-`) has 0x20 set in every
-/// byte, so OR-ing it in on both sides changes nothing on its side.
-fn same_token(bytes: &[u8], lower: &[u8]) -> bool {
-    const CASE: u64 = 0x2020_2020_2020_2020;
-    bytes.len() == lower.len()
-        && bytes
-            .chunks(8)
-            .zip(lower.chunks(8))
-            .all(|(b, l)| word(b) | CASE == word(l) | CASE)
-}
-
-/// Up to eight bytes as one little-endian word, zero-padded.
-fn word(chunk: &[u8]) -> u64 {
-    match <[u8; 8]>::try_from(chunk) {
-        Ok(full) => u64::from_le_bytes(full),
-        Err(_) => chunk.iter().rev().fold(0, |w, &b| (w << 8) | u64::from(b)),
-    }
 }
 
 /// `Connection: keep-alive` / `close` (options only, naming no header) or `Keep-Alive: …`.

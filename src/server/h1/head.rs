@@ -9,6 +9,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Uri};
 
 use crate::error::GatewayError;
+use crate::token::same_token;
 
 /// Most header lines accepted in a request head (over it: 431, as hyper answers).
 pub const MAX_HEADERS: usize = 100;
@@ -228,13 +229,6 @@ fn header_name(bytes: &[u8]) -> Result<HeaderName, Refusal> {
         15 if is(b"accept-encoding") => header::ACCEPT_ENCODING,
         _ => HeaderName::from_bytes(bytes).map_err(|_| Refusal::Malformed)?,
     })
-}
-
-/// Whether a header name httparse accepted (token characters only) is `lower`, in any case.
-/// For a token character `b | 0x20` is its lower case when it is a letter and `b` otherwise:
-/// no other token character becomes a lower-case letter, a digit or `-` that way.
-fn same_token(bytes: &[u8], lower: &[u8]) -> bool {
-    bytes.len() == lower.len() && bytes.iter().zip(lower).all(|(&b, &l)| b | 0x20 == l)
 }
 
 #[cfg(test)]
