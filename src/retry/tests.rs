@@ -144,12 +144,17 @@ async fn retries_503_and_502_then_succeeds_in_three_attempts() {
     let seen = log.lock().unwrap();
     assert_eq!(seen.len(), 3);
     for s in seen.iter() {
-        assert_eq!(s.req.method(), http::Method::POST);
-        assert_eq!(s.req.uri(), "/api/v2/token");
-        assert_eq!(s.req.headers()["content-type"], "application/json");
-        assert_eq!(&s.req.body()[..], br#"{"clientId":"c-1"}"#);
-        assert_eq!(s.req.route().unwrap().label, "test");
+        assert_is_the_request_sent(&s.req);
     }
+}
+
+/// What `request(RouteKind::Other | …, _)` builds, whole: method, target, header, body, route.
+fn assert_is_the_request_sent(req: &Request<Bytes>) {
+    assert_eq!(req.method(), http::Method::POST);
+    assert_eq!(req.uri(), "/api/v2/token");
+    assert_eq!(req.headers()["content-type"], "application/json");
+    assert_eq!(&req.body()[..], br#"{"clientId":"c-1"}"#);
+    assert_eq!(req.route().unwrap().label, "test");
 }
 
 /// The last attempt allowed is sent the request itself rather than a copy: it must be whole.
@@ -163,11 +168,7 @@ async fn the_last_allowed_attempt_sends_the_same_request() {
         let seen = log.lock().unwrap();
         assert_eq!(seen.len(), max as usize);
         for s in seen.iter() {
-            assert_eq!(s.req.method(), http::Method::POST);
-            assert_eq!(s.req.uri(), "/api/v2/token");
-            assert_eq!(s.req.headers()["content-type"], "application/json");
-            assert_eq!(&s.req.body()[..], br#"{"clientId":"c-1"}"#);
-            assert_eq!(s.req.route().unwrap().label, "test");
+            assert_is_the_request_sent(&s.req);
         }
     }
 }
