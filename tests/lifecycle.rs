@@ -175,10 +175,21 @@ async fn secrets_tokens_and_bodies_never_reach_logs_or_metrics() {
         .await
         .unwrap();
     assert_eq!(code, Some(0));
-    assert!(
-        log.contains("\"request\"") || log.contains("request"),
-        "no request log lines: {log}"
-    );
+    // One access log line per proxied request (four), each a whole JSON object from front.
+    let request_lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line["message"] == "request")
+        .collect();
+    assert_eq!(request_lines.len(), 4, "request log lines: {log}");
+    for line in &request_lines {
+        assert_eq!(line["target"], "idenfy_gateway::front", "{line}");
+        assert_eq!(
+            line["request_id"].as_str().map(str::len),
+            Some(32),
+            "{line}"
+        );
+    }
     let basic = "a0V5LTc3YWEwMTpzRWNSZVQtOWYyYzQxZDc"; // base64 of key:secret (prefix)
     for needle in [
         secret,
