@@ -84,10 +84,23 @@ impl Attempt {
     }
 
     /// The attempt failed before an answer: counted, and its connection closed now.
+    #[cold]
+    #[inline(never)]
     fn unanswered(&mut self, e: GatewayError) -> Poll<Result<Response<Body>, GatewayError>> {
         self.state = State::Done;
         self.record(Err(&e));
         Poll::Ready(Err(e))
+    }
+
+    /// The pooled connection failed unanswered: the server had closed it while idle. The
+    /// request goes again, once, on a new connection.
+    #[cold]
+    #[inline(never)]
+    fn resend(&mut self, dead: Exchange) {
+        tracing::debug!("idle upstream connection was closed; sending on a new one");
+        self.reused = false;
+        let connect = self.shared.client.connect(dead.into_request(), self.bound);
+        self.state = State::Connecting(connect);
     }
 }
 
@@ -128,13 +141,7 @@ impl Future for Attempt {
                 (Event::Head(Err(Failure::Unanswered)), State::Sending(exchange))
                     if this.reused =>
                 {
-                    tracing::debug!("idle upstream connection was closed; sending on a new one");
-                    this.reused = false;
-                    let connect = this
-                        .shared
-                        .client
-                        .connect(exchange.into_request(), this.bound);
-                    this.state = State::Connecting(connect);
+                    this.resend(exchange);
                 }
                 (Event::Head(Err(failure)), _) => {
                     return this.unanswered(failure.into_error(&this.bound))

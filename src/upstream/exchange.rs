@@ -170,8 +170,7 @@ impl Exchange {
                 conn.poll_flush(cx)
             };
             if let Err(e) = ready!(bounded(&mut self.conn, cx, write))? {
-                tracing::debug!(error = %e, "writing to iDenfy failed");
-                return Poll::Ready(Err(Failure::Unanswered));
+                return Poll::Ready(Err(write_failed(e)));
             }
             self.written = true;
         }
@@ -250,9 +249,20 @@ fn take_head(
     }
 }
 
+// Cold and out of line, as the other failure paths: each logging site is a few hundred bytes of
+// code, which would otherwise sit in the middle of the poll function every request runs.
+#[cold]
+#[inline(never)]
 fn protocol(e: impl std::fmt::Display) -> Failure {
     tracing::debug!(error = %e, "unusable response from iDenfy");
     Failure::Protocol
+}
+
+#[cold]
+#[inline(never)]
+fn write_failed(e: std::io::Error) -> Failure {
+    tracing::debug!(error = %e, "writing to iDenfy failed");
+    Failure::Unanswered
 }
 
 /// A response head; its body is still on the connection.
