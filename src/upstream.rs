@@ -3,7 +3,8 @@
 //! A small HTTP/1.1 client polled in the caller's task: no task per request, no channel to a
 //! connection task. Keep-alive connections are pooled ([`pool`]); rustls with the webpki roots
 //! plus an optional extra CA for `https`, plain TCP for loopback tests ([`conn`]); the wire format
-//! is in [`codec`] and [`chunked`], one exchange in [`exchange`]. `connect_timeout` and
+//! is in [`codec`] and [`chunked`], one exchange in [`exchange`], driven by the [`attempt`]
+//! future (one boxed allocation per attempt, a few hundred bytes). `connect_timeout` and
 //! `attempt_timeout` are enforced here, and so is the request [`Deadline`] when it comes first (one
 //! bound per attempt, on a timer each connection keeps: the retry loop sets none of its own);
 //! small bodies are read whole, others streamed back ([`body`]).
@@ -23,11 +24,11 @@ use tower::Service;
 
 use crate::body::{Body, ResponseFuture};
 use crate::config;
-use crate::context::{ContextExt, Deadline};
-use crate::credentials::strip_hop_by_hop;
+use crate::context::Deadline;
 use crate::error::GatewayError;
 use crate::metrics::{status_class, status_class_index, HandleTable, STATUS_CLASSES};
 
+mod attempt;
 mod body;
 mod chunked;
 mod codec;
@@ -35,8 +36,9 @@ mod conn;
 mod exchange;
 mod pool;
 
+use attempt::Attempt;
 pub(crate) use body::UpstreamBody;
-use exchange::{Bound, Client, Outgoing};
+use exchange::{Bound, Client};
 
 /// Buckets of the upstream attempt duration, in seconds: iDenfy answers in tens to hundreds of
 /// milliseconds; the tail up to `attempt_timeout` (15 s by default) matters for alerts.
@@ -200,53 +202,25 @@ impl Service<Request<Bytes>> for Upstream {
     }
 
     fn call(&mut self, req: Request<Bytes>) -> Self::Future {
-        // The attempt's own future, boxed as it is: an `async move` block around it would hold
-        // the request twice (its capture, and the attempt's argument).
-        Box::pin(self.shared.clone().attempt(req))
+        Box::pin(Attempt::new(self.shared.clone(), req))
     }
 }
 
 impl Shared {
-    /// One attempt: the response head within its bound (the metrics are recorded then), then a
-    /// small body read whole before the same bound, or a large one handed on to stream.
-    async fn attempt(self: Arc<Self>, req: Request<Bytes>) -> Result<Response<Body>, GatewayError> {
-        let outgoing = Outgoing {
-            method: req.method(),
-            target: req.uri().path_and_query().map_or("/", |pq| pq.as_str()),
-            headers: req.headers(),
-            body: req.body(),
-        };
-        let started = Instant::now();
-        let bound = self.bound(started, req.deadline().as_ref());
-        let result = self.client.send(&outgoing, started, &bound).await;
-        let seconds = started.elapsed().as_secs_f64();
-        let status = result.as_ref().map(|answer| answer.status);
-        match req.caller() {
-            Some(caller) => {
-                self.metrics
-                    .record(caller.account, &caller.account_name, status, seconds)
-            }
-            // No caller: no handle row; looked up by label.
-            None => self.metrics.record(usize::MAX, "", status, seconds),
-        }
-        let answer = result?;
-        let body = answer.body.into_body(self.client.pool(), &bound).await?;
-        let mut res = Response::new(body);
-        *res.status_mut() = answer.status;
-        *res.headers_mut() = answer.headers;
-        strip_hop_by_hop(res.headers_mut());
-        Ok(res)
-    }
-
     /// When an attempt started at `started` must end, and its error if it does not: after
     /// `attempt_timeout` (`UpstreamTimedOut`, may be retried), or at the request deadline when that
     /// comes first (`DeadlineExceeded`: 504 `x-gateway-error: deadline`, never retried).
-    fn bound(&self, started: Instant, deadline: Option<&Deadline>) -> Bound {
+    fn bound(&self, started: Instant, deadline: Option<Deadline>) -> Bound {
         let timeout = started + self.attempt_timeout;
-        let (at, expired) = match deadline {
-            Some(d) if d.0 < timeout => (d.0, GatewayError::DeadlineExceeded),
-            _ => (timeout, GatewayError::UpstreamTimedOut),
-        };
-        Bound { at, expired }
+        match deadline {
+            Some(d) if d.0 < timeout => Bound {
+                at: d.0,
+                deadline: true,
+            },
+            _ => Bound {
+                at: timeout,
+                deadline: false,
+            },
+        }
     }
 }

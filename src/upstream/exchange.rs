@@ -1,14 +1,16 @@
-//! One request on the wire, polled in the caller's task: take an idle connection (or open one),
-//! write the request, read the response head; then read a small body whole, or hand the
-//! connection to a streamed body. A reused connection the server had closed is retried once on
-//! a new one. The attempt's [`Bound`] is enforced here: by the connection's own timer while it
-//! is read or written, by a timer of its own while a new connection is opened.
+//! One request on one connection, polled in the caller's task: the request encoded into the
+//! connection's buffer, written, the final response head read ([`Exchange`]); then a small body
+//! read whole, or the connection handed to a streamed body ([`Answered`]). The attempt's
+//! [`Bound`] is enforced by the connection's own timer, polled only when the I/O is not ready;
+//! a new connection is opened within it by a timer of its own. [`super::attempt`] drives them.
 
-use std::future::poll_fn;
-use std::task::{Context, Poll};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{HeaderMap, Method, StatusCode};
+use http::{HeaderMap, Method, Response, StatusCode, Uri};
 use tokio::time::Instant;
 
 use super::body::{take_buffered, UpstreamBody};
@@ -17,45 +19,43 @@ use super::codec::{self, Framing, HeaderIndices, ResponseHead};
 use super::conn::{Conn, Connector};
 use super::pool::Pool;
 use crate::body::Body;
+use crate::credentials::strip_hop_by_hop;
 use crate::error::GatewayError;
 
 /// Bodies up to 64 KiB with a `content-length` are read whole before the answer is returned:
 /// iDenfy's JSON answers, which the retry loop and dedup read anyway.
 const SMALL_BODY: u64 = 64 * 1024;
 
-/// The request as it goes out.
-pub struct Outgoing<'a> {
-    pub method: &'a Method,
-    /// Path and query.
-    pub target: &'a str,
-    pub headers: &'a HeaderMap,
-    pub body: &'a [u8],
+/// What the exchange still needs of a request once it is encoded: the request itself is not
+/// kept.
+pub struct Outgoing {
+    /// A `HEAD` answer has no body whatever its headers say.
+    method: Method,
+    /// The body, when it is too large to go in the head's buffer and is written after it.
+    body: Option<Bytes>,
 }
 
-/// When an attempt must end (the head read, and a small body with it), and its error if it
-/// does not.
+/// When an attempt must end (the head read, and a small body with it), and which error it ends
+/// with if it does not.
+#[derive(Debug, Clone, Copy)]
 pub struct Bound {
     pub at: Instant,
-    /// `UpstreamTimedOut` or `DeadlineExceeded`.
-    pub expired: GatewayError,
+    /// The request deadline comes first: `DeadlineExceeded`, else `UpstreamTimedOut`.
+    pub deadline: bool,
 }
 
-/// A response head; its body is still on the connection.
-pub struct Answer {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Pending,
-}
-
-/// The body of an [`Answer`], not read yet.
-pub struct Pending {
-    conn: Conn,
-    decoder: Decoder,
-    reusable: bool,
+impl Bound {
+    pub fn expired(&self) -> GatewayError {
+        if self.deadline {
+            GatewayError::DeadlineExceeded
+        } else {
+            GatewayError::UpstreamTimedOut
+        }
+    }
 }
 
 /// Why an exchange failed.
-enum Failure {
+pub enum Failure {
     /// The connection failed before any byte of a response: on a reused connection, the server
     /// had closed it while idle and processed nothing.
     Unanswered,
@@ -65,18 +65,23 @@ enum Failure {
 }
 
 impl Failure {
-    fn into_error(self, bound: &Bound) -> GatewayError {
+    pub fn into_error(self, bound: &Bound) -> GatewayError {
         match self {
             Failure::Unanswered | Failure::Protocol => GatewayError::UpstreamProtocol,
-            Failure::Expired => bound.expired.clone(),
+            Failure::Expired => bound.expired(),
         }
     }
 }
 
-/// Connections to iDenfy and the exchanges on them.
+/// A new connection being opened, the request already encoded for it. Boxed: a TLS handshake's
+/// future is over a kilobyte, and only a new connection needs it.
+pub type Connecting = Pin<Box<dyn Future<Output = Result<Exchange, GatewayError>> + Send>>;
+
+/// Connections to iDenfy and how a request is written on them.
 pub struct Client {
     pool: Pool,
-    connector: Connector,
+    /// Shared with the connections being opened.
+    connector: Arc<Connector>,
     /// The `host` header: the upstream's authority, without a default port.
     host: Bytes,
 }
@@ -85,7 +90,7 @@ impl Client {
     pub fn new(pool: Pool, connector: Connector, host: Bytes) -> Self {
         Client {
             pool,
-            connector,
+            connector: Arc::new(connector),
             host,
         }
     }
@@ -94,120 +99,131 @@ impl Client {
         &self.pool
     }
 
-    /// Sends `req` and reads the response head, within `bound`.
-    pub async fn send(
+    /// Encodes the request into `out` (a connection's buffer, or one for a new connection).
+    pub fn encode(
         &self,
-        req: &Outgoing<'_>,
-        now: Instant,
-        bound: &Bound,
-    ) -> Result<Answer, GatewayError> {
-        if let Some(conn) = self.pool.checkout(now) {
-            match self.exchange(conn, req, bound.at).await {
-                Err(Failure::Unanswered) => {
-                    tracing::debug!("idle upstream connection was closed; sending on a new one");
-                }
-                done => return done.map_err(|f| f.into_error(bound)),
-            }
+        out: &mut Vec<u8>,
+        method: Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Outgoing {
+        let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let inline = codec::encode_request(out, &method, target, &self.host, headers, &body);
+        Outgoing {
+            method,
+            body: (!inline).then_some(body),
         }
-        // Boxed: a TLS handshake's future is over a kilobyte, and would otherwise be part of
-        // (and moved with) every attempt's future, though only a new connection needs it.
-        let connect = Box::pin(tokio::time::timeout_at(bound.at, self.connector.connect()));
-        let conn = connect.await.map_err(|_| bound.expired.clone())??;
-        self.exchange(conn, req, bound.at)
-            .await
-            .map_err(|f| f.into_error(bound))
     }
 
-    async fn exchange(
-        &self,
-        mut conn: Conn,
-        req: &Outgoing<'_>,
-        bound: Instant,
-    ) -> Result<Answer, Failure> {
-        conn.arm(bound);
-        match write(&mut conn, &self.host, req).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "writing to iDenfy failed");
-                return Err(Failure::Unanswered);
-            }
-            Err(expired) => return Err(expired),
+    /// A new connection for the request encoded in `out`, opened within `bound`.
+    pub fn connect(&self, out: Vec<u8>, bound: Bound) -> Connecting {
+        let connector = Arc::clone(&self.connector);
+        Box::pin(async move {
+            let connect = tokio::time::timeout_at(bound.at, connector.connect());
+            let mut conn = connect.await.map_err(|_| bound.expired())??;
+            conn.out = out;
+            Ok(Exchange::new(conn, bound))
+        })
+    }
+}
+
+/// A request on a connection, up to its response head.
+pub struct Exchange {
+    conn: Conn,
+    /// Bytes of `conn.out` written.
+    head: usize,
+    /// Bytes of a body written after the head.
+    body: usize,
+    written: bool,
+    /// Any byte of a response arrived.
+    received: bool,
+}
+
+impl Exchange {
+    /// The request is in `conn.out`; the connection's timer is set to the bound (one reset per
+    /// attempt, no timer of its own).
+    pub fn new(mut conn: Conn, bound: Bound) -> Self {
+        conn.arm(bound.at);
+        Exchange {
+            conn,
+            head: 0,
+            body: 0,
+            written: false,
+            received: false,
         }
-        let head = read_head(&mut conn, req.method).await?;
+    }
+
+    /// Writes the request, then reads up to the final response head.
+    pub fn poll_head(
+        &mut self,
+        cx: &mut Context<'_>,
+        req: &Outgoing,
+    ) -> Poll<Result<ResponseHead, Failure>> {
+        if !self.written {
+            let (head, body) = (&mut self.head, &mut self.body);
+            let write = |conn: &mut Conn, cx: &mut Context<'_>| {
+                ready!(conn.poll_write_out(cx, head))?;
+                if let Some(data) = &req.body {
+                    ready!(conn.poll_write(cx, data, body))?;
+                }
+                conn.poll_flush(cx)
+            };
+            if let Err(e) = ready!(bounded(&mut self.conn, cx, write))? {
+                return Poll::Ready(Err(write_failed(e)));
+            }
+            self.written = true;
+        }
+        loop {
+            let read = |conn: &mut Conn, cx: &mut Context<'_>| conn.poll_read_more(cx, 0);
+            match ready!(bounded(&mut self.conn, cx, read))? {
+                Ok(0) | Err(_) if !self.received => return Poll::Ready(Err(Failure::Unanswered)),
+                Ok(0) | Err(_) => {
+                    let e = protocol("connection closed before a response head");
+                    return Poll::Ready(Err(e));
+                }
+                Ok(_) => self.received = true,
+            }
+            let conn = &mut self.conn;
+            if let Some(head) = take_head(&mut conn.buf, &mut conn.indices, &req.method)? {
+                return Poll::Ready(Ok(head));
+            }
+        }
+    }
+
+    /// The exchange past its head, its body still (partly) on the connection.
+    pub fn answered(self, head: ResponseHead) -> Answered {
         let decoder = match head.framing {
             Framing::Empty => Decoder::Length(0),
             Framing::Length(n) => Decoder::Length(n),
             Framing::Chunked => Decoder::Chunked(Chunked::default()),
             Framing::Eof => Decoder::Eof(false),
         };
-        Ok(Answer {
+        Answered {
+            conn: self.conn,
+            decoder,
             status: head.status,
             headers: head.headers,
-            body: Pending {
-                conn,
-                decoder,
-                reusable: head.reusable,
-            },
-        })
+            reusable: head.reusable,
+        }
+    }
+
+    /// The encoded request, for a new connection to carry when this one failed unanswered.
+    pub fn into_request(mut self) -> Vec<u8> {
+        std::mem::take(&mut self.conn.out)
     }
 }
 
-/// `op` on the connection until it is ready, unless the bound [`Conn::arm`] set passes first
+/// `op` on the connection, unless it is not ready and the bound [`Conn::arm`] set passed
 /// (`Failure::Expired`). The timer is polled only when `op` is not ready.
-async fn bounded<T>(
+fn bounded<T>(
     conn: &mut Conn,
-    mut op: impl FnMut(&mut Conn, &mut Context<'_>) -> Poll<T>,
-) -> Result<T, Failure> {
-    poll_fn(|cx| match op(conn, cx) {
+    cx: &mut Context<'_>,
+    op: impl FnOnce(&mut Conn, &mut Context<'_>) -> Poll<T>,
+) -> Poll<Result<T, Failure>> {
+    match op(conn, cx) {
         Poll::Ready(done) => Poll::Ready(Ok(done)),
         Poll::Pending => conn.poll_expired(cx).map(|()| Err(Failure::Expired)),
-    })
-    .await
-}
-
-/// Writes the request: `Err` when the bound passed, `Ok(Err)` when the connection failed.
-async fn write(
-    conn: &mut Conn,
-    host: &[u8],
-    req: &Outgoing<'_>,
-) -> Result<std::io::Result<()>, Failure> {
-    let inline = codec::encode_request(
-        &mut conn.out,
-        req.method,
-        req.target,
-        host,
-        req.headers,
-        req.body,
-    );
-    let (mut head, mut body) = (0, 0);
-    bounded(conn, |conn, cx| {
-        std::task::ready!(conn.poll_write_out(cx, &mut head))?;
-        if !inline {
-            std::task::ready!(conn.poll_write(cx, req.body, &mut body))?;
-        }
-        conn.poll_flush(cx)
-    })
-    .await
-}
-
-/// Reads what the socket has into the connection's buffer (room for `want` more bytes at
-/// least), within the bound.
-async fn read_more(conn: &mut Conn, want: usize) -> Result<std::io::Result<usize>, Failure> {
-    bounded(conn, |conn, cx| conn.poll_read_more(cx, want)).await
-}
-
-/// Reads up to the final response head.
-async fn read_head(conn: &mut Conn, method: &Method) -> Result<ResponseHead, Failure> {
-    let mut received = false;
-    loop {
-        match read_more(conn, 0).await? {
-            Ok(0) | Err(_) if !received => return Err(Failure::Unanswered),
-            Ok(0) | Err(_) => return Err(protocol("connection closed before a response head")),
-            Ok(_) => received = true,
-        }
-        if let Some(head) = take_head(&mut conn.buf, &mut conn.indices, method)? {
-            return Ok(head);
-        }
     }
 }
 
@@ -233,45 +249,77 @@ fn take_head(
     }
 }
 
+// Cold and out of line, as the other failure paths: each logging site is a few hundred bytes of
+// code, which would otherwise sit in the middle of the poll function every request runs.
+#[cold]
+#[inline(never)]
 fn protocol(e: impl std::fmt::Display) -> Failure {
     tracing::debug!(error = %e, "unusable response from iDenfy");
     Failure::Protocol
 }
 
-impl Pending {
-    /// The body: whole when it is small or already read (the connection goes back to `pool`),
-    /// within `bound`, else streamed from the connection.
-    pub async fn into_body(self, pool: &Pool, bound: &Bound) -> Result<Body, GatewayError> {
-        let Pending {
-            mut conn,
-            mut decoder,
-            reusable,
-        } = self;
-        if let Decoder::Length(n @ 1..=SMALL_BODY) = decoder {
-            let n = n as usize;
-            while conn.buf.len() < n {
-                let want = n - conn.buf.len();
-                let read = read_more(&mut conn, want).await;
-                match read.map_err(|f| f.into_error(bound))? {
-                    Ok(0) => return Err(body_cut(bound)),
-                    Ok(_) => {}
-                    Err(e) => return Err(protocol(e).into_error(bound)),
-                }
-            }
-        }
-        let (data, done) = take_buffered(&mut decoder, &mut conn.buf)
-            .map_err(|e| protocol(e).into_error(bound))?;
-        if !done {
-            let body = UpstreamBody::new(conn, decoder, reusable, pool.clone(), data);
-            return Ok(Body::upstream(body));
-        }
-        if reusable && conn.buf.is_empty() {
-            pool.checkin(conn);
-        }
-        Ok(data.map_or_else(Body::empty, Body::full))
-    }
+#[cold]
+#[inline(never)]
+fn write_failed(e: std::io::Error) -> Failure {
+    tracing::debug!(error = %e, "writing to iDenfy failed");
+    Failure::Unanswered
 }
 
-fn body_cut(bound: &Bound) -> GatewayError {
-    protocol("connection closed inside a response body").into_error(bound)
+/// A response head; its body is still on the connection.
+pub struct Answered {
+    conn: Conn,
+    decoder: Decoder,
+    status: StatusCode,
+    headers: HeaderMap,
+    reusable: bool,
+}
+
+impl Answered {
+    /// Reads a small body whole, within the bound; other bodies are left to stream.
+    pub fn poll_body(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Failure>> {
+        let Decoder::Length(n @ 1..=SMALL_BODY) = self.decoder else {
+            return Poll::Ready(Ok(()));
+        };
+        let n = n as usize;
+        while self.conn.buf.len() < n {
+            let want = n - self.conn.buf.len();
+            let read = |conn: &mut Conn, cx: &mut Context<'_>| conn.poll_read_more(cx, want);
+            match ready!(bounded(&mut self.conn, cx, read))? {
+                Ok(0) => {
+                    return Poll::Ready(Err(protocol("connection closed inside a response body")))
+                }
+                Ok(_) => {}
+                Err(e) => return Poll::Ready(Err(protocol(e))),
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// The response, hop-by-hop headers stripped: its body whole when it was small or already
+    /// read (the connection goes back to `pool` if it may carry another request), else
+    /// streamed from the connection.
+    pub fn into_response(self, pool: &Pool) -> Result<Response<Body>, Failure> {
+        let Answered {
+            mut conn,
+            mut decoder,
+            status,
+            headers,
+            reusable,
+        } = self;
+        let (data, done) = take_buffered(&mut decoder, &mut conn.buf).map_err(protocol)?;
+        let body = if done {
+            if reusable && conn.buf.is_empty() {
+                pool.checkin(conn);
+            }
+            data.map_or_else(Body::empty, Body::full)
+        } else {
+            let body = UpstreamBody::new(conn, decoder, reusable, pool.clone(), data);
+            Body::upstream(body)
+        };
+        let mut res = Response::new(body);
+        *res.status_mut() = status;
+        *res.headers_mut() = headers;
+        strip_hop_by_hop(res.headers_mut());
+        Ok(res)
+    }
 }
