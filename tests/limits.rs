@@ -11,7 +11,7 @@ use http::{Method, StatusCode};
 use support::gateway::{
     config_text, metric, send, with_mock_upstream, Answer, TestGateway, ACCOUNT_AND_TEAM, BEARER,
 };
-use support::upstream::{MockUpstream, Reply};
+use support::upstream::{refusing_upstream, MockUpstream, Reply};
 
 const FAST_RETRY: &str = "[retry]\nmax_attempts = 4\nbase = \"1ms\"\ncap = \"5ms\"\n";
 
@@ -134,9 +134,7 @@ async fn a_hanging_upstream_ends_in_504_at_the_deadline() {
 
 #[tokio::test]
 async fn a_refused_connection_ends_in_502_after_bounded_retries() {
-    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
+    let (_refusing, url) = refusing_upstream();
     let gw = TestGateway::start(&config_text(
         &url,
         &format!("{ACCOUNT_AND_TEAM}{FAST_RETRY}"),

@@ -7,7 +7,7 @@ use support::gateway::{
     config_text, metric, send, with_mock_upstream, TestGateway, ACCOUNT_AND_TEAM, BEARER,
     UPSTREAM_AUTH,
 };
-use support::upstream::{MockUpstream, Reply};
+use support::upstream::{refusing_upstream, MockUpstream, Reply};
 
 async fn setup(extra: &str) -> (MockUpstream, TestGateway) {
     with_mock_upstream(extra).await
@@ -191,9 +191,7 @@ async fn answers_504_when_the_upstream_hangs_past_the_attempt_timeout() {
 
 #[tokio::test]
 async fn answers_502_when_the_upstream_refuses_connections() {
-    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
+    let (_refusing, url) = refusing_upstream();
     let gw = TestGateway::start(&config_text(&url, ACCOUNT_AND_TEAM)).await;
     let res = send(Method::POST, &gw.url("/api/v2/status"), &[BEARER], "{}").await;
     assert_eq!(res.status, StatusCode::BAD_GATEWAY);

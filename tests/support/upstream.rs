@@ -176,3 +176,15 @@ async fn handle(
         }
     }
 }
+
+/// An upstream that refuses every connection: a loopback socket bound and never listening. Keep
+/// the socket while the test runs: the port stays taken, so another test running beside this one
+/// cannot be given it (a listener bound and dropped frees its port for anyone).
+pub fn refusing_upstream() -> (tokio::net::TcpSocket, String) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind("127.0.0.1:0".parse().expect("loopback"))
+        .expect("bind");
+    let url = format!("http://{}", socket.local_addr().expect("bound address"));
+    (socket, url)
+}
