@@ -11,12 +11,12 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
-use http_body_util::BodyExt;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response};
+use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
@@ -170,7 +170,7 @@ where
         + Send
         + 'static,
     S::Future: Send + 'static,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B: http_body::Body<Data = Bytes> + Unpin + Send + 'static,
     B::Error: Into<BoxError>,
 {
     type Response = Response<Body>;
@@ -181,72 +181,170 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        // `serve`'s own future, boxed as it is: wrapping it in another async block would hold
-        // the arguments twice and move them once more.
-        Box::pin(serve(self.shared.clone(), self.inner.clone(), req))
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        // What can be decided without waiting is decided here, before the future is made: the
+        // boxed future then holds only what the wait needs (a future keeps room for its
+        // arguments and, again, for every local alive across an await).
+        let mut answer = Answer::start(self.shared.clone(), &mut req);
+        if let Err(e) = answer.admit(&mut req) {
+            return finishing(std::future::ready(Err(e)), answer);
+        }
+        let (parts, body) = req.into_parts();
+        let mut body = Reading::new(body, self.shared.max_body);
+        // The usual request is whole by now (the server's own loop reads a body before it hands
+        // the request on), and the stack is always ready: asked without a waker, both answer at
+        // once, and the request goes in from here. Otherwise nothing is lost: what was read stays
+        // in `body`, and the future asks again, with the task's waker.
+        let mut now = Context::from_waker(Waker::noop());
+        if let Poll::Ready(Ok(())) = self.inner.poll_ready(&mut now) {
+            match body.poll_whole(&mut now) {
+                Poll::Ready(Ok(bytes)) => {
+                    let call = self.inner.call(Request::from_parts(parts, bytes));
+                    return finishing(call, answer);
+                }
+                Poll::Ready(Err(e)) => return finishing(std::future::ready(Err(e)), answer),
+                Poll::Pending => {}
+            }
+        }
+        finishing(forward(self.inner.clone(), parts, body), answer)
     }
 }
 
-async fn serve<S, B>(
-    shared: Arc<Shared>,
-    mut inner: S,
-    mut req: Request<B>,
-) -> Result<Response<Body>, Infallible>
-where
-    S: Service<Request<Bytes>, Response = Response<Body>, Error = GatewayError>,
-    B: http_body::Body<Data = Bytes>,
-    B::Error: Into<BoxError>,
-{
-    let started = Instant::now();
-    let _in_flight = GaugeGuard::enter(&shared.metrics.in_flight);
-    let request_id = request_id(req.headers().get(REQUEST_ID));
-    req.headers_mut().insert(REQUEST_ID, request_id.clone());
-    let method = req.method().clone();
+/// `forward`, then the answer finished, as the boxed future `front` returns.
+fn finishing<F>(forward: F, answer: Answer) -> Pin<Box<Finishing<F>>> {
+    Box::pin(Finishing {
+        forward,
+        answer: Some(answer),
+    })
+}
 
-    let mut team = None;
-    let mut route = UNKNOWN;
-    let result = async {
+pin_project! {
+    /// [`forward`], then [`Answer::finish`]. A named future: an `async` block awaiting
+    /// `forward` would keep room for its future twice (captured, and awaited).
+    struct Finishing<F> {
+        #[pin]
+        forward: F,
+        answer: Option<Answer>,
+    }
+}
+
+impl<F> Future for Finishing<F>
+where
+    F: Future<Output = Result<Response<Body>, GatewayError>>,
+{
+    type Output = Result<Response<Body>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = std::task::ready!(this.forward.poll(cx));
+        match this.answer.take() {
+            Some(answer) => Poll::Ready(Ok(answer.finish(result))),
+            // Polled again after its answer: a future may then stay pending.
+            None => Poll::Pending,
+        }
+    }
+}
+
+/// One request on its way through `front`: what its answer, log line and metrics need.
+struct Answer {
+    shared: Arc<Shared>,
+    started: Instant,
+    _in_flight: GaugeGuard,
+    request_id: HeaderValue,
+    method: Method,
+    /// The caller's team, once identified.
+    team: Option<usize>,
+    route: &'static str,
+}
+
+impl Answer {
+    /// Starts the clock and gives the request its id.
+    fn start<B>(shared: Arc<Shared>, req: &mut Request<B>) -> Self {
+        let started = Instant::now();
+        let _in_flight = GaugeGuard::enter(&shared.metrics.in_flight);
+        let request_id = request_id(req.headers().get(REQUEST_ID));
+        req.headers_mut().insert(REQUEST_ID, request_id.clone());
+        Answer {
+            shared,
+            started,
+            _in_flight,
+            request_id,
+            method: req.method().clone(),
+            team: None,
+            route: UNKNOWN,
+        }
+    }
+
+    /// Identifies the caller and the route, and hands both and the deadline to the inner
+    /// layers in the request's context.
+    fn admit<B>(&mut self, req: &mut Request<B>) -> Result<(), GatewayError> {
+        let shared = &*self.shared;
         let caller = shared.callers.identify_request(req.headers())?;
-        team = Some(caller);
+        self.team = Some(caller.team);
         let matched = shared.routes.classify(req.method(), req.uri().path())?;
-        route = matched.label;
-        let deadline = Deadline(started + deadline_for(req.headers(), shared.deadline));
+        self.route = matched.label;
+        let deadline = Deadline(self.started + deadline_for(req.headers(), shared.deadline));
         req.extensions_mut().insert(RequestContext {
             caller: Some(caller.clone()),
             route: Some(matched),
             deadline: Some(deadline),
         });
-        let (parts, body) = req.into_parts();
-        let body = read_body(body, shared.max_body).await?;
-        // Ready first, as tower asks; the request goes straight into `call`, not into a
-        // `Oneshot` that holds it until then.
-        std::future::poll_fn(|cx| inner.poll_ready(cx)).await?;
-        inner.call(Request::from_parts(parts, body)).await
+        Ok(())
     }
-    .await;
 
-    let mut res = result.unwrap_or_else(GatewayError::into_response);
-    res.headers_mut().insert(REQUEST_ID, request_id.clone());
-    let elapsed = started.elapsed();
-    let status = res.status();
-    let team = team.map(|c| (c.team, &*c.team_name));
-    shared
-        .handles
-        .record(&shared.metrics, team, route, status, elapsed.as_secs_f64());
-    let [attempts, dedup, error] = gateway_headers(res.headers());
-    access::log(&AccessRecord {
-        request_id: request_id.to_str().unwrap_or(""),
-        team: team.map_or(UNKNOWN, |(_, name)| name),
-        route,
-        method: method.as_str(),
-        status: status.as_u16(),
-        attempts,
-        dedup,
-        error,
-        latency_ms: elapsed.as_secs_f64() * 1000.0,
-    });
-    Ok(res)
+    /// The answer to send: errors made into responses, the request id on it, counted and
+    /// logged.
+    fn finish(self, result: Result<Response<Body>, GatewayError>) -> Response<Body> {
+        let mut res = result.unwrap_or_else(GatewayError::into_response);
+        res.headers_mut()
+            .insert(REQUEST_ID, self.request_id.clone());
+        let elapsed = self.started.elapsed();
+        let status = res.status();
+        let shared = &*self.shared;
+        let team = self
+            .team
+            .and_then(|t| shared.callers.get(t))
+            .map(|c| (c.team, &*c.team_name));
+        shared.handles.record(
+            &shared.metrics,
+            team,
+            self.route,
+            status,
+            elapsed.as_secs_f64(),
+        );
+        let [attempts, dedup, error] = gateway_headers(res.headers());
+        access::log(&AccessRecord {
+            request_id: self.request_id.to_str().unwrap_or(""),
+            team: team.map_or(UNKNOWN, |(_, name)| name),
+            route: self.route,
+            method: self.method.as_str(),
+            status: status.as_u16(),
+            attempts,
+            dedup,
+            error,
+            latency_ms: elapsed.as_secs_f64() * 1000.0,
+        });
+        res
+    }
+}
+
+/// The body read (within its limit), then the request handed to the inner layers: for a
+/// request that was not whole, or a stack that was not ready, when `front` was called.
+async fn forward<S, B>(
+    mut inner: S,
+    parts: http::request::Parts,
+    mut body: Reading<B>,
+) -> Result<Response<Body>, GatewayError>
+where
+    S: Service<Request<Bytes>, Response = Response<Body>, Error = GatewayError>,
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    let body = std::future::poll_fn(|cx| body.poll_whole(cx)).await?;
+    // Ready first, as tower asks; the request goes straight into `call`, not into a `Oneshot`
+    // that holds it until then.
+    std::future::poll_fn(|cx| inner.poll_ready(cx)).await?;
+    inner.call(Request::from_parts(parts, body)).await
 }
 
 /// The values of `x-gateway-attempts`, `x-gateway-dedup` and `x-gateway-error` in the answer
@@ -269,40 +367,52 @@ fn gateway_headers(headers: &HeaderMap) -> [&str; 3] {
     found
 }
 
-/// Reads the request body, refusing it with 413 as soon as it is known to be over `max`: from
-/// its declared length before reading anything (the body's size hint: hyper's and the server
-/// loop's both come from `Content-Length`), or while reading a body of unknown length.
-async fn read_body<B>(body: B, max: u64) -> Result<Bytes, GatewayError>
-where
-    B: http_body::Body<Data = Bytes>,
-    B::Error: Into<BoxError>,
-{
-    if body.size_hint().lower() > max {
-        return Err(GatewayError::PayloadTooLarge { limit: max });
-    }
-    collect(body, max).await
+/// A request body being read whole, at most `max` bytes of it. A body of one frame (the usual
+/// case) comes out as it came, without a copy or an allocation; several frames are joined.
+struct Reading<B> {
+    body: B,
+    max: u64,
+    gathered: Joined,
+    len: u64,
 }
 
-/// The body's bytes, at most `max` of them. A body of one frame (the usual case) is returned as
-/// it came, without a copy or an allocation; several frames are joined.
-async fn collect<B>(body: B, max: u64) -> Result<Bytes, GatewayError>
+impl<B> Reading<B>
 where
-    B: http_body::Body<Data = Bytes>,
+    B: http_body::Body<Data = Bytes> + Unpin,
 {
-    let mut body = std::pin::pin!(body);
-    let mut gathered = Joined::default();
-    let mut len = 0u64;
-    while let Some(frame) = body.frame().await {
-        let Ok(data) = frame.map_err(|_| GatewayError::BodyRead)?.into_data() else {
-            continue; // trailers: not forwarded
-        };
-        len += data.len() as u64;
-        if len > max {
-            return Err(GatewayError::PayloadTooLarge { limit: max });
+    fn new(body: B, max: u64) -> Self {
+        Reading {
+            body,
+            max,
+            gathered: Joined::default(),
+            len: 0,
         }
-        gathered.push(data);
     }
-    Ok(gathered.finish().unwrap_or_default())
+
+    /// The whole body, once it is all there. Refused with 413 as soon as it is known to be over
+    /// `max`: from its declared length before anything is read (the body's size hint: hyper's
+    /// and the server loop's both come from `Content-Length`), or while it is read.
+    fn poll_whole(&mut self, cx: &mut Context<'_>) -> Poll<Result<Bytes, GatewayError>> {
+        let too_large = GatewayError::PayloadTooLarge { limit: self.max };
+        if self.body.size_hint().lower() > self.max {
+            return Poll::Ready(Err(too_large));
+        }
+        while !self.body.is_end_stream() {
+            let Some(frame) = ready!(Pin::new(&mut self.body).poll_frame(cx)) else {
+                break;
+            };
+            let Ok(data) = frame.map_err(|_| GatewayError::BodyRead)?.into_data() else {
+                continue; // trailers: not forwarded
+            };
+            self.len += data.len() as u64;
+            if self.len > self.max {
+                return Poll::Ready(Err(too_large));
+            }
+            self.gathered.push(data);
+        }
+        let whole = std::mem::take(&mut self.gathered).finish();
+        Poll::Ready(Ok(whole.unwrap_or_default()))
+    }
 }
 
 /// The caller's request id if it is short and printable, else a new random one.
@@ -349,6 +459,64 @@ mod tests {
             assert_eq!(id.len(), 32);
         }
         assert_eq!(request_id(None).len(), 32);
+    }
+
+    /// A request body that answers each poll with the next scripted step.
+    struct Scripted(std::collections::VecDeque<Poll<Option<&'static str>>>);
+
+    impl http_body::Body for Scripted {
+        type Data = Bytes;
+        type Error = Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+            let step = self.0.pop_front().unwrap_or(Poll::Ready(None));
+            step.map(|data| {
+                data.map(|d| Ok(http_body::Frame::data(Bytes::from_static(d.as_bytes()))))
+            })
+        }
+    }
+
+    fn reading(
+        steps: impl IntoIterator<Item = Poll<Option<&'static str>>>,
+        max: u64,
+    ) -> Reading<Scripted> {
+        Reading::new(Scripted(steps.into_iter().collect()), max)
+    }
+
+    #[test]
+    fn keeps_what_it_read_when_the_rest_of_the_body_is_not_there_yet() {
+        let mut cx = Context::from_waker(Waker::noop());
+        let steps = [
+            Poll::Ready(Some("ab")),
+            Poll::Pending,
+            Poll::Ready(Some("cd")),
+            Poll::Ready(None),
+        ];
+        let mut body = reading(steps, 10);
+        assert!(body.poll_whole(&mut cx).is_pending());
+        let Poll::Ready(Ok(whole)) = body.poll_whole(&mut cx) else {
+            panic!("the body ended");
+        };
+        assert_eq!(whole, "abcd");
+    }
+
+    #[test]
+    fn refuses_a_body_that_grows_over_the_limit_across_polls() {
+        let mut cx = Context::from_waker(Waker::noop());
+        let steps = [
+            Poll::Ready(Some("abc")),
+            Poll::Pending,
+            Poll::Ready(Some("def")),
+        ];
+        let mut body = reading(steps, 5);
+        assert!(body.poll_whole(&mut cx).is_pending());
+        assert!(matches!(
+            body.poll_whole(&mut cx),
+            Poll::Ready(Err(GatewayError::PayloadTooLarge { limit: 5 }))
+        ));
     }
 
     #[test]

@@ -64,6 +64,11 @@ impl Callers {
     }
 
     /// How many teams there are (a [`Caller::team`] is below this).
+    /// The caller of team number `team` (an index into `Config::teams`).
+    pub fn get(&self, team: usize) -> Option<&Caller> {
+        self.teams.get(team).map(|(caller, _)| caller)
+    }
+
     pub fn len(&self) -> usize {
         self.teams.len()
     }
