@@ -23,6 +23,7 @@ pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  if [ -n "${KEEP_CALLGRIND:-}" ]; then cp "$tmp"/callgrind.out.* "$KEEP_CALLGRIND" 2>/dev/null || true; fi
   rm -rf "$tmp"
 }
 trap cleanup EXIT

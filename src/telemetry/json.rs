@@ -324,6 +324,53 @@ mod tests {
         assert_eq!(epoch, "1970-01-01T00:00:00.000000Z");
     }
 
+    /// The timestamp as `chrono` writes RFC 3339 with microseconds, for comparison.
+    fn reference(t: SystemTime) -> String {
+        chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    }
+
+    /// Formats each time in turn on one thread (one cache), checking every line.
+    fn check_in_order(times: &[SystemTime]) {
+        for &t in times {
+            assert_eq!(render(|w| write_timestamp(w, t)), reference(t), "{t:?}");
+        }
+    }
+
+    #[test]
+    fn cached_second_serves_later_lines_in_the_same_second() {
+        let second = UNIX_EPOCH + Duration::from_secs(1_764_120_785);
+        check_in_order(&[
+            second + Duration::from_micros(1),
+            second + Duration::from_micros(500_000),
+            second,
+        ]);
+    }
+
+    #[test]
+    fn cache_moves_on_to_the_next_second_and_across_midnight_and_years() {
+        let last = UNIX_EPOCH + Duration::new(1_767_225_599, 999_999_999); // 2025-12-31T23:59:59
+        check_in_order(&[
+            last - Duration::from_secs(1),
+            last,
+            last + Duration::from_nanos(1),
+            last + Duration::from_secs(1),
+            last + Duration::from_secs(86_400 * 59), // 2026-02-28T23:59:59
+            last + Duration::from_secs(86_400 * 59 + 1),
+        ]);
+    }
+
+    #[test]
+    fn cache_follows_the_wall_clock_stepping_back() {
+        let t = UNIX_EPOCH + Duration::new(1_764_120_785, 417_032_000);
+        check_in_order(&[
+            t,
+            t - Duration::from_millis(1),
+            t - Duration::from_millis(500),
+            t - Duration::from_secs(3_600),
+            t,
+        ]);
+    }
+
     #[test]
     fn strings_are_escaped_like_serde_json() {
         for s in [
