@@ -6,16 +6,18 @@ use std::mem::MaybeUninit;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderName, HeaderValue};
-use http::{HeaderMap, Method, Request, Uri};
+use http::{Method, Request, Uri};
 
 use crate::error::GatewayError;
 use crate::token::same_token;
 
 /// Most header lines accepted in a request head (over it: 431, as hyper answers).
 pub const MAX_HEADERS: usize = 100;
-/// Headers the stack adds to every request on its way (`x-request-id`, `authorization`): room
-/// for them is made up front, so that the map does not grow (rehash, reallocate) on the way.
-const ADDED_BY_STACK: usize = 2;
+/// Headers the stack sets on every request on its way (`front`: `x-request-id`; `credentials`:
+/// `authorization`). Each is a new entry in the map unless the client sent one (then it replaces
+/// it): room for the new ones is made up front, so that the map does not grow (rehash,
+/// reallocate) on the way, and no more, as the map's allocation steps up at 7 and 13 entries.
+const SET_BY_STACK: [&[u8]; 2] = [b"x-request-id", b"authorization"];
 
 /// What the loop may take as the plain case.
 #[derive(Debug, Clone, Copy)]
@@ -69,6 +71,8 @@ pub struct RawRequest {
     pub body: u64,
     /// The client sent `connection: close`.
     pub close: bool,
+    /// How many of [`SET_BY_STACK`] the client did not send: the entries the stack adds.
+    added: usize,
 }
 
 /// What the start of the buffer holds.
@@ -135,14 +139,28 @@ pub fn parse(buf: &[u8], limits: &Limits, indices: &mut Vec<HeaderIndices>) -> P
         target: span(target.as_bytes()),
         body: hints.length.unwrap_or(0),
         close: hints.close,
+        added: hints.unsent.count_ones() as usize,
     })
 }
 
-/// What the framing and connection headers say, gathered while the head is checked.
-#[derive(Debug, Default)]
+/// What the framing and connection headers say, and which of [`SET_BY_STACK`] the client
+/// sent, gathered while the head is checked.
+#[derive(Debug)]
 struct Hints {
     length: Option<u64>,
     close: bool,
+    /// A bit per header of [`SET_BY_STACK`] the client has not sent (yet).
+    unsent: u8,
+}
+
+impl Default for Hints {
+    fn default() -> Self {
+        Hints {
+            length: None,
+            close: false,
+            unsent: (1 << SET_BY_STACK.len()) - 1,
+        }
+    }
 }
 
 impl Hints {
@@ -165,6 +183,12 @@ impl Hints {
             || name.eq_ignore_ascii_case(b"upgrade")
         {
             return false;
+        } else {
+            for (bit, set) in SET_BY_STACK.iter().enumerate() {
+                if name.eq_ignore_ascii_case(set) {
+                    self.unsent &= !(1 << bit);
+                }
+            }
         }
         true
     }
@@ -198,17 +222,18 @@ fn build<B: Default>(
     let method = Method::from_bytes(at(raw.method)).map_err(|_| Refusal::Malformed)?;
     let uri = Uri::from_maybe_shared(head.slice(raw.target.0..raw.target.1))
         .map_err(|_| Refusal::Malformed)?;
-    let mut headers = HeaderMap::with_capacity(lines.len() + ADDED_BY_STACK);
+    let mut req = Request::new(B::default());
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    // Filled in place: a map built aside would be moved in, and the empty one dropped.
+    let headers = req.headers_mut();
+    headers.reserve(lines.len() + raw.added);
     for line in lines {
         let name = header_name(at(line.name))?;
         let value = HeaderValue::from_maybe_shared(head.slice(line.value.0..line.value.1))
             .map_err(|_| Refusal::Malformed)?;
         headers.append(name, value);
     }
-    let mut req = Request::new(B::default());
-    *req.method_mut() = method;
-    *req.uri_mut() = uri;
-    *req.headers_mut() = headers;
     Ok(req)
 }
 

@@ -154,3 +154,33 @@ fn known_header_names_match_in_any_case_and_others_still_parse() {
     assert_eq!(header_name(b"Hos^").unwrap(), "hos^");
     assert_eq!(header_name(b"X-Other").unwrap(), "x-other");
 }
+
+#[test]
+fn makes_room_for_the_headers_the_stack_adds_and_no_more() {
+    // Five lines and both headers the stack sets still to come: 7 entries, the map's next step.
+    let (mut req, _, _) = take_str(
+        "POST / HTTP/1.1\r\nhost: gw\r\naccept: */*\r\nuser-agent: t\r\n\
+         content-type: application/json\r\ncontent-length: 0\r\n\r\n",
+    );
+    assert!(req.headers().capacity() >= 7);
+    // Inserting what the stack sets does not grow the map.
+    let room = req.headers().capacity();
+    req.headers_mut()
+        .insert("x-request-id", HeaderValue::from_static("r"));
+    req.headers_mut()
+        .insert(header::AUTHORIZATION, HeaderValue::from_static("a"));
+    assert_eq!(req.headers().capacity(), room);
+
+    // The client sent both, in any case: they are replaced, not added; six entries suffice.
+    let (req, _, _) = take_str(
+        "POST / HTTP/1.1\r\nhost: gw\r\nX-Request-Id: r\r\nAuthorization: Bearer t\r\n\
+         content-type: application/json\r\ncontent-length: 0\r\n\r\n",
+    );
+    assert_eq!(req.headers().capacity(), 6);
+    // One of them sent: room for the other.
+    let (req, _, _) = take_str(
+        "POST / HTTP/1.1\r\nhost: gw\r\naccept: */*\r\nAuthorization: Bearer t\r\n\
+         content-type: application/json\r\ncontent-length: 0\r\n\r\n",
+    );
+    assert!(req.headers().capacity() >= 6);
+}
