@@ -92,9 +92,11 @@ fn push_decimal(out: &mut Vec<u8>, n: u64) {
 pub struct HeaderIndices {
     name: (u32, u32),
     value: (u32, u32),
+    /// A hop-by-hop line naming no other header ([`is_connection_option`]): never kept.
+    option: bool,
 }
 
-/// A response head found in the read buffer: its status line, length and header count. The
+/// A response head found in the read buffer: its status line, length and kept header count. The
 /// header lines are in the [`HeaderIndices`] passed to [`parse_head`].
 #[derive(Debug, Clone, Copy)]
 pub struct RawHead {
@@ -103,7 +105,8 @@ pub struct RawHead {
     pub minor: u8,
     /// Bytes of the head, blank line included.
     pub len: usize,
-    pub headers: usize,
+    /// Header lines kept in the map: all but the connection options.
+    pub kept: usize,
 }
 
 impl RawHead {
@@ -144,15 +147,21 @@ pub fn parse_head(
         (start, start + s.len() as u32)
     };
     indices.clear();
-    indices.extend(res.headers.iter().map(|line| HeaderIndices {
-        name: span(line.name.as_bytes()),
-        value: span(line.value),
+    let mut kept = 0;
+    indices.extend(res.headers.iter().map(|line| {
+        let option = is_connection_option(line.name.as_bytes(), line.value);
+        kept += usize::from(!option);
+        HeaderIndices {
+            name: span(line.name.as_bytes()),
+            value: span(line.value),
+            option,
+        }
     }));
     Ok(Some(RawHead {
         status,
         minor: res.version.ok_or(CodecError::Malformed)?,
         len,
-        headers: res.headers.len(),
+        kept,
     }))
 }
 
@@ -196,7 +205,7 @@ pub fn build_head(
     request_method: &Method,
 ) -> Result<ResponseHead, CodecError> {
     let status = StatusCode::from_u16(raw.status).map_err(|_| CodecError::Malformed)?;
-    let mut headers = HeaderMap::with_capacity(raw.headers + ADDED_BY_STACK);
+    let mut headers = HeaderMap::with_capacity(raw.kept + ADDED_BY_STACK);
     let mut hints = Hints::default();
     for line in indices {
         let (start, end) = (line.name.0 as usize, line.name.1 as usize);
@@ -207,7 +216,7 @@ pub fn build_head(
         hints.note(&name, value.as_bytes())?;
         // Hop-by-hop headers that name no other header are never passed on: not kept at all,
         // so that the strip after this finds nothing to do in the usual case.
-        if !is_connection_option(&name, value.as_bytes()) {
+        if !line.option {
             headers.append(name, value);
         }
     }
@@ -248,19 +257,22 @@ fn header_name(bytes: &[u8]) -> Result<HeaderName, CodecError> {
 }
 
 /// `Connection: keep-alive` / `close` (options only, naming no header) or `Keep-Alive: …`.
-fn is_connection_option(name: &HeaderName, value: &[u8]) -> bool {
-    if name == header::CONNECTION {
+/// Told at parse time, so that the map is sized for the lines it keeps.
+fn is_connection_option(name: &[u8], value: &[u8]) -> bool {
+    if name.len() != 10 {
+        return false;
+    }
+    if same_token(name, b"connection") {
         value
             .split(|&b| b == b',')
             .map(<[u8]>::trim_ascii)
             .all(|t| t.eq_ignore_ascii_case(b"close") || t.eq_ignore_ascii_case(b"keep-alive"))
     } else {
-        *name == KEEP_ALIVE
+        same_token(name, b"keep-alive")
     }
 }
 
-/// Compared as a name (a standard name differs at once), not as a string (which spells out
-/// every name met).
+/// `keep-alive`, not among `http`'s standard names.
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
 impl Hints {
