@@ -307,10 +307,18 @@ where
         // The caller's `host` stays in the map: the upstream client writes its own and skips
         // this one (`codec::encode_request`), so removing it (a hash, a removal, a reindex) on
         // every attempt bought nothing.
-        headers.insert(
-            header::AUTHORIZATION,
-            (*self.credentials.header(account)).clone(),
-        );
+        let authorization = (*self.credentials.header(account)).clone();
+        // Replaced in place when the caller sent one: `HeaderMap::insert` first makes room for
+        // a new entry even when it replaces one, and the retry loop's copy of the request (a
+        // cloned map) has none to spare, so the insert would reallocate and rehash it. Several
+        // are all removed by `insert`.
+        let sent = headers.get_all(header::AUTHORIZATION).iter().count();
+        match headers.get_mut(header::AUTHORIZATION) {
+            Some(value) if sent == 1 => *value = authorization,
+            _ => {
+                headers.insert(header::AUTHORIZATION, authorization);
+            }
+        }
         self.inner.call(req)
     }
 }

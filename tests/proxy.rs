@@ -21,6 +21,8 @@ async fn injects_account_credentials_and_drops_the_callers() {
         &gw.url("/api/v2/status"),
         &[
             BEARER,
+            // A second `authorization` of the caller's: removed too, not left behind the first.
+            ("authorization", "Basic Y2FsbGVyOnNlY3JldA=="),
             ("proxy-authorization", "Basic c2VjcmV0"),
             ("content-type", "application/json"),
         ],
