@@ -428,11 +428,12 @@ fn request_id(given: Option<&HeaderValue>) -> HeaderValue {
         }
     }
     // 32 lowercase hex digits, written in place (no `format!` per request).
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut id = [0u8; 32];
-    let mut bits = fastrand::u128(..);
-    for digit in id.iter_mut().rev() {
-        *digit = b"0123456789abcdef"[(bits & 0xf) as usize];
-        bits >>= 4;
+    // A byte at a time: two digits per step, no 128-bit shifts.
+    for (digits, byte) in id.chunks_exact_mut(2).zip(fastrand::u128(..).to_be_bytes()) {
+        digits[0] = HEX[usize::from(byte >> 4)];
+        digits[1] = HEX[usize::from(byte & 0xf)];
     }
     // One allocation, shared by the copies that go upstream and back to the caller (a `Bytes`
     // made from a `Vec` allocates again on its first clone).
@@ -458,7 +459,17 @@ mod tests {
             assert_ne!(id, bad);
             assert_eq!(id.len(), 32);
         }
-        assert_eq!(request_id(None).len(), 32);
+        let (one, two) = (request_id(None), request_id(None));
+        assert_ne!(one, two);
+        for id in [one, two] {
+            assert_eq!(id.len(), 32);
+            assert!(
+                id.as_bytes()
+                    .iter()
+                    .all(|c| b"0123456789abcdef".contains(c)),
+                "{id:?}"
+            );
+        }
     }
 
     /// A request body that answers each poll with the next scripted step.
