@@ -6,6 +6,8 @@
 # builds can be compared on a busy machine; wall-clock figures come from the other benches.
 #
 #   benches/instructions.sh [seconds]      # measured load, after a 2 s warm-up (default 5)
+#   KEEP_CALLGRIND=/tmp/cg.out benches/instructions.sh   # also keep callgrind's output, for
+#                                          # callgrind_annotate --inclusive=yes
 #
 # Needs valgrind and wrk (Debian packages) and python3 (the upstream). Everything binds
 # 127.0.0.1 on ports the system picks.
