@@ -169,56 +169,20 @@ async fn resends_on_a_new_connection_when_a_reused_one_closes_unanswered() {
     second_answer_comes_on_a_new_connection(&upstream).await;
 }
 
-/// Reads one request from `stream`: its body, `None` at EOF.
-async fn read_request(stream: &mut tokio::io::BufReader<tokio::net::TcpStream>) -> Option<Vec<u8>> {
-    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
-    let mut length = 0;
-    loop {
-        let mut line = String::new();
-        if stream.read_line(&mut line).await.ok()? == 0 {
-            return None;
-        }
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':') {
-            if name.eq_ignore_ascii_case("content-length") {
-                length = value.trim().parse().unwrap();
-            }
-        }
-    }
-    let mut body = vec![0; length];
-    stream.read_exact(&mut body).await.ok()?;
-    Some(body)
-}
-
-/// A body too large to go out with the head is written on its own: the request sent again on a
-/// new connection must carry it whole too.
 #[tokio::test]
 async fn resends_a_large_body_whole_when_a_reused_connection_closes_unanswered() {
-    use tokio::io::AsyncWriteExt;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        let mut index = 0;
-        while let Ok((tcp, _)) = listener.accept().await {
-            let mut stream = tokio::io::BufReader::new(tcp);
-            tokio::spawn(async move {
-                while let Some(body) = read_request(&mut stream).await {
-                    if index == 0 && body.len() > 1000 {
-                        // The large request arrives as the upstream gives up: unanswered.
-                        return;
-                    }
-                    // Echoed, so that the test sees what arrived.
-                    let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
-                    stream.write_all(head.as_bytes()).await.unwrap();
-                    stream.write_all(&body).await.unwrap();
-                }
-            });
-            index += 1;
+    let upstream = RawUpstream::start(|index, mut conn| async move {
+        while let Some((_, body)) = conn.request_with_body().await {
+            if index == 0 && body.len() > 1000 {
+                // The large request arrives as the upstream gives up: unanswered.
+                return;
+            }
+            // Echoed, so that the test sees what arrived.
+            conn.ok_bytes(&body).await;
         }
-    });
+    })
+    .await;
+    let url = upstream.url();
     let gw = single_attempt_gateway(&url).await;
     assert_eq!(status_call(&gw).await.body, "{}");
     let large = format!(r#"{{"scanRef":"{}"}}"#, "x".repeat(40 * 1024));

@@ -55,6 +55,11 @@ impl RawUpstream {
 impl RawConn {
     /// Reads one request, head and `content-length` body: its request line, `None` at EOF.
     pub async fn request(&mut self) -> Option<String> {
+        self.request_with_body().await.map(|(line, _)| line)
+    }
+
+    /// Reads one request: its request line and its `content-length` body, `None` at EOF.
+    pub async fn request_with_body(&mut self) -> Option<(String, Vec<u8>)> {
         let mut first = String::new();
         if self.stream.read_line(&mut first).await.ok()? == 0 {
             return None;
@@ -75,7 +80,7 @@ impl RawConn {
         }
         let mut body = vec![0; length];
         self.stream.read_exact(&mut body).await.ok()?;
-        Some(first.trim_end().to_owned())
+        Some((first.trim_end().to_owned(), body))
     }
 
     pub async fn write(&mut self, bytes: &[u8]) {
@@ -85,8 +90,13 @@ impl RawConn {
 
     /// Answers `200` with `body` and a `content-length`, keeping the connection open.
     pub async fn ok(&mut self, body: &str) {
+        self.ok_bytes(body.as_bytes()).await;
+    }
+
+    /// [`RawConn::ok`] for a body of any bytes.
+    pub async fn ok_bytes(&mut self, body: &[u8]) {
         let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
-        self.write(format!("{head}{body}").as_bytes()).await;
+        self.write(&[head.as_bytes(), body].concat()).await;
     }
 
     /// Answers each request with `200 ok` until the gateway closes the connection.
