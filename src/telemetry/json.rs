@@ -278,7 +278,8 @@ fn u32_at(bytes: &[u8], at: usize) -> u32 {
 mod tests {
     use super::*;
 
-    fn render(f: impl FnOnce(&mut String)) -> String {
+    /// What `f` writes into an empty line (also for `numbers`' tests).
+    pub(super) fn render(f: impl FnOnce(&mut String)) -> String {
         let mut s = String::new();
         f(&mut s);
         s

@@ -100,16 +100,12 @@ fn second_text(secs: i64) -> [u8; 19] {
     }
     text
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::telemetry::json::tests::render;
     use std::time::Duration;
-
-    fn render(f: impl FnOnce(&mut String)) -> String {
-        let mut s = String::new();
-        f(&mut s);
-        s
-    }
 
     #[test]
     fn timestamps_match_rfc3339_with_microseconds() {
