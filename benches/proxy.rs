@@ -32,14 +32,8 @@ use idenfy_gateway::config::{Config, LogFormat};
 use tokio::net::{TcpListener, TcpStream};
 
 /// The binary's allocator (see `main.rs`), so that the gateway here costs what it costs there.
-/// Its tests run with the binary's (`cargo test`); built here without a test harness, they
-/// would only be dead code.
-#[path = "../src/allocator.rs"]
-#[allow(dead_code)]
-mod allocator;
-
 #[global_allocator]
-static ALLOCATOR: allocator::Allocator = allocator::Allocator;
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const KEY: &str = "bench-api-key";
 const SECRET: &str = "bench-api-secret";

@@ -8,13 +8,12 @@ use clap::{Args, Parser, Subcommand};
 use idenfy_gateway::config::{Config, LogFormat};
 use idenfy_gateway::demo::{Demo, DemoAddrs};
 use idenfy_gateway::simulator::{Simulator, SimulatorConfig};
-
-mod allocator;
+use mimalloc::MiMalloc;
 
 /// mimalloc: per-thread free lists make the request path's small, short-lived allocations a few
 /// instructions each (glibc's malloc and free were a fifth of a proxied request's cost).
 #[global_allocator]
-static ALLOCATOR: allocator::Allocator = allocator::Allocator;
+static ALLOCATOR: MiMalloc = MiMalloc;
 
 /// Exit status for a configuration that does not validate (sysexits EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
