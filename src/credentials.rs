@@ -23,6 +23,7 @@ use crate::body::Body;
 use crate::config::Account;
 use crate::context::ContextExt;
 use crate::error::GatewayError;
+use crate::headers::set_single;
 use crate::secret::SecretSource;
 
 /// How often file-based secrets are re-read even when no change was signalled.
@@ -308,17 +309,8 @@ where
         // this one (`codec::encode_request`), so removing it (a hash, a removal, a reindex) on
         // every attempt bought nothing.
         let authorization = (*self.credentials.header(account)).clone();
-        // Replaced in place when the caller sent one: `HeaderMap::insert` first makes room for
-        // a new entry even when it replaces one, and the retry loop's copy of the request (a
-        // cloned map) has none to spare, so the insert would reallocate and rehash it. Several
-        // are all removed by `insert`.
-        let sent = headers.get_all(header::AUTHORIZATION).iter().count();
-        match headers.get_mut(header::AUTHORIZATION) {
-            Some(value) if sent == 1 => *value = authorization,
-            _ => {
-                headers.insert(header::AUTHORIZATION, authorization);
-            }
-        }
+        // In place when the caller sent one: the retry loop's copy has no room to spare.
+        set_single(headers, header::AUTHORIZATION, authorization);
         self.inner.call(req)
     }
 }

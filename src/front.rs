@@ -24,6 +24,7 @@ use crate::body::{Body, Joined};
 use crate::context::{Deadline, RequestContext};
 use crate::deadline::deadline_for;
 use crate::error::GatewayError;
+use crate::headers::set_single;
 use crate::identify::Callers;
 use crate::metrics::{
     status_class_index, GaugeGuard, HandleTable, RequestMetrics, STATUS_CLASSES, UNKNOWN,
@@ -263,7 +264,8 @@ impl Answer {
         let started = Instant::now();
         let _in_flight = GaugeGuard::enter(&shared.metrics.in_flight);
         let request_id = request_id(req.headers().get(REQUEST_ID));
-        req.headers_mut().insert(REQUEST_ID, request_id.clone());
+        // In place when the caller sent its own: the listener sizes the map for what it adds.
+        set_single(req.headers_mut(), REQUEST_ID, request_id.clone());
         Answer {
             shared,
             started,

@@ -30,6 +30,7 @@
 //! - [`metrics`]: the registry and the whole-request metrics
 //! - [`telemetry`]: structured logs
 //! - `token`: header names compared as both HTTP/1.1 parsers compare them
+//! - `headers`: a header set to one value without growing a map that has no room to spare
 //! - [`simulator`]: a faithful stand-in for iDenfy on loopback (tests, demo, benchmarks)
 //! - [`demo`]: the simulator with the gateway in front of it, for trying things with curl
 
@@ -45,6 +46,7 @@ pub mod dedup;
 pub mod demo;
 pub mod error;
 pub mod front;
+mod headers;
 pub mod idenfy;
 pub mod identify;
 pub mod metrics;

@@ -14,9 +14,10 @@ use crate::token::same_token;
 /// Most header lines accepted in a request head (over it: 431, as hyper answers).
 pub const MAX_HEADERS: usize = 100;
 /// Headers the stack sets on every request on its way (`front`: `x-request-id`; `credentials`:
-/// `authorization`). Each is a new entry in the map unless the client sent one (then it replaces
-/// it): room for the new ones is made up front, so that the map does not grow (rehash,
-/// reallocate) on the way, and no more, as the map's allocation steps up at 7 and 13 entries.
+/// `authorization`). Each is a new entry in the map unless the client sent one (then it is
+/// replaced in place, `headers::set_single`): room for the new ones is made up front, so that
+/// the map does not grow (rehash, reallocate) on the way, and no more, as the map's allocation
+/// steps up at 7 and 13 entries.
 const SET_BY_STACK: [&[u8]; 2] = [b"x-request-id", b"authorization"];
 
 /// What the loop may take as the plain case.
