@@ -2,15 +2,20 @@
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
-/// Sets `name` to `value` alone. A single value already there is replaced in place:
-/// `HeaderMap::insert` first makes room for a new entry even when it only replaces one, so in a
-/// map with no room to spare (sized exactly by the listener, or a copy made by the retry loop)
-/// it would reallocate and rehash the map. Several values, or none, go through `insert`, which
+/// Sets `name` to `value` alone, as `HeaderMap::insert` does, without growing a map that has no
+/// room to spare (sized exactly by the listener, or the retry loop's copy): `insert` first makes
+/// room for a new entry even when it only replaces one, so in a full map a single value already
+/// there is replaced in place instead. Several values, or none, still go through `insert`, which
 /// removes them all.
 pub fn set_single(headers: &mut HeaderMap, name: HeaderName, value: HeaderValue) {
-    let present = headers.get_all(&name).iter().count();
+    if headers.keys_len() < headers.capacity() {
+        headers.insert(name, value);
+        return;
+    }
+    let mut present = headers.get_all(&name).iter();
+    let single = present.next().is_some() && present.next().is_none();
     match headers.get_mut(&name) {
-        Some(slot) if present == 1 => *slot = value,
+        Some(slot) if single => *slot = value,
         _ => {
             headers.insert(name, value);
         }
