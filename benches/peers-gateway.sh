@@ -8,13 +8,18 @@
 #   PEERS_DIR=/path/to/bench/peers benches/peers-gateway.sh --path /api/v2/status --out /tmp/s.json
 #
 # PEERS_DIR (required): the directory of the peer harness's compare.sh.
+# GATEWAY_BIN (optional): the gateway binary to measure, e.g. the profile-guided build that
+# benches/pgo-build.sh prints; by default the plain release build, built here.
 # The limits are set high enough never to throttle the benchmark, so every request passes
 # through the limiters' decision without being refused.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 peers="${PEERS_DIR:?set PEERS_DIR to the directory of the peer harness (compare.sh)}"
 cd "$root"
-cargo build --release --quiet
+if [ -z "${GATEWAY_BIN:-}" ]; then
+  cargo build --release --quiet
+  GATEWAY_BIN="$root/target/release/idenfy-gateway"
+fi
 config='[listen]
 proxy = \"127.0.0.1:{PORT}\"
 admin = \"127.0.0.1:0\"
@@ -35,5 +40,5 @@ format = \"json\"
 level = \"info\"
 '
 exec "$peers/compare.sh" \
-  --gateway "printf '%s' \"$config\" > {TMPDIR}/gw.toml && exec $root/target/release/idenfy-gateway run --config {TMPDIR}/gw.toml --workers {WORKERS}" \
+  --gateway "printf '%s' \"$config\" > {TMPDIR}/gw.toml && exec $GATEWAY_BIN run --config {TMPDIR}/gw.toml --workers {WORKERS}" \
   --gateway-name gateway "$@"
