@@ -1,6 +1,6 @@
 //! Credentials: the iDenfy account's `Authorization: Basic base64(key:secret)` replaces whatever
-//! the caller sent, and the request head is cleaned for the upstream hop. Innermost but one:
-//! runs on every attempt, right before the upstream client.
+//! the caller sent. Innermost but one: runs on every attempt, right before the upstream client,
+//! so that a secret rotated between two attempts is used by the second.
 //!
 //! Secrets from files are re-read when the file changes (Kubernetes swaps a symlink inside the
 //! secret volume's directory, so the directory is watched, with a slow poll as a safety net).
@@ -15,7 +15,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use base64::Engine;
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderValue, Request, Response};
+use http::{HeaderValue, Request, Response};
 use prometheus::{IntCounterVec, Opts, Registry};
 use tower::{Layer, Service};
 
@@ -23,8 +23,8 @@ use crate::body::Body;
 use crate::config::Account;
 use crate::context::ContextExt;
 use crate::error::GatewayError;
-use crate::headers::set_single;
 use crate::secret::SecretSource;
+use crate::upstream::Authorized;
 
 /// How often file-based secrets are re-read even when no change was signalled.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(30);
@@ -188,77 +188,6 @@ impl Credentials {
     }
 }
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded in either direction.
-const HOP_BY_HOP: [header::HeaderName; 7] = [
-    header::CONNECTION,
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
-/// Not standard names: compared as names (a standard name differs at once), not as strings
-/// (which spells out every name met). Constants, as `HOP_BY_HOP`: the comparisons fold.
-const KEEP_ALIVE: header::HeaderName = header::HeaderName::from_static("keep-alive");
-const PROXY_CONNECTION: header::HeaderName = header::HeaderName::from_static("proxy-connection");
-
-/// Removes hop-by-hop headers, and every header the `Connection` header names.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass over the names present, with no hashing and no allocation, noting which of them
-    // are hop-by-hop; then only those are removed (most messages carry none, or only
-    // `Connection: keep-alive`).
-    let mut present = 0u32;
-    for name in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
-            present |= 1 << i;
-        } else if *name == KEEP_ALIVE {
-            present |= KEEP_ALIVE_BIT;
-        } else if *name == PROXY_CONNECTION {
-            present |= PROXY_CONNECTION_BIT;
-        }
-    }
-    if present == 0 {
-        return;
-    }
-    if present & CONNECTION_BIT != 0 {
-        remove_connection_named(headers);
-    }
-    for (i, name) in HOP_BY_HOP.iter().enumerate() {
-        if present & (1 << i) != 0 {
-            headers.remove(name);
-        }
-    }
-    if present & KEEP_ALIVE_BIT != 0 {
-        headers.remove(KEEP_ALIVE);
-    }
-    if present & PROXY_CONNECTION_BIT != 0 {
-        headers.remove(PROXY_CONNECTION);
-    }
-}
-
-/// `Connection` is `HOP_BY_HOP[0]`; the two non-standard names take the top bits.
-const CONNECTION_BIT: u32 = 1 << 0;
-const KEEP_ALIVE_BIT: u32 = 1 << 30;
-const PROXY_CONNECTION_BIT: u32 = 1 << 31;
-
-/// Removes the headers `Connection` names, other than the options every message may carry
-/// (`close`, `keep-alive`), which cost nothing to skip.
-fn remove_connection_named(headers: &mut HeaderMap) {
-    let named: Vec<header::HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
-        .filter_map(|name| header::HeaderName::try_from(name).ok())
-        .collect();
-    for name in &named {
-        headers.remove(name);
-    }
-}
-
 /// Sets the account's credentials on each attempt.
 #[derive(Clone)]
 pub struct SetCredentialsLayer {
@@ -289,9 +218,9 @@ pub struct SetCredentials<S> {
     credentials: Credentials,
 }
 
-impl<S> Service<Request<Bytes>> for SetCredentials<S>
+impl<S> Service<Arc<Request<Bytes>>> for SetCredentials<S>
 where
-    S: Service<Request<Bytes>, Response = Response<Body>, Error = GatewayError>,
+    S: Service<Authorized, Response = Response<Body>, Error = GatewayError>,
 {
     type Response = Response<Body>;
     type Error = GatewayError;
@@ -301,17 +230,16 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<Bytes>) -> Self::Future {
-        let account = req.caller().map_or(0, |c| c.account);
-        let headers = req.headers_mut();
-        strip_hop_by_hop(headers);
-        // The caller's `host` stays in the map: the upstream client writes its own and skips
-        // this one (`codec::encode_request`), so removing it (a hash, a removal, a reindex) on
-        // every attempt bought nothing.
-        let authorization = (*self.credentials.header(account)).clone();
-        // In place when the caller sent one: the retry loop's copy has no room to spare.
-        set_single(headers, header::AUTHORIZATION, authorization);
-        self.inner.call(req)
+    /// The request is the retry loop's, shared by every attempt, and is not edited: the caller's
+    /// `Authorization` stays in it and the upstream client writes the account's instead
+    /// (`codec::encode_request`). Hop-by-hop headers were removed when it came in (`front`).
+    fn call(&mut self, request: Arc<Request<Bytes>>) -> Self::Future {
+        let account = request.caller().map_or(0, |c| c.account);
+        let authorization = self.credentials.header(account);
+        self.inner.call(Authorized {
+            request,
+            authorization,
+        })
     }
 }
 
@@ -328,12 +256,6 @@ mod tests {
             rate: crate::config::values::rate("10/s").unwrap(),
             burst: std::num::NonZeroU32::MIN,
         }
-    }
-
-    #[test]
-    fn connection_is_the_first_hop_by_hop_header() {
-        assert_eq!(HOP_BY_HOP[0], header::CONNECTION);
-        assert!(HOP_BY_HOP.len() < 30);
     }
 
     #[test]
@@ -368,28 +290,5 @@ mod tests {
         assert_eq!(*creds.header(0), "Basic azI6cw==");
         assert_eq!(creds.reloads.with_label_values(&["main", "error"]).get(), 1);
         assert_eq!(creds.reloads.with_label_values(&["main", "ok"]).get(), 1);
-    }
-
-    #[test]
-    fn strips_hop_by_hop_and_connection_named_headers() {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("keep-alive, x-secret-hop"),
-        );
-        headers.insert("x-secret-hop", HeaderValue::from_static("1"));
-        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        headers.insert(header::TE, HeaderValue::from_static("trailers"));
-        headers.insert(
-            header::PROXY_AUTHORIZATION,
-            HeaderValue::from_static("Basic eA=="),
-        );
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        strip_hop_by_hop(&mut headers);
-        assert_eq!(headers.len(), 1);
-        assert!(headers.contains_key(header::CONTENT_TYPE));
     }
 }

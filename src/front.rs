@@ -1,6 +1,6 @@
 //! Front: the outermost step of the request path. It decides whether a request is taken at all
 //! (identify → 401, route → 404/400, body limit → 413), sets the request id and the deadline,
-//! and, once the inner stack answers, turns any error into its response (the one call to
+//! removes the caller's hop-by-hop headers, and, once the inner stack answers, turns any error into its response (the one call to
 //! [`GatewayError::into_response`]), adds `x-request-id`, and writes one log line and the
 //! request metrics.
 //!
@@ -24,7 +24,7 @@ use crate::body::{Body, Joined};
 use crate::context::{Deadline, RequestContext};
 use crate::deadline::deadline_for;
 use crate::error::GatewayError;
-use crate::headers::set_single;
+use crate::headers::{set_single, strip_hop_by_hop};
 use crate::identify::Callers;
 use crate::metrics::{
     status_class_index, GaugeGuard, HandleTable, RequestMetrics, STATUS_CLASSES, UNKNOWN,
@@ -283,6 +283,10 @@ impl Answer {
         let shared = &*self.shared;
         let caller = shared.callers.identify_request(req.headers())?;
         self.team = Some(caller.team);
+        // The caller's hop ends here: its hop-by-hop headers (`Connection` and what it names,
+        // `Proxy-Authorization`, `TE` …) go no further. Once, before the retry loop shares the
+        // request between its attempts.
+        strip_hop_by_hop(req.headers_mut());
         let matched = shared.routes.classify(req.method(), req.uri().path())?;
         self.route = matched.label;
         let deadline = Deadline(self.started + deadline_for(req.headers(), shared.deadline));

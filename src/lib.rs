@@ -14,7 +14,7 @@
 //! - [`ratelimit`]: team quota on requests (before the retry loop), account quota on attempts
 //!   (inside it), account pause after a 429
 //! - [`retry`]: the retry loop: policy, full-jitter backoff, retry budget, attempt count
-//! - [`credentials`]: the account's Basic key:secret in, the caller's credentials out; rotation
+//! - [`credentials`]: the account's Basic key:secret in place of the caller's; rotation
 //! - [`upstream`]: one attempt against iDenfy: a small HTTP/1.1 client (pooled, TLS, timeouts)
 //!
 //! Around it:
@@ -30,7 +30,7 @@
 //! - [`metrics`]: the registry and the whole-request metrics
 //! - [`telemetry`]: structured logs
 //! - `token`: header names compared as both HTTP/1.1 parsers compare them
-//! - `headers`: a header set to one value without growing a map that has no room to spare
+//! - [`headers`]: hop-by-hop headers removed; a header set without growing a full map
 //! - [`simulator`]: a faithful stand-in for iDenfy on loopback (tests, demo, benchmarks)
 //! - [`demo`]: the simulator with the gateway in front of it, for trying things with curl
 
@@ -46,7 +46,7 @@ pub mod dedup;
 pub mod demo;
 pub mod error;
 pub mod front;
-mod headers;
+pub mod headers;
 pub mod idenfy;
 pub mod identify;
 pub mod metrics;

@@ -131,7 +131,7 @@ impl<S> Layer<S> for RetryLayer {
 
 impl<S> Service<Request<Bytes>> for Retry<S>
 where
-    S: Service<Request<Bytes>, Response = Response<Body>, Error = GatewayError>
+    S: Service<Arc<Request<Bytes>>, Response = Response<Body>, Error = GatewayError>
         + Clone
         + Send
         + 'static,
@@ -156,10 +156,12 @@ impl Shared {
     /// future of its own, and no local that spans an await is borrowed or left half-moved
     /// (the future would keep room for it), so that the usual request, one attempt, carries
     /// little. The inner service is called without `ready()`: like every layer of the stack, it
-    /// is always ready.
-    async fn run<S>(self: Arc<Self>, mut inner: S, mut req: Request<Bytes>) -> Answer
+    /// is always ready. Every attempt is handed the same request, shared: the layers inside only
+    /// read it (the upstream client encodes it when the attempt is made), so a retry needs no
+    /// copy.
+    async fn run<S>(self: Arc<Self>, mut inner: S, req: Request<Bytes>) -> Answer
     where
-        S: Service<Request<Bytes>, Response = Response<Body>, Error = GatewayError>,
+        S: Service<Arc<Request<Bytes>>, Response = Response<Body>, Error = GatewayError>,
     {
         // One look-up of the request's context for both (each is a hashed extension look-up).
         let (route, deadline) = req
@@ -167,12 +169,13 @@ impl Shared {
             .map_or((None, None), |c| (c.route, c.deadline));
         let kind = route.map_or(RouteKind::Other, |r| r.kind);
         self.budget.deposit();
+        let req = Arc::new(req);
         let (mut attempts, mut last) = (0, None);
         loop {
             if deadline.is_some_and(|d| d.remaining() < MIN_ATTEMPT_TIME) {
                 return self.finish(Err(GatewayError::DeadlineExceeded), attempts, last);
             }
-            let call = inner.call(self.request_for(&mut req, attempts));
+            let call = inner.call(Arc::clone(&req));
             let Attempt {
                 answer,
                 upstream,
@@ -189,17 +192,6 @@ impl Shared {
                 Ok(kept) => last = Some(kept),
                 Err(answer) => return self.finish(answer, attempts, None),
             }
-        }
-    }
-
-    /// The request for the attempt after `made` attempts. The last attempt allowed takes the
-    /// request itself: no retry can follow it (`deny` stops at `max_attempts`), so no copy is
-    /// kept (an empty request is left, never sent). Earlier ones send a copy.
-    fn request_for(&self, req: &mut Request<Bytes>, made: u32) -> Request<Bytes> {
-        if made + 1 >= self.max_attempts {
-            std::mem::take(req)
-        } else {
-            req.clone()
         }
     }
 

@@ -83,7 +83,7 @@ pub fn app(
             &limit_metrics,
         ))
         // Retries 429/5xx/connection failures with full-jitter backoff, within the budget and
-        // the deadline; everything inside runs once per attempt.
+        // the deadline; everything inside runs once per attempt, on the same shared request.
         .layer(RetryLayer::new(&config.retry, RetryMetrics::new(registry)?))
         // The account's quota on upstream attempts (retries included), and the account-wide
         // pause after iDenfy says 429. Inside the retry loop: every attempt counts at iDenfy.
@@ -93,7 +93,8 @@ pub fn app(
             &config.retry,
             &limit_metrics,
         ))
-        // Per attempt: the caller's credentials and hop-by-hop headers out, the account's in.
+        // Per attempt: the account's credentials in place of the caller's (the request itself is
+        // shared by the attempts and not edited; front removed the hop-by-hop headers).
         .layer(SetCredentialsLayer::new(credentials))
         // One attempt against iDenfy, with the attempt timeout.
         .service(upstream))

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::uri::Scheme;
-use http::{Request, Response, StatusCode};
+use http::{HeaderValue, Request, Response, StatusCode};
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
 };
@@ -39,6 +39,13 @@ mod pool;
 use attempt::Attempt;
 pub(crate) use body::UpstreamBody;
 use exchange::{Bound, Client};
+
+/// What one attempt sends: the caller's request, shared by every attempt of the retry loop and
+/// never edited, and the account's `Authorization`, written in place of any the caller sent.
+pub struct Authorized {
+    pub request: Arc<Request<Bytes>>,
+    pub authorization: Arc<HeaderValue>,
+}
 
 /// Buckets of the upstream attempt duration, in seconds: iDenfy answers in tens to hundreds of
 /// milliseconds; the tail up to `attempt_timeout` (15 s by default) matters for alerts.
@@ -192,7 +199,7 @@ pub(crate) fn tls_config(
         .with_no_client_auth())
 }
 
-impl Service<Request<Bytes>> for Upstream {
+impl Service<Authorized> for Upstream {
     type Response = Response<Body>;
     type Error = GatewayError;
     type Future = ResponseFuture;
@@ -201,7 +208,7 @@ impl Service<Request<Bytes>> for Upstream {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<Bytes>) -> Self::Future {
+    fn call(&mut self, req: Authorized) -> Self::Future {
         Box::pin(Attempt::new(self.shared.clone(), req))
     }
 }

@@ -6,8 +6,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 
 use crate::body::Body;
-use crate::credentials::strip_hop_by_hop;
 use crate::error::GatewayError;
+use crate::headers::strip_hop_by_hop;
 use crate::retry::X_GATEWAY_ATTEMPTS;
 
 /// Says how a token response was obtained: `leader | coalesced | replayed`.

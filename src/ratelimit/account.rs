@@ -7,6 +7,7 @@
 //! `k` being the number of throttled answers in a row before this one: 200 ms, 400 ms, 800 ms …
 //! up to 5 s with the defaults. Any other answer resets `k`.
 
+use std::borrow::Borrow;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -100,13 +101,13 @@ impl<S> Layer<S> for AccountLimitLayer {
     }
 }
 
-impl<S> Service<Request<Bytes>> for AccountLimit<S>
+/// `R`: the request, owned or shared (the retry loop hands every attempt the same
+/// `Arc<Request<Bytes>>`); the limit only reads it.
+impl<S, R> Service<R> for AccountLimit<S>
 where
-    S: Service<Request<Bytes>, Response = Response<Body>, Error = GatewayError>
-        + Clone
-        + Send
-        + 'static,
+    S: Service<R, Response = Response<Body>, Error = GatewayError> + Clone + Send + 'static,
     S::Future: Send + 'static,
+    R: Borrow<Request<Bytes>> + Send + 'static,
 {
     type Response = Response<Body>;
     type Error = GatewayError;
@@ -116,9 +117,9 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<Bytes>) -> Self::Future {
+    fn call(&mut self, req: R) -> Self::Future {
         // `identify` always sets the caller; without one the stack is miswired.
-        let index = req.caller().map(|c| c.account);
+        let index = req.borrow().caller().map(|c| c.account);
         let Some((index, account)) = index.and_then(|a| Some((a, self.shared.accounts.get(a)?)))
         else {
             return AccountFuture::boxed(Box::pin(std::future::ready(Err(GatewayError::Internal))));
@@ -137,7 +138,7 @@ where
         let (mut inner, shared) = (self.inner.clone(), self.shared.clone());
         AccountFuture::boxed(Box::pin(async move {
             let account = &shared.accounts[index];
-            let budget = wait_budget(shared.max_wait, req.deadline().as_ref());
+            let budget = wait_budget(shared.max_wait, req.borrow().deadline().as_ref());
             admit(&account.quota, &account.metrics, Limit::Account, budget).await?;
             let res = inner.call(req).await?;
             Shared::settle(shared, index, res).await

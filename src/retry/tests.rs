@@ -32,7 +32,7 @@ fn status(code: u16) -> Step {
 /// What the scripted upstream saw on one attempt.
 struct Seen {
     at: Duration,
-    req: Request<Bytes>,
+    req: Arc<Request<Bytes>>,
 }
 
 type Log = Arc<Mutex<Vec<Seen>>>;
@@ -41,7 +41,7 @@ type Log = Arc<Mutex<Vec<Seen>>>;
 fn upstream(
     steps: Vec<Step>,
 ) -> (
-    impl Service<Request<Bytes>, Response = Response<Body>, Error = GatewayError, Future: Send>
+    impl Service<Arc<Request<Bytes>>, Response = Response<Body>, Error = GatewayError, Future: Send>
         + Clone
         + Send
         + 'static,
@@ -51,7 +51,7 @@ fn upstream(
     let start = Instant::now();
     let svc = tower::service_fn({
         let log = log.clone();
-        move |req: Request<Bytes>| {
+        move |req: Arc<Request<Bytes>>| {
             let mut seen = log.lock().unwrap();
             let step = steps[seen.len().min(steps.len() - 1)].clone();
             let deadline = req.deadline();

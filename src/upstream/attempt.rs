@@ -12,14 +12,14 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
-use http::{Extensions, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use tokio::time::Instant;
 
 use super::codec::ResponseHead;
 use super::exchange::{Answered, Bound, Connecting, Exchange, Failure, Outgoing};
-use super::Shared;
+use super::{Authorized, Shared};
 use crate::body::Body;
-use crate::context::RequestContext;
+use crate::context::ContextExt;
 use crate::error::GatewayError;
 
 /// One attempt against iDenfy: the response head within its bound (the metrics are recorded
@@ -30,8 +30,8 @@ pub struct Attempt {
     req: Outgoing,
     bound: Bound,
     started: Instant,
-    /// The request's, for the caller the metrics are recorded under.
-    extensions: Extensions,
+    /// The request, for the caller the metrics are recorded under (shared with the retry loop).
+    request: Arc<Request<Bytes>>,
     /// The connection came from the pool: failing before any answer, the request is sent again,
     /// once, on a new one.
     reused: bool,
@@ -45,10 +45,13 @@ enum State {
 }
 
 impl Attempt {
-    pub(super) fn new(shared: Arc<Shared>, req: Request<Bytes>) -> Self {
-        let (parts, body) = req.into_parts();
+    pub(super) fn new(shared: Arc<Shared>, req: Authorized) -> Self {
+        let Authorized {
+            request,
+            authorization,
+        } = req;
         let started = Instant::now();
-        let deadline = context(&parts.extensions).and_then(|c| c.deadline);
+        let deadline = request.deadline();
         let bound = shared.bound(started, deadline);
         let client = &shared.client;
         // Encoded now, into the pooled connection's buffer when there is one (a new
@@ -56,7 +59,7 @@ impl Attempt {
         let mut pooled = client.pool().checkout(started);
         let mut fresh = Vec::new();
         let out = pooled.as_mut().map_or(&mut fresh, |conn| &mut conn.out);
-        let req = client.encode(out, parts.method, &parts.uri, &parts.headers, body);
+        let req = client.encode(out, &request, &authorization);
         let (state, reused) = match pooled {
             Some(conn) => (State::Sending(Exchange::new(conn, bound)), true),
             None => (State::Connecting(client.connect(fresh, bound)), false),
@@ -67,7 +70,7 @@ impl Attempt {
             req,
             bound,
             started,
-            extensions: parts.extensions,
+            request,
             reused,
         }
     }
@@ -76,7 +79,7 @@ impl Attempt {
     fn record(&self, result: Result<StatusCode, &GatewayError>) {
         let seconds = self.started.elapsed().as_secs_f64();
         let metrics = &self.shared.metrics;
-        match context(&self.extensions).and_then(|c| c.caller.as_ref()) {
+        match self.request.caller() {
             Some(caller) => metrics.record(caller.account, &caller.account_name, result, seconds),
             // No caller: no handle row; looked up by label.
             None => metrics.record(usize::MAX, "", result, seconds),
@@ -102,10 +105,6 @@ impl Attempt {
         let connect = self.shared.client.connect(dead.into_request(), self.bound);
         self.state = State::Connecting(connect);
     }
-}
-
-fn context(extensions: &Extensions) -> Option<&RequestContext> {
-    extensions.get()
 }
 
 /// What the state polled came to.

@@ -36,28 +36,43 @@ pub enum CodecError {
     Truncated,
 }
 
+/// A request head as the upstream client writes it.
+pub struct RequestHead<'a> {
+    pub method: &'a Method,
+    /// The path and query; `/` when empty.
+    pub target: &'a str,
+    /// The upstream's authority, written as `host` in place of the caller's.
+    pub host: &'a [u8],
+    /// The account's credentials, written in place of any `authorization` the caller sent.
+    pub authorization: &'a HeaderValue,
+    /// The caller's headers, hop-by-hop ones already removed.
+    pub headers: &'a HeaderMap,
+}
+
 /// Writes the request head into `out` (cleared first), and the body after it when it is small.
 /// Returns whether the body was written: a larger one is sent on its own after the head.
-pub fn encode_request(
-    out: &mut Vec<u8>,
-    method: &Method,
-    target: &str,
-    host: &[u8],
-    headers: &HeaderMap,
-    body: &[u8],
-) -> bool {
+pub fn encode_request(out: &mut Vec<u8>, head: RequestHead<'_>, body: &[u8]) -> bool {
     out.clear();
     let inline = body.len() < INLINE_BODY;
-    out.reserve(256 + headers.len() * 48 + if inline { body.len() } else { 0 });
-    out.extend_from_slice(method.as_str().as_bytes());
+    out.reserve(256 + head.headers.len() * 48 + if inline { body.len() } else { 0 });
+    out.extend_from_slice(head.method.as_str().as_bytes());
     out.push(b' ');
-    out.extend_from_slice(if target.is_empty() { "/" } else { target }.as_bytes());
+    let target = if head.target.is_empty() {
+        "/"
+    } else {
+        head.target
+    };
+    out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
-    out.extend_from_slice(host);
+    out.extend_from_slice(head.host);
+    out.extend_from_slice(b"\r\nauthorization: ");
+    out.extend_from_slice(head.authorization.as_bytes());
     out.extend_from_slice(b"\r\n");
-    for (name, value) in headers {
-        // Ours to set: the host, the body's framing; `expect` would wait for a 100 we never need.
+    for (name, value) in head.headers {
+        // Ours to set: the host, the credentials, the body's framing; `expect` would wait for a
+        // 100 we never need.
         if name == header::HOST
+            || name == header::AUTHORIZATION
             || name == header::CONTENT_LENGTH
             || name == header::TRANSFER_ENCODING
             || name == header::EXPECT
@@ -69,7 +84,7 @@ pub fn encode_request(
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    let needs_length = matches!(*method, Method::POST | Method::PUT | Method::PATCH);
+    let needs_length = matches!(*head.method, Method::POST | Method::PUT | Method::PATCH);
     if !body.is_empty() || needs_length {
         out.extend_from_slice(b"content-length: ");
         push_decimal(out, body.len() as u64);

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{HeaderMap, Method, Response, StatusCode, Uri};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use tokio::time::Instant;
 
 use super::body::{take_buffered, UpstreamBody};
@@ -19,8 +19,8 @@ use super::codec::{self, Framing, HeaderIndices, ResponseHead};
 use super::conn::{Conn, Connector};
 use super::pool::Pool;
 use crate::body::Body;
-use crate::credentials::strip_hop_by_hop;
 use crate::error::GatewayError;
+use crate::headers::strip_hop_by_hop;
 
 /// Bodies up to 64 KiB with a `content-length` are read whole before the answer is returned:
 /// iDenfy's JSON answers, which the retry loop and dedup read anyway.
@@ -99,20 +99,30 @@ impl Client {
         &self.pool
     }
 
-    /// Encodes the request into `out` (a connection's buffer, or one for a new connection).
+    /// Encodes the request into `out` (a connection's buffer, or one for a new connection),
+    /// with the account's `authorization`.
     pub fn encode(
         &self,
         out: &mut Vec<u8>,
-        method: Method,
-        uri: &Uri,
-        headers: &HeaderMap,
-        body: Bytes,
+        req: &Request<Bytes>,
+        authorization: &HeaderValue,
     ) -> Outgoing {
-        let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let inline = codec::encode_request(out, &method, target, &self.host, headers, &body);
+        let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        let (method, body) = (req.method(), req.body());
+        let inline = codec::encode_request(
+            out,
+            codec::RequestHead {
+                method,
+                target,
+                host: &self.host,
+                authorization,
+                headers: req.headers(),
+            },
+            body,
+        );
         Outgoing {
-            method,
-            body: (!inline).then_some(body),
+            method: method.clone(),
+            body: (!inline).then(|| body.clone()),
         }
     }
 

@@ -104,6 +104,8 @@ async fn a_retry_after_idenfy_429_waits_out_the_pause() {
     let svc = tower::ServiceBuilder::new()
         .layer(retry)
         .layer(account_limit)
+        // The loop shares the request between attempts; the mock takes its own.
+        .map_request(Arc::unwrap_or_clone)
         .service(svc);
     let res = svc.oneshot(request(0, 0)).await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);

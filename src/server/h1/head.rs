@@ -13,12 +13,12 @@ use crate::token::same_token;
 
 /// Most header lines accepted in a request head (over it: 431, as hyper answers).
 pub const MAX_HEADERS: usize = 100;
-/// Headers the stack sets on every request on its way (`front`: `x-request-id`; `credentials`:
-/// `authorization`). Each is a new entry in the map unless the client sent one (then it is
-/// replaced in place, `headers::set_single`): room for the new ones is made up front, so that
-/// the map does not grow (rehash, reallocate) on the way, and no more, as the map's allocation
-/// steps up at 7 and 13 entries.
-const SET_BY_STACK: [&[u8]; 2] = [b"x-request-id", b"authorization"];
+/// Headers the stack sets on every request on its way (`front`: `x-request-id`; the account's
+/// `authorization` is written by the upstream client, not set in the map). Each is a new entry
+/// in the map unless the client sent one (then it is replaced in place, `headers::set_single`):
+/// room for the new ones is made up front, so that the map does not grow (rehash, reallocate)
+/// on the way, and no more, as the map's allocation steps up at 7 and 13 entries.
+const SET_BY_STACK: [&[u8]; 1] = [b"x-request-id"];
 
 /// What the loop may take as the plain case.
 #[derive(Debug, Clone, Copy)]

@@ -9,7 +9,14 @@ fn encode(method: Method, target: &str, headers: &[(&str, &str)], body: &[u8]) -
         );
     }
     let mut out = b"left over".to_vec();
-    let inline = encode_request(&mut out, &method, target, b"ivs.idenfy.com", &map, body);
+    let head = RequestHead {
+        method: &method,
+        target,
+        host: b"ivs.idenfy.com",
+        authorization: &HeaderValue::from_static("Basic a2V5OnM="),
+        headers: &map,
+    };
+    let inline = encode_request(&mut out, head, body);
     (String::from_utf8(out).unwrap(), inline)
 }
 
@@ -26,12 +33,11 @@ fn get(text: &str) -> Result<ResponseHead, CodecError> {
 }
 
 #[test]
-fn encodes_the_request_head_host_headers_and_a_small_body_in_one_buffer() {
+fn encodes_the_request_head_host_credentials_headers_and_a_small_body_in_one_buffer() {
     let (text, inline) = encode(
         Method::POST,
         "/api/v2/token?x=1",
         &[
-            ("authorization", "Basic a2V5OnM="),
             ("content-type", "application/json"),
             ("x-multi", "a"),
             ("x-multi", "b"),
@@ -48,12 +54,14 @@ fn encodes_the_request_head_host_headers_and_a_small_body_in_one_buffer() {
 }
 
 #[test]
-fn replaces_the_callers_framing_and_host_headers() {
+fn replaces_the_callers_framing_host_and_credentials() {
     let (text, _) = encode(
         Method::POST,
         "/api/v2/status",
         &[
             ("host", "gateway.local"),
+            ("authorization", "Bearer team-token"),
+            ("authorization", "Basic dGVhbTp0b2tlbg=="),
             ("content-length", "999"),
             ("transfer-encoding", "chunked"),
             ("expect", "100-continue"),
@@ -62,7 +70,8 @@ fn replaces_the_callers_framing_and_host_headers() {
     );
     assert_eq!(
         text,
-        "POST /api/v2/status HTTP/1.1\r\nhost: ivs.idenfy.com\r\ncontent-length: 2\r\n\r\n{}"
+        "POST /api/v2/status HTTP/1.1\r\nhost: ivs.idenfy.com\r\nauthorization: Basic a2V5OnM=\r\n\
+         content-length: 2\r\n\r\n{}"
     );
 }
 
@@ -71,7 +80,10 @@ fn sends_a_zero_length_only_for_methods_with_a_body() {
     let (post, _) = encode(Method::POST, "/a", &[], b"");
     assert!(post.ends_with("content-length: 0\r\n\r\n"), "{post}");
     let (get, _) = encode(Method::GET, "/a", &[], b"");
-    assert_eq!(get, "GET /a HTTP/1.1\r\nhost: ivs.idenfy.com\r\n\r\n");
+    assert_eq!(
+        get,
+        "GET /a HTTP/1.1\r\nhost: ivs.idenfy.com\r\nauthorization: Basic a2V5OnM=\r\n\r\n"
+    );
     let (empty_target, _) = encode(Method::GET, "", &[], b"");
     assert!(empty_target.starts_with("GET / HTTP/1.1\r\n"));
 }
