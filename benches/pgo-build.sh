@@ -97,10 +97,10 @@ load_start_gateway "$tmp/gateway.log" \
   "$pgo/generate/release/idenfy-gateway" run --config "$tmp/gw.toml" --workers 1
 load_write_status_lua "$tmp/status.lua"
 load_write_token_lua "$tmp/token.lua"
-out="$(wrk -t1 -c64 -d"${seconds}s" -s "$tmp/status.lua" "http://$proxy/api/v2/status")"
+out="$(wrk -t1 -c64 -d"${seconds}s" --timeout 10s -s "$tmp/status.lua" "http://$proxy/api/v2/status")"
 load_check_wrk pgo-build.sh "$out"
 say "    status: $(awk '/requests in/ {print $1}' <<< "$out") requests"
-out="$(wrk -t1 -c64 -d"${seconds}s" -s "$tmp/token.lua" "http://$proxy/api/v2/token")"
+out="$(wrk -t1 -c64 -d"${seconds}s" --timeout 10s -s "$tmp/token.lua" "http://$proxy/api/v2/token")"
 load_check_wrk pgo-build.sh "$out"
 say "    token: $(awk '/requests in/ {print $1}' <<< "$out") requests"
 # The token answers must be ones dedup stores: a clientId of the load is replayed now.
