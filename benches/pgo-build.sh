@@ -9,8 +9,9 @@
 #   GATEWAY_BIN=$(benches/pgo-build.sh) benches/instructions.sh
 #   GATEWAY_BIN=$(benches/pgo-build.sh) PEERS_DIR=... benches/peers-gateway.sh ...
 #
-# Training: `POST /api/v2/status` (a passthrough route), then `POST /api/v2/token` cycling
-# through 1024 clientIds (dedup's flights, then its replays), wrk -t1 -c64, one worker.
+# Training: `POST /api/v2/status` (a passthrough route) for PGO_SECONDS, then as many
+# `POST /api/v2/token` cycling through 1024 clientIds (dedup's flights, then its replays), wrk
+# -t1 -c64, one worker.
 #
 # The builds go to their own target dirs, target/pgo/generate and target/pgo/use, so that the
 # plain target/release build stays valid; profiles to target/pgo/profiles (emptied each run) and
@@ -99,10 +100,15 @@ load_write_status_lua "$tmp/status.lua"
 load_write_token_lua "$tmp/token.lua"
 out="$(wrk -t1 -c64 -d"${seconds}s" --timeout 10s -s "$tmp/status.lua" "http://$proxy/api/v2/status")"
 load_check_wrk pgo-build.sh "$out"
-say "    status: $(awk '/requests in/ {print $1}' <<< "$out") requests"
-out="$(wrk -t1 -c64 -d"${seconds}s" --timeout 10s -s "$tmp/token.lua" "http://$proxy/api/v2/token")"
+# As many token requests as status requests (at least 2048: each clientId a flight, then a
+# replay), within the same time: unbounded, replays (no upstream) would outnumber the status
+# requests some fifty to one and make the upstream path look cold to the optimizer.
+status_requests="$(awk '/requests in/ {print $1}' <<< "$out")"
+token_requests=$((status_requests > 2048 ? status_requests : 2048))
+out="$(wrk -t1 -c64 -d"${seconds}s" --timeout 10s -s "$tmp/token.lua" \
+  "http://$proxy/api/v2/token" -- "$token_requests")"
 load_check_wrk pgo-build.sh "$out"
-say "    token: $(awk '/requests in/ {print $1}' <<< "$out") requests"
+say "    status: $status_requests requests, token: $(awk '/requests in/ {print $1}' <<< "$out") requests"
 # The token answers must be ones dedup stores: a clientId of the load is replayed now.
 dedup="$(python3 - "http://$proxy/api/v2/token" <<'PY'
 import sys, urllib.request

@@ -128,21 +128,31 @@ EOF
 
 # load_write_token_lua FILE: a wrk script for `POST /api/v2/token`, cycling through 1024 distinct
 # clientIds (the first request of each is a flight to the upstream, the later ones replays). The
-# requests are built once, in `init`.
+# requests are built once, in `init`. With an argument after `--` (wrk ... -- N), it stops after N
+# answers (with one wrk thread: N in all).
 load_write_token_lua() {
   cat > "$1" <<'EOF'
 local requests = {}
 local n = 0
+local answers = 0
+local limit = nil
 function init(args)
   local headers = { ["Content-Type"] = "application/json" }
   for i = 0, 1023 do
     requests[i] = wrk.format("POST", nil, headers, '{"clientId":"user-' .. i .. '"}')
   end
+  limit = tonumber(args[1])
 end
 function request()
   local r = requests[n % 1024]
   n = n + 1
   return r
+end
+function response(status, headers, body)
+  answers = answers + 1
+  if limit and answers >= limit then
+    wrk.thread:stop()
+  end
 end
 EOF
 }
