@@ -1,0 +1,168 @@
+# shellcheck shell=bash
+# Shared by the load scripts (benches/instructions.sh, benches/pgo-build.sh): a minimal keep-alive
+# upstream, the gateway configuration of benches/peers-gateway.sh, and starting the gateway.
+# Sourced, not run. The caller owns a `pids` array (killed by its EXIT trap) and a temp dir.
+# Everything binds 127.0.0.1 on ports the system picks.
+
+# load_start_upstream DIR: starts the upstream in the background, adds it to `pids` and sets
+# `upstream_port`. (Not printed: the upstream must stay a child of the calling shell, which a
+# command substitution would not allow.)
+# Every POST is answered 200 with keep-alive, like the peer harness's nginx mock (the gateway's work
+# does not depend on how fast the upstream is): `/api/v2/token` with a token answer the gateway's
+# dedup layer stores and replays (non-empty `authToken`, `expiryTime`), for the request's
+# clientId; any other path with a status-like body.
+load_start_upstream() {
+  local dir="$1"
+  python3 - "$dir/upstream.port" <<'PY' &
+import http.server, json, os, sys
+STATUS = b'{"status":"APPROVED","scanRef":"6b1f3c2e-9d4a-11ee-8c90-0242ac120002","clientId":"user-0"}'
+def token(client_id):
+    return json.dumps({
+        "message": "Token created successfully",
+        "authToken": "Xq7gKpL2mNv9RtYw4ZsB8cHdJf3Ae6Uo",
+        "scanRef": "6b1f3c2e-9d4a-11ee-8c90-0242ac120002",
+        "clientId": client_id,
+        "firstName": None,
+        "lastName": None,
+        "successUrl": None,
+        "errorUrl": None,
+        "unverifiedUrl": None,
+        "callbackUrl": None,
+        "locale": "en",
+        "country": None,
+        "expiryTime": 3600,
+        "sessionLength": 600,
+        "documents": [],
+        "tokenType": "DOCUMENT",
+        "digitString": "1234567890",
+    }, separators=(",", ":")).encode()
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        raw = self.rfile.read(int(self.headers.get("content-length", 0)))
+        body = STATUS
+        if self.path.split("?")[0] == "/api/v2/token":
+            try:
+                client_id = json.loads(raw).get("clientId", "user-0")
+            except (ValueError, AttributeError):
+                client_id = "user-0"
+            body = token(str(client_id))
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+class Server(http.server.ThreadingHTTPServer):
+    request_queue_size = 1024  # not 5: the gateway opens many connections at once under load
+    daemon_threads = True
+server = Server(("127.0.0.1", 0), Handler)
+with open(sys.argv[1] + ".tmp", "w") as f:
+    f.write(str(server.server_address[1]))
+os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+server.serve_forever()
+PY
+  pids+=($!)
+  local _
+  for _ in $(seq 100); do [ -s "$dir/upstream.port" ] && break; sleep 0.1; done
+  [ -s "$dir/upstream.port" ] || { echo "load.sh: the upstream did not start" >&2; return 1; }
+  # shellcheck disable=SC2034 # for the caller
+  upstream_port="$(cat "$dir/upstream.port")"
+}
+
+# load_write_config FILE UPSTREAM_PORT: the configuration of benches/peers-gateway.sh, the whole
+# request path on: a tokenless sidecar team, limits that never refuse, JSON logs at info.
+load_write_config() {
+  cat > "$1" <<EOF
+[listen]
+proxy = "127.0.0.1:0"
+admin = "127.0.0.1:0"
+[upstream]
+url = "http://127.0.0.1:$2"
+[[account]]
+name = "main"
+api_key = "bench-api-key"
+api_secret = "bench-api-secret"
+rate = "100000000/h"
+burst = 1000000
+[[team]]
+name = "app"
+rate = "1000000/s"
+burst = 1000000
+[log]
+format = "json"
+level = "info"
+EOF
+}
+
+# load_start_gateway LOG COMMAND...: runs COMMAND (the gateway, possibly under a wrapper such as
+# valgrind) in the background with its stderr to LOG, adds it to `pids`, sets `gateway` (its pid)
+# and `proxy` (the proxy's address, read from the log) once it listens.
+load_start_gateway() {
+  local log="$1"
+  shift
+  "$@" 2> "$log" &
+  gateway=$!
+  pids+=("$gateway")
+  proxy=""
+  local _
+  for _ in $(seq 600); do
+    proxy="$(grep -o '"proxy":"127.0.0.1:[0-9]*"' "$log" 2>/dev/null | head -1 | cut -d'"' -f4)" || true
+    [ -n "$proxy" ] && return 0
+    kill -0 "$gateway" 2>/dev/null || { tail "$log" >&2; echo "load.sh: the gateway exited" >&2; return 1; }
+    sleep 0.1
+  done
+  echo "load.sh: the gateway did not start" >&2
+  return 1
+}
+
+# load_write_status_lua FILE: a wrk script for `POST /api/v2/status`.
+load_write_status_lua() {
+  cat > "$1" <<'EOF'
+wrk.method = "POST"
+wrk.body = '{"scanRef":"6b1f3c2e-9d4a-11ee-8c90-0242ac120002"}'
+wrk.headers["Content-Type"] = "application/json"
+EOF
+}
+
+# load_write_token_lua FILE: a wrk script for `POST /api/v2/token`, cycling through 1024 distinct
+# clientIds (the first request of each is a flight to the upstream, the later ones replays). The
+# requests are built once, in `init`. With an argument after `--` (wrk ... -- N), it stops after N
+# answers (with one wrk thread: N in all).
+load_write_token_lua() {
+  cat > "$1" <<'EOF'
+local requests = {}
+local n = 0
+local answers = 0
+local limit = nil
+function init(args)
+  local headers = { ["Content-Type"] = "application/json" }
+  for i = 0, 1023 do
+    requests[i] = wrk.format("POST", nil, headers, '{"clientId":"user-' .. i .. '"}')
+  end
+  limit = tonumber(args[1])
+end
+function request()
+  local r = requests[n % 1024]
+  n = n + 1
+  return r
+end
+function response(status, headers, body)
+  answers = answers + 1
+  if limit and answers >= limit then
+    wrk.thread:stop()
+  end
+end
+EOF
+}
+
+# load_check_wrk WHO OUTPUT: fails, with wrk's output on stderr, when wrk saw non-2xx answers or
+# socket errors.
+load_check_wrk() {
+  if grep -q "Non-2xx\|Socket errors" <<< "$2"; then
+    echo "$1: failed requests under load:" >&2
+    echo "$2" >&2
+    return 1
+  fi
+}
