@@ -59,8 +59,8 @@ impl Deadline {
 pub struct ClientId(pub Arc<str>);
 
 /// What `front` learns about a request, for the inner layers, as one request extension: front
-/// inserts one value instead of three, the retry loop's copy of the request clones one, and a
-/// layer's look-up is one. Read and written through [`ContextExt`].
+/// inserts one value instead of three, and a layer's look-up is one. Read and written through
+/// [`ContextExt`].
 #[derive(Debug, Clone, Default)]
 pub struct RequestContext {
     pub caller: Option<Caller>,
