@@ -1,8 +1,8 @@
 //! Front: the outermost step of the request path. It decides whether a request is taken at all
 //! (identify → 401, route → 404/400, body limit → 413), sets the request id and the deadline,
-//! removes the caller's hop-by-hop headers, and, once the inner stack answers, turns any error into its response (the one call to
-//! [`GatewayError::into_response`]), adds `x-request-id`, and writes one log line and the
-//! request metrics.
+//! removes the caller's hop-by-hop headers, and, once the inner stack answers, turns any error
+//! into its response (the one call to [`GatewayError::into_response`]), adds `x-request-id`,
+//! and writes one log line and the request metrics.
 //!
 //! Identify and route are plain functions called here, on the request head, so that the log
 //! line and the metrics know the team and route of every request, including refused ones.
