@@ -44,6 +44,8 @@ pub struct Listen {
     pub max_connections: usize,
     /// A client must send its request head within this time (slowloris guard).
     pub header_read_timeout: Duration,
+    /// A client must send a request's body within this time of its head (408 after it).
+    pub body_read_timeout: Duration,
     pub max_header_bytes: usize,
     /// SIGTERM/SIGINT: how long in-flight requests may take to finish.
     pub shutdown_grace: Duration,

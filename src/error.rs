@@ -50,6 +50,8 @@ pub enum GatewayError {
     PayloadTooLarge { limit: u64 },
     #[error("the request body could not be read")]
     BodyRead,
+    #[error("the request body did not arrive in time")]
+    BodyTimeout,
     #[error("{message}")]
     Invalid {
         /// iDenfy's identifier: `JSON_ERROR`, `MISSING_VALUE` or `BAD_VALUE`.
@@ -86,6 +88,7 @@ impl GatewayError {
             RouteNotFound => StatusCode::NOT_FOUND,
             BadPath | MalformedRequest | BodyRead | Invalid { .. } => StatusCode::BAD_REQUEST,
             HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             DeadlineExceeded | UpstreamTimedOut => StatusCode::GATEWAY_TIMEOUT,
@@ -105,6 +108,7 @@ impl GatewayError {
             HeadersTooLarge { .. } => "HEADERS_TOO_LARGE",
             PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
             BodyRead => "ENCODING_ERROR",
+            BodyTimeout => "REQUEST_TIMEOUT",
             Invalid { identifier, .. } => identifier,
             RateLimited { .. } => "TOO_MANY_REQUESTS",
             DeadlineExceeded | UpstreamTimedOut => "GATEWAY_TIMEOUT",
@@ -124,6 +128,7 @@ impl GatewayError {
             HeadersTooLarge { .. } => "headers_too_large",
             PayloadTooLarge { .. } => "payload_too_large",
             BodyRead => "body_read",
+            BodyTimeout => "body_timeout",
             Invalid { .. } => "validation",
             RateLimited {
                 limit: Limit::Team, ..
@@ -240,6 +245,7 @@ mod tests {
             GatewayError::MalformedRequest,
             GatewayError::HeadersTooLarge { limit: 16384 },
             GatewayError::BodyRead,
+            GatewayError::BodyTimeout,
             GatewayError::DeadlineExceeded,
             GatewayError::UpstreamTimedOut,
             GatewayError::UpstreamConnect,

@@ -52,6 +52,8 @@ struct Shared {
     callers: Callers,
     routes: Routes,
     max_body: u64,
+    /// A body not whole when the request came must arrive within this (`listen.body_read_timeout`).
+    body_read_timeout: Duration,
     deadline: Duration,
     metrics: RequestMetrics,
     handles: Handles,
@@ -125,6 +127,7 @@ impl FrontLayer {
         callers: Callers,
         routes: Routes,
         max_body: u64,
+        body_read_timeout: Duration,
         deadline: Duration,
         metrics: RequestMetrics,
     ) -> Self {
@@ -134,6 +137,7 @@ impl FrontLayer {
                 callers,
                 routes,
                 max_body,
+                body_read_timeout,
                 deadline,
                 metrics,
                 handles,
@@ -207,7 +211,8 @@ where
                 Poll::Pending => {}
             }
         }
-        finishing(forward(self.inner.clone(), parts, body), answer)
+        let timeout = self.shared.body_read_timeout;
+        finishing(forward(self.inner.clone(), parts, body, timeout), answer)
     }
 }
 
@@ -334,19 +339,23 @@ impl Answer {
     }
 }
 
-/// The body read (within its limit), then the request handed to the inner layers: for a
-/// request that was not whole, or a stack that was not ready, when `front` was called.
+/// The body read (within its limit and `timeout`), then the request handed to the inner layers:
+/// for a request that was not whole, or a stack that was not ready, when `front` was called.
 async fn forward<S, B>(
     mut inner: S,
     parts: http::request::Parts,
     mut body: Reading<B>,
+    timeout: Duration,
 ) -> Result<Response<Body>, GatewayError>
 where
     S: Service<Request<Bytes>, Response = Response<Body>, Error = GatewayError>,
     B: http_body::Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
-    let body = std::future::poll_fn(|cx| body.poll_whole(cx)).await?;
+    let whole = std::future::poll_fn(|cx| body.poll_whole(cx));
+    let body = tokio::time::timeout(timeout, whole)
+        .await
+        .map_err(|_| GatewayError::BodyTimeout)??;
     // Ready first, as tower asks; the request goes straight into `call`, not into a `Oneshot`
     // that holds it until then.
     std::future::poll_fn(|cx| inner.poll_ready(cx)).await?;

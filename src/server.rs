@@ -82,7 +82,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         max_head: listen.max_header_bytes,
         max_body: config.limits.max_body,
     };
-    let server = h1::Server::new(app, limits, listen.header_read_timeout, builder(&listen));
+    let server = h1::Server::new(
+        app,
+        limits,
+        listen.header_read_timeout,
+        listen.body_read_timeout,
+        builder(&listen),
+    );
     let proxy_task = tokio::spawn(serve_proxy(
         proxy,
         Arc::new(server),

@@ -58,6 +58,7 @@ pub fn app(
             Callers::new(config),
             Routes::new(&config.routes.prefixes),
             config.limits.max_body,
+            config.listen.body_read_timeout,
             config.upstream.deadline,
             RequestMetrics::new(registry)?,
         ))

@@ -392,6 +392,29 @@ async fn shutdown_closes_idle_connections_and_answers_the_request_in_flight_with
 }
 
 #[tokio::test]
+async fn answers_408_to_a_body_that_does_not_arrive_in_time_on_either_path() {
+    let upstream = MockUpstream::start().await;
+    let text = config_text(&upstream.url(), ACCOUNT_AND_TEAM)
+        .replace("[listen]\n", "[listen]\nbody_read_timeout = \"300ms\"\n");
+    let gw = TestGateway::start(&text).await;
+    let head = "POST /api/v2/status HTTP/1.1\r\nhost: gw\r\nauthorization: Bearer team-token\r\n";
+    // The gateway's own loop: a `content-length` body cut short. hyper's: a chunked body whose
+    // last chunk never comes.
+    let plain = format!("{head}content-length: 20\r\n\r\n{{\"scan");
+    let chunked = format!("{head}transfer-encoding: chunked\r\n\r\n3\r\n{{\"a\r\n");
+    for req in [plain, chunked] {
+        let mut conn = connect(&gw).await;
+        conn.stream.write_all(req.as_bytes()).await.unwrap();
+        let res = conn.response(false).await;
+        assert_eq!(res.status, 408, "{res:?}");
+        assert_eq!(res.header("x-gateway-error"), Some("body_timeout"));
+        let body = String::from_utf8_lossy(&res.body);
+        assert!(body.contains(r#""identifier":"REQUEST_TIMEOUT""#), "{body}");
+    }
+    assert_eq!(upstream.count(), 0);
+}
+
+#[tokio::test]
 async fn cuts_off_a_keep_alive_client_that_sends_its_next_head_too_slowly() {
     let upstream = MockUpstream::start().await;
     let text = support::gateway::config_text(&upstream.url(), support::gateway::ACCOUNT_AND_TEAM)

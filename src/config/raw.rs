@@ -27,6 +27,7 @@ pub struct RawListen {
     pub allow_unauthenticated: bool,
     pub max_connections: usize,
     pub header_read_timeout: String,
+    pub body_read_timeout: String,
     pub max_header_bytes: String,
     pub shutdown_grace: String,
 }
@@ -39,6 +40,7 @@ impl Default for RawListen {
             allow_unauthenticated: false,
             max_connections: 4096,
             header_read_timeout: "10s".into(),
+            body_read_timeout: "30s".into(),
             max_header_bytes: "64KiB".into(),
             shutdown_grace: "30s".into(),
         }

@@ -63,6 +63,8 @@ pub struct Server<S> {
     service: S,
     limits: Limits,
     header_read_timeout: Duration,
+    /// A body must arrive within this of its head (`listen.body_read_timeout`).
+    body_read_timeout: Duration,
     /// Serves the connections handed over.
     hyper: auto::Builder<TokioExecutor>,
 }
@@ -106,12 +108,14 @@ impl<S: App> Server<S> {
         service: S,
         limits: Limits,
         header_read_timeout: Duration,
+        body_read_timeout: Duration,
         hyper: auto::Builder<TokioExecutor>,
     ) -> Self {
         Server {
             service,
             limits,
             header_read_timeout,
+            body_read_timeout,
             hyper,
         }
     }
@@ -235,7 +239,8 @@ impl<S: App> Conn<S> {
                     Ok(Some((mut req, len, close))) => {
                         // The body goes into the request built with an empty one: the request
                         // is not moved into another future and rebuilt around its body.
-                        *req.body_mut() = Full::new(self.read_body(len).await?);
+                        let body = self.read_body(len, server.body_read_timeout).await?;
+                        *req.body_mut() = Full::new(body);
                         return Ok((req, close));
                     }
                     Ok(None) => {}
@@ -280,18 +285,25 @@ impl<S: App> Conn<S> {
         matches!(read, Ok(n) if n > 0)
     }
 
-    /// Reads the `content-length` body; pipelined bytes after it stay in the buffer.
-    async fn read_body(&mut self, len: u64) -> Result<Bytes, Stop> {
+    /// Reads the `content-length` body; pipelined bytes after it stay in the buffer. What did
+    /// not come with the head must come within `timeout` (a timer only then): 408 after it.
+    async fn read_body(&mut self, len: u64, timeout: Duration) -> Result<Bytes, Stop> {
         // At most `limits.max_body`, checked by the parser.
         let len = usize::try_from(len).map_err(|_| Stop::Close)?;
         if self.buf.len() < len {
             self.buf.reserve(len - self.buf.len());
-        }
-        while self.buf.len() < len {
-            match self.stream.read_buf(&mut self.buf).await {
-                Ok(n) if n > 0 => {}
-                _ => return Err(Stop::Close),
-            }
+            let rest = async {
+                while self.buf.len() < len {
+                    match self.stream.read_buf(&mut self.buf).await {
+                        Ok(n) if n > 0 => {}
+                        _ => return Err(Stop::Close),
+                    }
+                }
+                Ok(())
+            };
+            tokio::time::timeout(timeout, rest)
+                .await
+                .map_err(|_| Stop::Refuse(Refusal::BodyTimeout))??;
         }
         Ok(self.buf.split_to(len).freeze())
     }

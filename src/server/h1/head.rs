@@ -37,6 +37,8 @@ pub enum Refusal {
     Malformed,
     /// 431: the head is over `listen.max_header_bytes` or has too many lines.
     TooLarge,
+    /// 408: the body did not arrive within `listen.body_read_timeout` of its head.
+    BodyTimeout,
 }
 
 impl Refusal {
@@ -47,6 +49,7 @@ impl Refusal {
             Refusal::TooLarge => GatewayError::HeadersTooLarge {
                 limit: limits.max_head,
             },
+            Refusal::BodyTimeout => GatewayError::BodyTimeout,
         }
     }
 }
