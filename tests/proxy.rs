@@ -4,8 +4,8 @@ mod support;
 
 use http::{Method, StatusCode};
 use support::gateway::{
-    config_text, metric, send, with_mock_upstream, TestGateway, ACCOUNT_AND_TEAM, BEARER,
-    UPSTREAM_AUTH,
+    config_text, metric, send, with_mock_upstream, with_mock_upstream_listen, TestGateway,
+    ACCOUNT_AND_TEAM, BEARER, UPSTREAM_AUTH,
 };
 use support::upstream::{refusing_upstream, MockUpstream, Reply};
 
@@ -351,10 +351,7 @@ async fn serves_h2c_with_prior_knowledge() {
 #[tokio::test]
 async fn cuts_off_clients_that_send_headers_too_slowly() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let upstream = MockUpstream::start().await;
-    let text = config_text(&upstream.url(), ACCOUNT_AND_TEAM)
-        .replace("[listen]\n", "[listen]\nheader_read_timeout = \"300ms\"\n");
-    let gw = TestGateway::start(&text).await;
+    let (upstream, gw) = with_mock_upstream_listen("header_read_timeout = \"300ms\"\n").await;
     let mut stream = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
     stream
         .write_all(b"POST /api/v2/status HTTP/1.1\r\nhost: x\r\n")
@@ -373,11 +370,7 @@ async fn cuts_off_clients_that_send_headers_too_slowly() {
 
 #[tokio::test]
 async fn refuses_oversized_headers() {
-    let (upstream, gw) = setup("").await;
-    let text = config_text(&upstream.url(), ACCOUNT_AND_TEAM)
-        .replace("[listen]\n", "[listen]\nmax_header_bytes = \"8KiB\"\n");
-    drop(gw);
-    let gw = TestGateway::start(&text).await;
+    let (upstream, gw) = with_mock_upstream_listen("max_header_bytes = \"8KiB\"\n").await;
     let big = "a".repeat(20_000);
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
@@ -396,11 +389,7 @@ async fn refuses_oversized_headers() {
 #[tokio::test]
 async fn holds_connections_over_the_limit_until_a_slot_frees() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (upstream, gw) = setup("").await;
-    let text = config_text(&upstream.url(), ACCOUNT_AND_TEAM)
-        .replace("[listen]\n", "[listen]\nmax_connections = 1\n");
-    drop(gw);
-    let gw = TestGateway::start(&text).await;
+    let (upstream, gw) = with_mock_upstream_listen("max_connections = 1\n").await;
     let request = b"POST /api/v2/status HTTP/1.1\r\nhost: x\r\nauthorization: Bearer team-token\r\ncontent-length: 2\r\n\r\n{}";
     let mut first = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
     first.write_all(request).await.unwrap();

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use support::gateway::{config_text, with_mock_upstream, TestGateway, ACCOUNT_AND_TEAM};
+use support::gateway::{with_mock_upstream, with_mock_upstream_listen, TestGateway};
 use support::upstream::{MockUpstream, Reply};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -291,10 +291,7 @@ async fn refuses_a_malformed_request_line_with_400_and_closes() {
 
 #[tokio::test]
 async fn refuses_an_oversized_head_with_431_in_idenfys_shape() {
-    let (upstream, _) = with_mock_upstream("").await;
-    let text = config_text(&upstream.url(), ACCOUNT_AND_TEAM)
-        .replace("[listen]\n", "[listen]\nmax_header_bytes = \"8KiB\"\n");
-    let gw = TestGateway::start(&text).await;
+    let (upstream, gw) = with_mock_upstream_listen("max_header_bytes = \"8KiB\"\n").await;
     let mut conn = connect(&gw).await;
     // Over the limit, and more than the gateway reads before it refuses: the rest is still
     // arriving when it answers (it reads and drops it, so that no reset races the answer).
@@ -393,10 +390,7 @@ async fn shutdown_closes_idle_connections_and_answers_the_request_in_flight_with
 
 #[tokio::test]
 async fn answers_408_to_a_body_that_does_not_arrive_in_time_on_either_path() {
-    let upstream = MockUpstream::start().await;
-    let text = config_text(&upstream.url(), ACCOUNT_AND_TEAM)
-        .replace("[listen]\n", "[listen]\nbody_read_timeout = \"300ms\"\n");
-    let gw = TestGateway::start(&text).await;
+    let (upstream, gw) = with_mock_upstream_listen("body_read_timeout = \"300ms\"\n").await;
     let head = "POST /api/v2/status HTTP/1.1\r\nhost: gw\r\nauthorization: Bearer team-token\r\n";
     // The gateway's own loop: a `content-length` body cut short. hyper's: a chunked body whose
     // last chunk never comes.
@@ -416,10 +410,7 @@ async fn answers_408_to_a_body_that_does_not_arrive_in_time_on_either_path() {
 
 #[tokio::test]
 async fn cuts_off_a_keep_alive_client_that_sends_its_next_head_too_slowly() {
-    let upstream = MockUpstream::start().await;
-    let text = support::gateway::config_text(&upstream.url(), support::gateway::ACCOUNT_AND_TEAM)
-        .replace("[listen]\n", "[listen]\nheader_read_timeout = \"300ms\"\n");
-    let gw = TestGateway::start(&text).await;
+    let (upstream, gw) = with_mock_upstream_listen("header_read_timeout = \"300ms\"\n").await;
     let mut conn = connect(&gw).await;
     let req = request("POST", "/api/v2/status", "", "{}");
     conn.stream.write_all(req.as_bytes()).await.unwrap();

@@ -64,6 +64,16 @@ pub async fn with_mock_upstream(
     (upstream, TestGateway::start(&text).await)
 }
 
+/// Like [`with_mock_upstream`], with `lines` (each ending in a newline) added to `[listen]`.
+pub async fn with_mock_upstream_listen(
+    lines: &str,
+) -> (crate::support::upstream::MockUpstream, TestGateway) {
+    let upstream = crate::support::upstream::MockUpstream::start().await;
+    let text = config_text(&upstream.url(), ACCOUNT_AND_TEAM)
+        .replace("[listen]\n", &format!("[listen]\n{lines}"));
+    (upstream, TestGateway::start(&text).await)
+}
+
 /// `Basic base64(test-key:test-secret)`.
 pub const UPSTREAM_AUTH: &str = "Basic dGVzdC1rZXk6dGVzdC1zZWNyZXQ=";
 
