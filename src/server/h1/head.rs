@@ -13,12 +13,12 @@ use crate::token::same_token;
 
 /// Most header lines accepted in a request head (over it: 431, as hyper answers).
 pub const MAX_HEADERS: usize = 100;
-/// Headers the stack sets on every request on its way (`front`: `x-request-id`; the account's
-/// `authorization` is written by the upstream client, not set in the map). Each is a new entry
-/// in the map unless the client sent one (then it is replaced in place, `headers::set_single`):
-/// room for the new ones is made up front, so that the map does not grow (rehash, reallocate)
-/// on the way, and no more, as the map's allocation steps up at 7 and 13 entries.
-const SET_BY_STACK: [&[u8]; 1] = [b"x-request-id"];
+/// The one header the stack sets in the request's map on its way (`front`; the account's
+/// `authorization` is written by the upstream client, not set in the map). It is a new entry
+/// unless the client sent one (then it is replaced in place, `headers::set_single`): room for it
+/// is made up front, so that the map does not grow (rehash, reallocate) on the way, and no more,
+/// as the map's allocation steps up at 7 and 13 entries.
+const SET_BY_STACK: &[u8] = b"x-request-id";
 
 /// What the loop may take as the plain case.
 #[derive(Debug, Clone, Copy)]
@@ -75,8 +75,8 @@ pub struct RawRequest {
     pub body: u64,
     /// The client sent `connection: close`.
     pub close: bool,
-    /// How many of [`SET_BY_STACK`] the client did not send: the entries the stack adds.
-    added: usize,
+    /// The client did not send [`SET_BY_STACK`]: the stack adds an entry.
+    adds_one: bool,
 }
 
 /// What the start of the buffer holds.
@@ -143,28 +143,17 @@ pub fn parse(buf: &[u8], limits: &Limits, indices: &mut Vec<HeaderIndices>) -> P
         target: span(target.as_bytes()),
         body: hints.length.unwrap_or(0),
         close: hints.close,
-        added: hints.unsent.count_ones() as usize,
+        adds_one: !hints.sent_set_by_stack,
     })
 }
 
-/// What the framing and connection headers say, and which of [`SET_BY_STACK`] the client
-/// sent, gathered while the head is checked.
-#[derive(Debug)]
+/// What the framing and connection headers say, and whether the client sent
+/// [`SET_BY_STACK`], gathered while the head is checked.
+#[derive(Debug, Default)]
 struct Hints {
     length: Option<u64>,
     close: bool,
-    /// A bit per header of [`SET_BY_STACK`] the client has not sent (yet).
-    unsent: u8,
-}
-
-impl Default for Hints {
-    fn default() -> Self {
-        Hints {
-            length: None,
-            close: false,
-            unsent: (1 << SET_BY_STACK.len()) - 1,
-        }
-    }
+    sent_set_by_stack: bool,
 }
 
 impl Hints {
@@ -187,12 +176,8 @@ impl Hints {
             || name.eq_ignore_ascii_case(b"upgrade")
         {
             return false;
-        } else {
-            for (bit, set) in SET_BY_STACK.iter().enumerate() {
-                if name.eq_ignore_ascii_case(set) {
-                    self.unsent &= !(1 << bit);
-                }
-            }
+        } else if name.eq_ignore_ascii_case(SET_BY_STACK) {
+            self.sent_set_by_stack = true;
         }
         true
     }
@@ -231,7 +216,7 @@ fn build<B: Default>(
     *req.uri_mut() = uri;
     // Filled in place: a map built aside would be moved in, and the empty one dropped.
     let headers = req.headers_mut();
-    headers.reserve(lines.len() + raw.added);
+    headers.reserve(lines.len() + usize::from(raw.adds_one));
     for line in lines {
         let name = header_name(at(line.name))?;
         let value = HeaderValue::from_maybe_shared(head.slice(line.value.0..line.value.1))
