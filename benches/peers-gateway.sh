@@ -20,25 +20,11 @@ if [ -z "${GATEWAY_BIN:-}" ]; then
   cargo build --release --quiet
   GATEWAY_BIN="$root/target/release/idenfy-gateway"
 fi
-config='[listen]
-proxy = \"127.0.0.1:{PORT}\"
-admin = \"127.0.0.1:0\"
-[upstream]
-url = \"{UPSTREAM}\"
-[[account]]
-name = \"main\"
-api_key = \"{KEY}\"
-api_secret = \"{SECRET}\"
-rate = \"100000000/h\"
-burst = 1000000
-[[team]]
-name = \"app\"
-rate = \"1000000/s\"
-burst = 1000000
-[log]
-format = \"json\"
-level = \"info\"
-'
+# shellcheck source=benches/lib/load.sh
+. "$root/benches/lib/load.sh"
+# The harness fills in the placeholders; the text goes inside the command's double quotes.
+config="$(load_config_text '127.0.0.1:{PORT}' '{UPSTREAM}' '{KEY}' '{SECRET}')"
+config="${config//\"/\\\"}"
 exec "$peers/compare.sh" \
   --gateway "printf '%s' \"$config\" > {TMPDIR}/gw.toml && exec $GATEWAY_BIN run --config {TMPDIR}/gw.toml --workers {WORKERS}" \
   --gateway-name gateway "$@"

@@ -71,19 +71,21 @@ PY
   upstream_port="$(cat "$dir/upstream.port")"
 }
 
-# load_write_config FILE UPSTREAM_PORT: the configuration of benches/peers-gateway.sh, the whole
-# request path on: a tokenless sidecar team, limits that never refuse, JSON logs at info.
-load_write_config() {
-  cat > "$1" <<EOF
+# load_config_text PROXY UPSTREAM_URL KEY SECRET: the benchmarks' gateway configuration, the
+# whole request path on: a tokenless sidecar team, limits that never refuse (every request still
+# goes through their decision), JSON logs at info. benches/peers-gateway.sh hands it to the peer
+# harness with the harness's placeholders as arguments.
+load_config_text() {
+  cat <<EOF
 [listen]
-proxy = "127.0.0.1:0"
+proxy = "$1"
 admin = "127.0.0.1:0"
 [upstream]
-url = "http://127.0.0.1:$2"
+url = "$2"
 [[account]]
 name = "main"
-api_key = "bench-api-key"
-api_secret = "bench-api-secret"
+api_key = "$3"
+api_secret = "$4"
 rate = "100000000/h"
 burst = 1000000
 [[team]]
@@ -94,6 +96,12 @@ burst = 1000000
 format = "json"
 level = "info"
 EOF
+}
+
+# load_write_config FILE UPSTREAM_PORT: that configuration, on a port the system picks, in front
+# of the upstream on UPSTREAM_PORT.
+load_write_config() {
+  load_config_text 127.0.0.1:0 "http://127.0.0.1:$2" bench-api-key bench-api-secret > "$1"
 }
 
 # load_start_gateway LOG COMMAND...: runs COMMAND (the gateway, possibly under a wrapper such as
