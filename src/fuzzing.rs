@@ -19,6 +19,7 @@ use http::Method;
 // Not in the crate's own unit tests: a file included by `#[path]` looks for its `mod tests`
 // beside itself (`src/server/h1/tests.rs`), and those tests run from `h1` already.
 #[cfg(not(test))]
+#[allow(clippy::duplicate_mod)] // on purpose, as said above
 #[rustfmt::skip] // rustfmt would look for its `mod tests` beside this path too
 #[path = "server/h1/head.rs"]
 pub mod head;
