@@ -1,15 +1,26 @@
-//! A raw HTTP/1.1 client connection for byte-exact tests: writes any bytes, reads responses off
-//! the socket (`content-length` or chunked bodies), and tells whether the gateway closed it.
+//! A raw HTTP/1.1 connection to the gateway, for tests of the listener byte for byte: requests
+//! written as text, responses read as they come off the socket.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-/// Longest wait for a response or for the connection to close.
-const WAIT: Duration = Duration::from_secs(10);
+use crate::support::gateway::TestGateway;
+
+/// A request with the team's token; `extra` header lines end with `\r\n`.
+pub fn request(method: &str, target: &str, extra: &str, body: &str) -> String {
+    let length = if body.is_empty() {
+        String::new()
+    } else {
+        format!("content-length: {}\r\n", body.len())
+    };
+    format!(
+        "{method} {target} HTTP/1.1\r\nhost: gw\r\nauthorization: Bearer team-token\r\n\
+         {extra}{length}\r\n{body}"
+    )
+}
 
 /// A response as read off the socket.
 #[derive(Debug)]
@@ -28,51 +39,46 @@ impl Raw {
     }
 }
 
-/// One client connection.
-pub struct Wire {
-    stream: TcpStream,
-    buf: BytesMut,
+/// Reads responses off one connection; `head_only` for the answer to a HEAD request.
+pub struct Reader {
+    pub stream: TcpStream,
+    pub buf: BytesMut,
 }
 
-impl Wire {
-    pub async fn connect(addr: SocketAddr) -> Wire {
-        let stream = TcpStream::connect(addr).await.expect("connects");
-        stream.set_nodelay(true).expect("nodelay");
-        Wire {
+impl Reader {
+    pub fn new(stream: TcpStream) -> Self {
+        Reader {
             stream,
             buf: BytesMut::new(),
         }
     }
 
-    pub async fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).await.expect("writes");
+    async fn fill(&mut self) {
+        let read =
+            tokio::time::timeout(Duration::from_secs(10), self.stream.read_buf(&mut self.buf))
+                .await;
+        assert!(
+            matches!(read, Ok(Ok(n)) if n > 0),
+            "connection closed or silent"
+        );
     }
 
-    /// Reads more; `false` at EOF or on a reset.
-    async fn fill(&mut self) -> bool {
-        let read = tokio::time::timeout(WAIT, self.stream.read_buf(&mut self.buf)).await;
-        matches!(read.expect("the gateway answers in time"), Ok(n) if n > 0)
-    }
-
-    /// The next response, `None` when the connection ends before one.
-    pub async fn response(&mut self) -> Option<Raw> {
+    pub async fn response(&mut self, head_only: bool) -> Raw {
         let (status, headers, len) = loop {
             let mut lines = [httparse::EMPTY_HEADER; 64];
             let mut res = httparse::Response::new(&mut lines);
-            if let httparse::Status::Complete(len) = res.parse(&self.buf).expect("a valid head") {
+            if let httparse::Status::Complete(len) = res.parse(&self.buf).unwrap() {
                 let headers = res
                     .headers
                     .iter()
                     .map(|h| {
-                        let value = String::from_utf8_lossy(h.value).into_owned();
+                        let value = String::from_utf8(h.value.to_vec()).unwrap();
                         (h.name.to_ascii_lowercase(), value)
                     })
                     .collect();
-                break (res.code.expect("a status"), headers, len);
+                break (res.code.unwrap(), headers, len);
             }
-            if !self.fill().await {
-                return None;
-            }
+            self.fill().await;
         };
         self.buf.advance(len);
         let mut raw = Raw {
@@ -80,59 +86,54 @@ impl Wire {
             headers,
             body: Vec::new(),
         };
-        if status != 204 && status != 304 {
-            raw.body = self.body(&raw).await?;
+        let no_body = head_only || status == 204 || status == 304;
+        if no_body {
+            return raw;
         }
-        Some(raw)
-    }
-
-    async fn body(&mut self, raw: &Raw) -> Option<Vec<u8>> {
         if raw.header("transfer-encoding") == Some("chunked") {
-            return self.chunked().await;
-        }
-        let n: usize = raw.header("content-length")?.parse().expect("a length");
-        while self.buf.len() < n {
-            if !self.fill().await {
-                return None;
+            raw.body = self.chunked().await;
+        } else {
+            let n: usize = raw.header("content-length").unwrap().parse().unwrap();
+            while self.buf.len() < n {
+                self.fill().await;
             }
+            raw.body = self.buf.split_to(n).to_vec();
         }
-        Some(self.buf.split_to(n).to_vec())
+        raw
     }
 
-    async fn chunked(&mut self) -> Option<Vec<u8>> {
+    async fn chunked(&mut self) -> Vec<u8> {
         let mut body = Vec::new();
         loop {
             while !self.buf.windows(2).any(|w| w == b"\r\n") {
-                if !self.fill().await {
-                    return None;
-                }
+                self.fill().await;
             }
-            let at = self.buf.windows(2).position(|w| w == b"\r\n")?;
-            let size = std::str::from_utf8(&self.buf[..at]).ok()?;
-            let size = usize::from_str_radix(size, 16).ok()?;
+            let at = self.buf.windows(2).position(|w| w == b"\r\n").unwrap();
+            let size = usize::from_str_radix(std::str::from_utf8(&self.buf[..at]).unwrap(), 16);
+            let size = size.unwrap();
             while self.buf.len() < at + 2 + size + 2 {
-                if !self.fill().await {
-                    return None;
-                }
+                self.fill().await;
             }
             self.buf.advance(at + 2);
             body.extend_from_slice(&self.buf.split_to(size));
             self.buf.advance(2);
             if size == 0 {
-                return Some(body);
+                return body;
             }
         }
     }
 
-    /// Whether the gateway closed the connection (EOF or a reset) with nothing more to read.
+    /// Whether the gateway closed the connection (EOF, or a reset) with nothing more to read.
     pub async fn closed(&mut self) -> bool {
         let mut rest = Vec::new();
-        let read = tokio::time::timeout(WAIT, self.stream.read_to_end(&mut rest)).await;
-        let read = read.expect("the gateway closes in time");
-        self.buf.is_empty() && rest.is_empty() && (read.is_ok() || is_reset(&read))
+        let read =
+            tokio::time::timeout(Duration::from_secs(10), self.stream.read_to_end(&mut rest)).await;
+        self.buf.is_empty() && rest.is_empty() && read.is_ok()
     }
 }
 
-fn is_reset(read: &std::io::Result<usize>) -> bool {
-    matches!(read, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset)
+pub async fn connect(gw: &TestGateway) -> Reader {
+    let stream = TcpStream::connect(gw.addr()).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    Reader::new(stream)
 }
