@@ -35,14 +35,17 @@ use http_body::Body as _;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use idenfy_gateway::fuzzing;
 use idenfy_gateway::fuzzing::head::{self, HeaderIndices, Limits, Parsed, Refusal};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// The listener's defaults: `listen.max_header_bytes` 64 KiB; a 1 MiB `limits.max_body`.
-const LIMITS: Limits = Limits {
-    max_head: 64 * 1024,
-    max_body: 1024 * 1024,
-};
+/// The listener's default `listen.max_header_bytes`.
+const MAX_HEAD: usize = 64 * 1024;
+
+/// The listener's limits: the default head limit, a 1 MiB `limits.max_body`.
+fn listener_limits() -> Limits {
+    fuzzing::head_limits(MAX_HEAD, 1024 * 1024)
+}
 /// Generated cases.
 const CASES: usize = 2000;
 
@@ -75,13 +78,14 @@ enum End {
 /// What the listener makes of `input`: the plain requests it serves, and how it stops.
 fn gateway(input: &[u8]) -> (Vec<Seen>, End) {
     let mut buf = BytesMut::from(input);
+    let limits = listener_limits();
     let mut indices: Vec<HeaderIndices> = Vec::new();
     let mut served = Vec::new();
     loop {
         if buf.is_empty() {
             return (served, End::Done);
         }
-        let raw = match head::parse(&buf, &LIMITS, &mut indices) {
+        let raw = match head::parse(&buf, &limits, &mut indices) {
             Parsed::Partial => return (served, End::Incomplete),
             Parsed::Fallback => return (served, End::Fallback),
             Parsed::Refused(refusal) => return (served, End::Refused(refusal)),
@@ -156,7 +160,7 @@ async fn hyper(input: &[u8]) -> (Vec<Seen>, Option<u16>, Vec<u8>) {
     let conn = hyper::server::conn::http1::Builder::new()
         .half_close(true)
         .timer(TokioTimer::new())
-        .max_buf_size(LIMITS.max_head)
+        .max_buf_size(MAX_HEAD)
         .serve_connection(TokioIo::new(server), service);
     let (mut rd, mut wr) = tokio::io::split(client);
     wr.write_all(input).await.unwrap();
@@ -460,7 +464,7 @@ fn corpus() -> Vec<Vec<u8>> {
 }
 
 /// Heads at the limits: over 64 KiB, and over 100 header lines.
-fn limits() -> Vec<Vec<u8>> {
+fn at_the_limits() -> Vec<Vec<u8>> {
     let big = format!("GET / HTTP/1.1\r\nx-big: {}\r\n\r\n", "a".repeat(70_000));
     let many: String = (0..101).map(|i| format!("x-{i}: v\r\n")).collect();
     let many = format!("GET / HTTP/1.1\r\n{many}\r\n");
@@ -474,7 +478,7 @@ async fn the_listener_parser_agrees_with_hypers_or_is_stricter() {
     let mut grammar = Grammar(fastrand::Rng::with_seed(13));
     let mut tally = Tally::default();
     let generated: Vec<Vec<u8>> = (0..CASES).map(|_| grammar.input()).collect();
-    for input in generated.iter().chain(&corpus()).chain(&limits()) {
+    for input in generated.iter().chain(&corpus()).chain(&at_the_limits()) {
         compare(input, &mut tally).await;
     }
     println!(

@@ -27,10 +27,9 @@ enum Verdict {
 }
 
 fn limits(knob: u8) -> Limits {
-    Limits {
-        max_head: [64, 512, 4096, 64 * 1024][usize::from(knob & 3)],
-        max_body: [0, 16, 1 << 20, u64::MAX][usize::from((knob >> 2) & 3)],
-    }
+    let max_head = [64, 512, 4096, 64 * 1024][usize::from(knob & 3)];
+    let max_body = [0, 16, 1 << 20, u64::MAX][usize::from((knob >> 2) & 3)];
+    idenfy_gateway::fuzzing::head_limits(max_head, max_body)
 }
 
 fn verdict(buf: &mut BytesMut, limits: &Limits, indices: &mut Vec<HeaderIndices>) -> Verdict {
