@@ -74,6 +74,7 @@ pub fn app(
         .layer(DedupLayer::new(
             &config.dedup,
             config.limits.max_body,
+            config.upstream.deadline,
             DedupMetrics::new(registry)?.for_teams(config.teams.len()),
         ))
         // The team's quota on logical requests: wait briefly in line, or 429. After dedup, so
