@@ -372,7 +372,12 @@ impl<S: App> Conn<S> {
             };
             let data = match next {
                 None => break,
-                Some(Err(_)) => return false,
+                // The head (and what came of the body) still goes out: the caller learns the
+                // status, and the close before the body's end tells it the body broke.
+                Some(Err(_)) => {
+                    self.write_out().await;
+                    return false;
+                }
                 Some(Ok(frame)) => frame.into_data().unwrap_or_default(),
             };
             if !chunked {
