@@ -11,6 +11,7 @@ use std::time::Duration;
 use crate::secret::{Secret, SecretSource};
 
 mod load;
+mod ranges;
 mod raw;
 mod validate;
 pub(crate) mod values;

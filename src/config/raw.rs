@@ -177,14 +177,18 @@ impl Default for RawValidation {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawLimits {
-    pub max_wait: String,
+    /// `None`: [`DEFAULT_MAX_WAIT`], shortened to the deadline when that is shorter; only a
+    /// value given in the file is refused for exceeding the deadline.
+    pub max_wait: Option<String>,
     pub max_body: String,
 }
+
+pub const DEFAULT_MAX_WAIT: &str = "2s";
 
 impl Default for RawLimits {
     fn default() -> Self {
         RawLimits {
-            max_wait: "2s".into(),
+            max_wait: None,
             max_body: "16MiB".into(),
         }
     }
