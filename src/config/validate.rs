@@ -72,6 +72,7 @@ fn listen(p: &mut Problems, raw: &RawListen) -> Listen {
         max_connections: positive(p, "listen.max_connections", raw.max_connections),
         header_read_timeout: p.duration("listen.header_read_timeout", &raw.header_read_timeout),
         body_read_timeout: p.duration("listen.body_read_timeout", &raw.body_read_timeout),
+        idle_timeout: p.duration("listen.idle_timeout", &raw.idle_timeout),
         max_header_bytes: p.size("listen.max_header_bytes", &raw.max_header_bytes) as usize,
         shutdown_grace: p.duration("listen.shutdown_grace", &raw.shutdown_grace),
     }
