@@ -52,6 +52,9 @@ pub enum GatewayError {
     BodyRead,
     #[error("the request body did not arrive in time")]
     BodyTimeout,
+    /// Never sent: the caller is gone. For the log line and the metrics (nginx's 499).
+    #[error("the caller closed the connection before its answer")]
+    ClientClosed,
     #[error("{message}")]
     Invalid {
         /// iDenfy's identifier: `JSON_ERROR`, `MISSING_VALUE` or `BAD_VALUE`.
@@ -90,6 +93,7 @@ impl GatewayError {
             HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ClientClosed => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
             RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             DeadlineExceeded | UpstreamTimedOut => StatusCode::GATEWAY_TIMEOUT,
             UpstreamConnect | UpstreamProtocol => StatusCode::BAD_GATEWAY,
@@ -109,6 +113,7 @@ impl GatewayError {
             PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
             BodyRead => "ENCODING_ERROR",
             BodyTimeout => "REQUEST_TIMEOUT",
+            ClientClosed => "CLIENT_CLOSED_REQUEST",
             Invalid { identifier, .. } => identifier,
             RateLimited { .. } => "TOO_MANY_REQUESTS",
             DeadlineExceeded | UpstreamTimedOut => "GATEWAY_TIMEOUT",
@@ -129,6 +134,7 @@ impl GatewayError {
             PayloadTooLarge { .. } => "payload_too_large",
             BodyRead => "body_read",
             BodyTimeout => "body_timeout",
+            ClientClosed => "client_closed",
             Invalid { .. } => "validation",
             RateLimited {
                 limit: Limit::Team, ..
@@ -246,6 +252,7 @@ mod tests {
             GatewayError::HeadersTooLarge { limit: 16384 },
             GatewayError::BodyRead,
             GatewayError::BodyTimeout,
+            GatewayError::ClientClosed,
             GatewayError::DeadlineExceeded,
             GatewayError::UpstreamTimedOut,
             GatewayError::UpstreamConnect,
