@@ -77,7 +77,10 @@ async fn hypers_header_timer_bounds_an_idle_http1_connection_on_its_path_too() {
     let lines = "idle_timeout = \"60s\"\nheader_read_timeout = \"200ms\"\n";
     let (_upstream, gw) = with_mock_upstream_listen(lines).await;
     let mut conn = connect(&gw).await;
-    conn.stream.write_all(chunked(true).as_bytes()).await.unwrap();
+    conn.stream
+        .write_all(chunked(true).as_bytes())
+        .await
+        .unwrap();
     assert_eq!(conn.response(false).await.status, 200);
     assert!(conn.closed().await, "an idle connection stayed open");
 }
