@@ -143,42 +143,56 @@ async fn refuses_an_upload_from_its_head_before_any_of_its_body_arrives() {
     assert_eq!(metric(&metrics, unknown), 2.0, "{metrics}");
 }
 
+/// Uploads `head` then `body` beside the read of the answer (as a client that writes first
+/// and reads after sends it), and returns what the gateway answered before it closed. Panics
+/// when the upload met a reset or a broken pipe.
+async fn upload(gw: &TestGateway, head: String, body: Bytes) -> String {
+    // A small send buffer, as a client has that writes its body in pieces: loopback's buffers
+    // would otherwise take the whole body before the gateway has read the head.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_send_buffer_size(64 * 1024).unwrap();
+    let (mut reader, mut writer) = socket.connect(gw.addr()).await.unwrap().into_split();
+    let upload = tokio::spawn(async move {
+        writer.write_all(head.as_bytes()).await?;
+        writer.write_all(&body).await?;
+        writer.shutdown().await
+    });
+    let answer = until_closed(&mut reader).await.expect("not closed");
+    // All of the body was taken: no reset, no broken pipe.
+    upload.await.unwrap().expect("the whole upload was taken");
+    answer
+}
+
 #[tokio::test]
 async fn answers_413_to_an_oversized_upload_and_reads_the_rest_every_time() {
     let (upstream, gw) = with_mock_upstream("[limits]\nmax_body = \"1MiB\"\n").await;
     let body = Bytes::from(vec![b'x'; 2 * MIB]);
+    let length = format!("content-length: {}\r\n", 2 * MIB);
     for attempt in 0..20 {
-        // A small send buffer, as a client has that writes its body in pieces: loopback's
-        // buffers would otherwise take the whole body before the gateway has read the head.
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.set_send_buffer_size(64 * 1024).unwrap();
-        let (mut reader, mut writer) = socket.connect(gw.addr()).await.unwrap().into_split();
+        let head = request("POST", "/api/v2/status", &length, "");
+        let answer = upload(&gw, head, body.clone()).await;
+        assert!(answer.starts_with("HTTP/1.1 413 "), "{attempt}: {answer:?}");
+        assert!(answer.contains("connection: close"), "{answer}");
+    }
+    assert_eq!(upstream.count(), 0);
+}
+
+#[tokio::test]
+async fn answers_413_to_an_oversized_chunked_upload_on_hypers_path_too() {
+    let (upstream, gw) = with_mock_upstream("[limits]\nmax_body = \"1MiB\"\n").await;
+    let mut body = format!("{:x}\r\n", 2 * MIB).into_bytes();
+    body.extend(vec![b'x'; 2 * MIB]);
+    body.extend(b"\r\n0\r\n\r\n");
+    let body = Bytes::from(body);
+    for attempt in 0..20 {
         let head = request(
             "POST",
             "/api/v2/status",
-            &format!("content-length: {}\r\n", 2 * MIB),
+            "transfer-encoding: chunked\r\n",
             "",
         );
-        let body = body.clone();
-        // The whole body goes out beside the read of the answer, as a client that writes
-        // first and reads after would send it.
-        let upload = tokio::spawn(async move {
-            writer.write_all(head.as_bytes()).await?;
-            writer.write_all(&body).await?;
-            writer.shutdown().await
-        });
-        let answer = until_closed(&mut reader).await;
-        let answer = answer.unwrap_or_else(|| panic!("attempt {attempt}: not closed"));
-        assert!(
-            answer.starts_with("HTTP/1.1 413 "),
-            "attempt {attempt}: {answer:?}"
-        );
-        // All of the body was taken: no reset, no broken pipe.
-        upload
-            .await
-            .unwrap()
-            .unwrap_or_else(|e| panic!("attempt {attempt}: {e}"));
-        assert!(answer.contains("connection: close"), "{answer}");
+        let answer = upload(&gw, head, body.clone()).await;
+        assert!(answer.starts_with("HTTP/1.1 413 "), "{attempt}: {answer:?}");
     }
     assert_eq!(upstream.count(), 0);
 }
