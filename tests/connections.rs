@@ -252,14 +252,26 @@ impl SlowFailing {
 const RETRY_ALL: &str = "[retry]\nmax_attempts = 4\nbase = \"5ms\"\ncap = \"10ms\"\n\
                          budget_ratio = 1000.0\nmin_retries_per_second = 100\n";
 
+/// How a caller leaves.
+#[derive(Clone, Copy)]
+enum Leaving {
+    /// It closes its socket (FIN).
+    Closes,
+    /// It resets the connection (RST).
+    Resets,
+}
+
 /// Sends `req`, leaves once the upstream has the first attempt, and returns how many attempts
 /// the upstream saw and how many it saw the gateway hang up, once the request is over.
-async fn leave_after_the_first_attempt(req: &str) -> (usize, usize, String) {
+async fn leave_after_the_first_attempt(req: &str, leaving: Leaving) -> (usize, usize, String) {
     let upstream = SlowFailing::start().await;
     let gw = start_with(&upstream.upstream.url(), "", RETRY_ALL).await;
     let mut conn = TcpStream::connect(gw.addr()).await.unwrap();
     conn.write_all(req.as_bytes()).await.unwrap();
     upstream.arrived.notified().await;
+    if let Leaving::Resets = leaving {
+        conn.set_zero_linger().unwrap();
+    }
     drop(conn);
     gw.wait_for_no_request_in_flight().await;
     let (attempts, hung_up) = (
@@ -272,18 +284,47 @@ async fn leave_after_the_first_attempt(req: &str) -> (usize, usize, String) {
 #[tokio::test]
 async fn stops_retrying_for_a_caller_that_left() {
     let req = request("POST", "/api/v2/status", "", r#"{"scanRef":"s"}"#);
-    let (attempts, hung_up, metrics) = leave_after_the_first_attempt(&req).await;
-    assert!(attempts < 4, "{attempts} attempts for a caller that left");
-    assert_eq!(hung_up, 1, "the attempt in flight was not dropped");
-    // Counted, by front, as nginx counts it: 499, a 4xx.
-    let left =
-        r#"idenfy_gateway_requests_total{route="/api/v2/status",status="4xx",team="payments"}"#;
-    assert_eq!(metric(&metrics, left), 1.0, "{metrics}");
+    for leaving in [Leaving::Closes, Leaving::Resets] {
+        let (attempts, hung_up, metrics) = leave_after_the_first_attempt(&req, leaving).await;
+        assert!(attempts < 4, "{attempts} attempts for a caller that left");
+        assert_eq!(hung_up, 1, "the attempt in flight was not dropped");
+        // Counted, by front, as nginx counts it: 499, a 4xx.
+        let left =
+            r#"idenfy_gateway_requests_total{route="/api/v2/status",status="4xx",team="payments"}"#;
+        assert_eq!(metric(&metrics, left), 1.0, "{metrics}");
+    }
 }
 
 #[tokio::test]
 async fn stops_retrying_for_a_caller_that_left_on_hypers_path() {
-    let (attempts, hung_up, _) = leave_after_the_first_attempt(&chunked(true)).await;
+    for leaving in [Leaving::Closes, Leaving::Resets] {
+        let (attempts, hung_up, _) = leave_after_the_first_attempt(&chunked(true), leaving).await;
+        assert!(attempts < 4, "{attempts} attempts for a caller that left");
+        assert_eq!(hung_up, 1, "the attempt in flight was not dropped");
+    }
+}
+
+#[tokio::test]
+async fn stops_retrying_for_a_caller_that_left_over_h2c() {
+    let upstream = SlowFailing::start().await;
+    let gw = start_with(&upstream.upstream.url(), "", RETRY_ALL).await;
+    let stream = TcpStream::connect(gw.addr()).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    let connection = tokio::spawn(connection);
+    let req = Request::post(gw.url("/api/v2/status"))
+        .header("authorization", "Bearer team-token")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let pending = tokio::spawn(sender.send_request(req));
+    upstream.arrived.notified().await;
+    // The client goes away: its connection, and the socket with it.
+    pending.abort();
+    connection.abort();
+    gw.wait_for_no_request_in_flight().await;
+    let attempts = upstream.attempts.load(Ordering::SeqCst);
     assert!(attempts < 4, "{attempts} attempts for a caller that left");
-    assert_eq!(hung_up, 1, "the attempt in flight was not dropped");
+    assert_eq!(upstream.hung_up.load(Ordering::SeqCst), 1);
 }
