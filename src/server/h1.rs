@@ -26,16 +26,13 @@
 //! answer is pending. The wire format is in [`head`] and [`encode`].
 
 use std::future::{poll_fn, Future};
-use std::io::{self, IoSlice};
 use std::pin::{pin, Pin};
 use std::sync::Arc;
-use std::task::{ready, Context, Poll, Waker};
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::{Method, Request, Response, StatusCode};
-use http_body::Body as _;
-use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
@@ -55,11 +52,13 @@ mod handover;
 mod head;
 mod linger;
 mod rewind;
+mod wait;
+mod write;
 
-use encode::{Framing, Plan, CRLF, LAST_CHUNK};
 pub use head::Limits;
 use head::{HeaderIndices, Parsed, Refusal};
 use rewind::Rewind;
+use wait::{poll_gone, poll_read_buf, poll_stopping, poll_until};
 
 /// Initial size of a connection's read buffer: 8 KiB holds a usual request, body included.
 const READ_BUF: usize = 8 * 1024;
@@ -247,80 +246,6 @@ fn later(now: Instant, after: Duration) -> Instant {
 /// Resolves once the stop flag is set, owning its receiver.
 async fn stopped_owned(mut stop: watch::Receiver<bool>) {
     super::stopped(&mut stop).await;
-}
-
-/// Polls `stopping` only when it may have changed: when something was sent on `stop` (after the
-/// receiver's own version: a send the clone saw already is caught by the first poll), or when
-/// the task's waker is not the one it holds. Otherwise it is pending and wakes this task on a
-/// send; polling it again would only take the channel's waiter lock, once per request.
-fn poll_stopping(
-    stopping: &mut Stopping,
-    polled_with: &mut Option<Waker>,
-    stop: &watch::Receiver<bool>,
-    cx: &mut Context<'_>,
-) -> Poll<()> {
-    let same_waker = polled_with
-        .as_ref()
-        .is_some_and(|w| w.will_wake(cx.waker()));
-    if same_waker && matches!(stop.has_changed(), Ok(false)) {
-        return Poll::Pending;
-    }
-    if !same_waker {
-        *polled_with = Some(cx.waker().clone());
-    }
-    stopping.as_mut().poll(cx)
-}
-
-/// Ready once `until` has passed. The timer is moved earlier when it must, and moved later only
-/// when it fires before `until`: waits that each end before the timer fires leave it alone.
-fn poll_until(timer: &mut Pin<Box<Sleep>>, until: Instant, cx: &mut Context<'_>) -> Poll<()> {
-    if timer.deadline() > until {
-        timer.as_mut().reset(until);
-    }
-    while timer.as_mut().poll(cx).is_ready() {
-        if timer.deadline() >= until {
-            return Poll::Ready(());
-        }
-        timer.as_mut().reset(until);
-    }
-    Poll::Pending
-}
-
-/// One read from `stream` into the spare room of `buf`, when it is readable.
-fn poll_read_buf(
-    stream: &TcpStream,
-    buf: &mut BytesMut,
-    cx: &mut Context<'_>,
-) -> Poll<io::Result<usize>> {
-    loop {
-        ready!(stream.poll_read_ready(cx))?;
-        match stream.try_read_buf(buf) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            read => return Poll::Ready(read),
-        }
-    }
-}
-
-/// Ready when the client closed or reset the connection. What it sends meanwhile (pipelined
-/// requests) is kept in `buf`; once `buf` holds `cap` bytes the socket is left alone, and this
-/// stays pending. The socket is read only when it is readable: while the client waits quietly,
-/// this is one readiness poll.
-fn poll_gone(stream: &TcpStream, buf: &mut BytesMut, cap: usize, cx: &mut Context<'_>) -> Poll<()> {
-    while buf.len() < cap {
-        if ready!(stream.poll_read_ready(cx)).is_err() {
-            return Poll::Ready(());
-        }
-        if buf.capacity() - buf.len() < MIN_READ {
-            buf.reserve(READ_BUF);
-        }
-        match stream.try_read_buf(buf) {
-            Ok(0) => return Poll::Ready(()),
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(_) => return Poll::Ready(()),
-        }
-    }
-    Poll::Pending
 }
 
 /// Takes the request head at the start of `buf` when all of it is there. Not async: the header
@@ -511,94 +436,6 @@ impl<S: App> Conn<S> {
         .await
     }
 
-    /// Puts the head of `res` into `out`, and says how its body is written. The response stays
-    /// where it is and its body is lent to [`Conn::send`]: it is not copied from future to
-    /// future on its way to the socket.
-    fn encode_head(&mut self, res: &Response<Body>, head_request: bool, close: bool) -> Plan {
-        let (status, headers) = (res.status(), res.headers());
-        let plan = encode::plan(status, head_request, &res.body().size_hint(), headers);
-        encode::encode_head(&mut self.out, status, headers, plan.framing, close);
-        plan
-    }
-
-    /// Writes the head in `out`, then `body` as `plan` says; `false` when the connection is to
-    /// close after it (or broke).
-    async fn send(&mut self, body: &mut Body, plan: Plan, close: bool) -> bool {
-        let written = if plan.body {
-            self.write_body(body, plan.framing).await
-        } else {
-            // Let go of what the body holds (an upstream connection) before writing.
-            *body = Body::empty();
-            self.write_out().await
-        };
-        if self.out.capacity() > MAX_KEPT_OUT {
-            self.out = Vec::new();
-        }
-        written && !close
-    }
-
-    /// Writes the body behind the head already in `out`: the frames ready now together, each
-    /// later one as it comes. `false` when the body broke or did not match its length.
-    async fn write_body(&mut self, body: &mut Body, framing: Framing) -> bool {
-        let chunked = framing == Framing::Chunked;
-        let mut left = match framing {
-            Framing::Length(n) => n,
-            _ => 0,
-        };
-        let mut body = Pin::new(body);
-        loop {
-            let next = match poll_fn(|cx| Poll::Ready(body.as_mut().poll_frame(cx))).await {
-                Poll::Ready(next) => next,
-                Poll::Pending => {
-                    if !self.write_out().await {
-                        return false;
-                    }
-                    body.frame().await
-                }
-            };
-            let data = match next {
-                None => break,
-                Some(Err(_)) => return false,
-                Some(Ok(frame)) => frame.into_data().unwrap_or_default(),
-            };
-            if !chunked {
-                let Some(rest) = left.checked_sub(data.len() as u64) else {
-                    return false;
-                };
-                left = rest;
-            }
-            if !data.is_empty() && !self.push_data(&data, chunked).await {
-                return false;
-            }
-            if body.is_end_stream() {
-                break;
-            }
-        }
-        if chunked {
-            self.out.extend_from_slice(LAST_CHUNK);
-        } else if left != 0 {
-            return false;
-        }
-        self.write_out().await
-    }
-
-    /// Adds body data (a chunk when `chunked`) behind what `out` holds; large data is written
-    /// at once with it.
-    async fn push_data(&mut self, data: &[u8], chunked: bool) -> bool {
-        if chunked {
-            encode::push_chunk_size(&mut self.out, data.len());
-        }
-        if data.len() <= INLINE_BODY {
-            self.out.extend_from_slice(data);
-        } else if !self.write_out_with(data).await {
-            return false;
-        }
-        if chunked {
-            self.out.extend_from_slice(CRLF);
-        }
-        self.out.len() < GATHER || self.write_out().await
-    }
-
     /// Writes an answer that ends the connection, with `connection: close`, then lingers.
     async fn refuse(&mut self, mut res: Response<Body>, head_request: bool) {
         let plan = self.encode_head(&res, head_request, true);
@@ -626,44 +463,5 @@ impl<S: App> Conn<S> {
             }
         };
         linger::linger(stream, buf, cut).await;
-    }
-
-    /// Writes what `out` holds. The send buffer almost always has room for an answer: a
-    /// readiness-checked non-blocking write is tried first, and the async write (its future,
-    /// readiness poll and waker) is only for what it leaves.
-    async fn write_out(&mut self) -> bool {
-        if self.out.is_empty() {
-            return true;
-        }
-        let written = match self.stream.try_write(&self.out) {
-            Ok(n) if n == self.out.len() => true,
-            // What `write_all` makes of a write of nothing: `WriteZero`.
-            Ok(0) => false,
-            Ok(n) => self.stream.write_all(&self.out[n..]).await.is_ok(),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.stream.write_all(&self.out).await.is_ok()
-            }
-            Err(_) => false,
-        };
-        self.out.clear();
-        written
-    }
-
-    /// Writes what `out` holds, then `data`, in as few writes as the socket takes.
-    async fn write_out_with(&mut self, mut data: &[u8]) -> bool {
-        let mut out = &self.out[..];
-        while !out.is_empty() {
-            let slices = [IoSlice::new(out), IoSlice::new(data)];
-            match self.stream.write_vectored(&slices).await {
-                Ok(0) | Err(_) => return false,
-                Ok(n) if n < out.len() => out = &out[n..],
-                Ok(n) => {
-                    data = &data[n - out.len()..];
-                    out = &[];
-                }
-            }
-        }
-        self.out.clear();
-        self.stream.write_all(data).await.is_ok()
     }
 }
