@@ -52,6 +52,9 @@ pub enum GatewayError {
     BodyRead,
     #[error("the request body did not arrive in time")]
     BodyTimeout,
+    /// Never sent: the caller is gone. For the log line and the metrics (nginx's 499).
+    #[error("the caller closed the connection before its answer")]
+    ClientClosed,
     #[error("{message}")]
     Invalid {
         /// iDenfy's identifier: `JSON_ERROR`, `MISSING_VALUE` or `BAD_VALUE`.
@@ -95,6 +98,7 @@ impl GatewayError {
             HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ClientClosed => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
             RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ClientIdInUse => StatusCode::CONFLICT,
             DeadlineExceeded | UpstreamTimedOut => StatusCode::GATEWAY_TIMEOUT,
@@ -115,6 +119,7 @@ impl GatewayError {
             PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
             BodyRead => "ENCODING_ERROR",
             BodyTimeout => "REQUEST_TIMEOUT",
+            ClientClosed => "CLIENT_CLOSED_REQUEST",
             Invalid { identifier, .. } => identifier,
             RateLimited { .. } => "TOO_MANY_REQUESTS",
             // iDenfy documents its 409 without an identifier (idenfy-api.md §4.2-4.3): the
@@ -138,6 +143,7 @@ impl GatewayError {
             PayloadTooLarge { .. } => "payload_too_large",
             BodyRead => "body_read",
             BodyTimeout => "body_timeout",
+            ClientClosed => "client_closed",
             Invalid { .. } => "validation",
             RateLimited {
                 limit: Limit::Team, ..
@@ -268,6 +274,7 @@ mod tests {
             GatewayError::BodyRead,
             GatewayError::BodyTimeout,
             GatewayError::ClientIdInUse,
+            GatewayError::ClientClosed,
             GatewayError::DeadlineExceeded,
             GatewayError::UpstreamTimedOut,
             GatewayError::UpstreamConnect,

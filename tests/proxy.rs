@@ -424,26 +424,32 @@ async fn refuses_oversized_headers() {
 }
 
 #[tokio::test]
-async fn holds_connections_over_the_limit_until_a_slot_frees() {
+async fn holds_connections_over_the_limit_while_every_slot_is_busy() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (upstream, gw) = with_mock_upstream_listen("max_connections = 1\n").await;
+    let gate = std::sync::Arc::new(tokio::sync::Notify::new());
+    let ok = Reply::json(200, r#"{"ok":true}"#);
+    upstream.push(Reply::Gated(gate.clone(), Box::new(ok)));
     let request = b"POST /api/v2/status HTTP/1.1\r\nhost: x\r\nauthorization: Bearer team-token\r\ncontent-length: 2\r\n\r\n{}";
     let mut first = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
     first.write_all(request).await.unwrap();
-    let mut buf = vec![0u8; 4096];
-    let n = first.read(&mut buf).await.unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    upstream.wait_for(1).await;
 
-    // The first connection stays open (keep-alive) and holds the only slot.
+    // The first connection's request is being served: it holds the only slot.
     let mut second = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
     second.write_all(request).await.unwrap();
+    let mut buf = vec![0u8; 4096];
     let waiting =
         tokio::time::timeout(std::time::Duration::from_millis(300), second.read(&mut buf)).await;
     assert!(waiting.is_err(), "a connection over the limit was served");
     assert_eq!(upstream.count(), 1);
 
-    drop(first);
+    gate.notify_one();
+    let n = first.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // Idle now, the first connection is closed to admit the second.
     let n = second.read(&mut buf).await.unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    assert_eq!(first.read(&mut buf).await.unwrap(), 0);
     assert_eq!(upstream.count(), 2);
 }

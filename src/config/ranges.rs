@@ -96,6 +96,7 @@ mod tests {
     const KEYS: &str = "
         listen.header_read_timeout  10ms   1h   9ms,61m     10ms..1h
         listen.body_read_timeout    10ms   1h   9ms,61m     10ms..1h
+        listen.idle_timeout         10ms   1h   9ms,61m     10ms..1h
         listen.shutdown_grace       0s     1h   61m         0..1h
         upstream.connect_timeout    10ms   1h   0s,2h       10ms..1h
         upstream.attempt_timeout    10ms   1h   0s,100y     10ms..1h

@@ -28,6 +28,7 @@ pub struct RawListen {
     pub max_connections: usize,
     pub header_read_timeout: String,
     pub body_read_timeout: String,
+    pub idle_timeout: String,
     pub max_header_bytes: String,
     pub shutdown_grace: String,
 }
@@ -41,6 +42,7 @@ impl Default for RawListen {
             max_connections: 4096,
             header_read_timeout: "10s".into(),
             body_read_timeout: "30s".into(),
+            idle_timeout: "60s".into(),
             max_header_bytes: "64KiB".into(),
             shutdown_grace: "30s".into(),
         }

@@ -78,6 +78,7 @@ fn listen(p: &mut Problems, raw: &RawListen) -> Listen {
             &raw.body_read_timeout,
             ranges::TIMEOUT,
         ),
+        idle_timeout: p.duration("listen.idle_timeout", &raw.idle_timeout, ranges::TIMEOUT),
         max_header_bytes: p.size("listen.max_header_bytes", &raw.max_header_bytes) as usize,
         shutdown_grace: p.duration(
             "listen.shutdown_grace",

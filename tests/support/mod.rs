@@ -7,3 +7,4 @@ pub mod http;
 pub mod process;
 pub mod raw;
 pub mod upstream;
+pub mod wire;

@@ -117,6 +117,16 @@ impl RawConn {
         Some(RawRequest { body, ..request })
     }
 
+    /// Waits up to `wait` for the gateway to close the connection: `true` when it did (EOF or
+    /// an error), `false` when it is still open then (or sent something).
+    pub async fn closed_within(&mut self, wait: std::time::Duration) -> bool {
+        let mut byte = [0u8; 1];
+        match tokio::time::timeout(wait, self.stream.read(&mut byte)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => true,
+            Ok(Ok(_)) | Err(_) => false,
+        }
+    }
+
     pub async fn write(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).await.unwrap();
         self.stream.flush().await.unwrap();
