@@ -127,23 +127,31 @@ impl Credentials {
     /// Re-reads file-based secrets on the blocking pool; swaps in what changed; keeps the last
     /// good value on error.
     pub async fn reload(&self) {
+        self.reload_noting().await;
+    }
+
+    /// [`Credentials::reload`], saying what it logged for each account with files.
+    async fn reload_noting(&self) -> Vec<Noted> {
         let accounts = self.accounts.clone();
         let read = tokio::task::spawn_blocking(move || {
             let with_files = accounts.iter().filter(|a| a.has_files());
             with_files.map(AccountCredentials::load).collect::<Vec<_>>()
         });
         // Only a runtime shutting down cancels it: nothing to reload for then.
-        let Ok(read) = read.await else { return };
+        let Ok(read) = read.await else {
+            return Vec::new();
+        };
         let with_files = self.accounts.iter().filter(|a| a.has_files());
-        for (account, header) in with_files.zip(read) {
-            self.settle(account, header);
-        }
+        with_files
+            .zip(read)
+            .map(|(account, header)| self.settle(account, header))
+            .collect()
     }
 
     /// Takes the outcome of reading one account's files: a new header is swapped in; a failure
     /// is counted each time and logged only when the account's files were readable before, and
     /// their recovery is logged once.
-    fn settle(&self, account: &AccountCredentials, read: Result<HeaderValue, String>) {
+    fn settle(&self, account: &AccountCredentials, read: Result<HeaderValue, String>) -> Noted {
         let was_readable = account.readable.swap(read.is_ok(), Ordering::Relaxed);
         let name = &account.name;
         match read {
@@ -151,16 +159,20 @@ impl Credentials {
                 account.header.store(Arc::new(header));
                 self.reloads.with_label_values(&[name, "ok"]).inc();
                 tracing::info!(account = %name, "credentials reloaded");
+                Noted::Reloaded
             }
             Ok(_) if !was_readable => {
                 tracing::info!(account = %name, "credential files readable again, unchanged");
+                Noted::ReadableAgain
             }
-            Ok(_) => {}
+            Ok(_) => Noted::Nothing,
             Err(error) => {
                 self.reloads.with_label_values(&[name, "error"]).inc();
-                if was_readable {
-                    tracing::warn!(account = %name, %error, "credential reload failed; keeping the last good credentials, and not logging this again until the files can be read");
+                if !was_readable {
+                    return Noted::Nothing;
                 }
+                tracing::warn!(account = %name, %error, "credential reload failed; keeping the last good credentials, and not logging this again until the files can be read");
+                Noted::Failed
             }
         }
     }
@@ -195,6 +207,20 @@ impl Credentials {
         let reload = || self.reload();
         watch::reload_on_change(signals, POLL_INTERVAL, DEBOUNCE, reload, shutdown).await;
     }
+}
+
+/// What one re-read of an account's files logged: a change of state is logged once, a failure
+/// that goes on is not logged again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Noted {
+    /// A new pair, in use from now on (info).
+    Reloaded,
+    /// The files are readable again and hold the pair in use (info).
+    ReadableAgain,
+    /// The files stopped being readable; the last good pair stays (warn).
+    Failed,
+    /// Nothing worth a line: unchanged, or still failing.
+    Nothing,
 }
 
 /// Sets the account's credentials on each attempt.
@@ -302,37 +328,6 @@ mod tests {
         assert_eq!(creds.reloads.with_label_values(&["main", "ok"]).get(), 1);
     }
 
-    /// The log lines written on this thread while the guard lives.
-    #[derive(Clone, Default)]
-    struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
-
-    impl Logs {
-        fn capture(&self) -> tracing::subscriber::DefaultGuard {
-            let out = self.clone();
-            let subscriber = tracing_subscriber::fmt()
-                .with_ansi(false)
-                .with_max_level(tracing::Level::DEBUG)
-                .with_writer(move || out.clone())
-                .finish();
-            tracing::subscriber::set_default(subscriber)
-        }
-
-        fn lines(&self) -> Vec<String> {
-            let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
-            text.lines().map(str::to_string).collect()
-        }
-    }
-
-    impl std::io::Write for Logs {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
     /// Sends a change signal every 5 ms for `d`, as a watcher would (its channel holds one).
     async fn signal_for(changes: &tokio::sync::mpsc::Sender<()>, d: Duration) {
         let end = tokio::time::Instant::now() + d;
@@ -353,15 +348,27 @@ mod tests {
             SecretSource::Inline(Secret::new("s")),
         );
         let creds = Credentials::load(&[acc], &Registry::new()).unwrap();
-        let logs = Logs::default();
-        let _capture = logs.capture();
+        // What each re-read logged, in order (read from the reloads themselves, not from a
+        // captured subscriber: tracing's per-callsite interest is process-wide, and a capture
+        // set for one test thread can miss lines while other tests run).
+        let noted = Arc::new(std::sync::Mutex::new(Vec::new()));
         let (changes, signals) = tokio::sync::mpsc::channel(1);
-        let watched = creds.clone();
+        let (watched, record) = (creds.clone(), noted.clone());
         let watcher = tokio::spawn(async move {
-            let reload = || watched.reload();
+            let reload = || async {
+                let notes = watched.reload_noting().await;
+                record.lock().unwrap().extend(notes);
+            };
             let forever = std::future::pending();
             watch::reload_on_change(signals, POLL_INTERVAL, DEBOUNCE, reload, forever).await;
         });
+        let logged = || -> Vec<Noted> {
+            let all = noted.lock().unwrap();
+            all.iter()
+                .copied()
+                .filter(|n| *n != Noted::Nothing)
+                .collect()
+        };
 
         std::fs::remove_file(&key).unwrap();
         let start = tokio::time::Instant::now();
@@ -372,15 +379,12 @@ mod tests {
             (2..=bound as u64).contains(&failed),
             "{failed} attempts, bound {bound}"
         );
-        let lines = logs.lines();
-        assert_eq!(lines.len(), 1, "{lines:#?}");
-        assert!(lines[0].contains("WARN") && lines[0].contains("credential reload failed"));
+        assert_eq!(noted.lock().unwrap().len() as u64, failed);
+        assert_eq!(logged(), [Noted::Failed]);
 
         std::fs::write(&key, "k1\n").unwrap();
         signal_for(&changes, Duration::from_secs(1)).await;
-        let lines = logs.lines();
-        assert_eq!(lines.len(), 2, "{lines:#?}");
-        assert!(lines[1].contains("INFO") && lines[1].contains("readable again"));
+        assert_eq!(logged(), [Noted::Failed, Noted::ReadableAgain]);
         assert_eq!(*creds.header(0), "Basic azE6cw==");
         watcher.abort();
     }
