@@ -58,7 +58,7 @@ fn service() -> impl Service<
                 .unwrap(),
         )
     });
-    DedupLayer::new(&cfg, 16 << 20, metrics).layer(upstream)
+    DedupLayer::new(&cfg, 16 << 20, Duration::from_secs(30), metrics).layer(upstream)
 }
 
 fn dedup(c: &mut Criterion) {

@@ -42,6 +42,7 @@ fn filled_store(n: usize) -> ReplayStore<Key> {
         let replay = Replay {
             response: Arc::new(response),
             fingerprint: i as u64,
+            team: 0,
         };
         store.insert(key(i), replay, Duration::from_secs(3600));
     }
@@ -89,7 +90,7 @@ fn flights(c: &mut Criterion) {
         let before = rss_kib();
         // Flights that never land: the upstream calls are all still in flight.
         let tickets: Vec<_> = (0..n)
-            .map(|i| flights.join_or_lead(key(i), std::future::pending::<u64>))
+            .map(|i| flights.join_or_lead(key(i), (), std::future::pending::<u64>))
             .collect();
         // Spawned tasks are allocated at spawn; polling them once is not needed for memory.
         let after = rss_kib();
@@ -104,7 +105,7 @@ fn flights(c: &mut Criterion) {
         g.bench_function(format!("{n}_in_flight"), |b| {
             b.iter(|| {
                 i = (i + 7919) % n;
-                black_box(flights.join_or_lead(key(i), std::future::pending::<u64>))
+                black_box(flights.join_or_lead(key(i), (), std::future::pending::<u64>))
             })
         });
         drop(tickets);

@@ -11,6 +11,7 @@ use std::time::Duration;
 use crate::secret::{Secret, SecretSource};
 
 mod load;
+mod ranges;
 mod raw;
 mod validate;
 pub(crate) mod values;
@@ -46,6 +47,8 @@ pub struct Listen {
     pub header_read_timeout: Duration,
     /// A client must send a request's body within this time of its head (408 after it).
     pub body_read_timeout: Duration,
+    /// A keep-alive connection may wait this long for its next request; then it is closed.
+    pub idle_timeout: Duration,
     pub max_header_bytes: usize,
     /// SIGTERM/SIGINT: how long in-flight requests may take to finish.
     pub shutdown_grace: Duration,

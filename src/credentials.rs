@@ -2,15 +2,17 @@
 //! the caller sent. Innermost but one: runs on every attempt, right before the upstream client,
 //! so that a secret rotated between two attempts is used by the second.
 //!
-//! Secrets from files are re-read when the file changes (Kubernetes swaps a symlink inside the
-//! secret volume's directory, so the directory is watched, with a slow poll as a safety net).
-//! A failed re-read keeps the last good header and says so in the log and a metric.
+//! Secrets from files are re-read, off the request path's workers, when the file changes
+//! (`credentials/watch.rs`: the directory is watched, with a slow poll as a safety net; only
+//! changes count, and a burst of them is read once). A failed re-read keeps the last good
+//! header, counts in a metric, and is logged once: when the files turn unreadable, and again
+//! when they are readable again.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use base64::Engine;
@@ -26,8 +28,9 @@ use crate::error::GatewayError;
 use crate::secret::SecretSource;
 use crate::upstream::Authorized;
 
-/// How often file-based secrets are re-read even when no change was signalled.
-pub const POLL_INTERVAL: Duration = Duration::from_secs(30);
+mod watch;
+
+pub use watch::{DEBOUNCE, POLL_INTERVAL};
 
 /// Reads a secret file: trailing whitespace and newlines trimmed, empty refused. The error
 /// names the file, never its content.
@@ -62,6 +65,8 @@ struct AccountCredentials {
     key: SecretSource,
     secret: SecretSource,
     header: ArcSwap<HeaderValue>,
+    /// Whether the last read of the files succeeded: a failure is logged when this turns false.
+    readable: AtomicBool,
 }
 
 impl AccountCredentials {
@@ -100,6 +105,7 @@ impl Credentials {
                 key: account.api_key.clone(),
                 secret: account.api_secret.clone(),
                 header: ArcSwap::from_pointee(HeaderValue::from_static("")),
+                readable: AtomicBool::new(true),
             };
             let header = creds
                 .load()
@@ -118,22 +124,55 @@ impl Credentials {
         self.accounts[account].header.load_full()
     }
 
-    /// Re-reads file-based secrets; swaps in what changed; keeps the last good value on error.
-    pub fn reload(&self) {
-        for account in self.accounts.iter().filter(|a| a.has_files()) {
-            match account.load() {
-                Ok(header) if header == **account.header.load() => {}
-                Ok(header) => {
-                    account.header.store(Arc::new(header));
-                    self.reloads.with_label_values(&[&account.name, "ok"]).inc();
-                    tracing::info!(account = %account.name, "credentials reloaded");
+    /// Re-reads file-based secrets on the blocking pool; swaps in what changed; keeps the last
+    /// good value on error.
+    pub async fn reload(&self) {
+        self.reload_noting().await;
+    }
+
+    /// [`Credentials::reload`], saying what it logged for each account with files.
+    async fn reload_noting(&self) -> Vec<Noted> {
+        let accounts = self.accounts.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let with_files = accounts.iter().filter(|a| a.has_files());
+            with_files.map(AccountCredentials::load).collect::<Vec<_>>()
+        });
+        // Only a runtime shutting down cancels it: nothing to reload for then.
+        let Ok(read) = read.await else {
+            return Vec::new();
+        };
+        let with_files = self.accounts.iter().filter(|a| a.has_files());
+        with_files
+            .zip(read)
+            .map(|(account, header)| self.settle(account, header))
+            .collect()
+    }
+
+    /// Takes the outcome of reading one account's files: a new header is swapped in; a failure
+    /// is counted each time and logged only when the account's files were readable before, and
+    /// their recovery is logged once.
+    fn settle(&self, account: &AccountCredentials, read: Result<HeaderValue, String>) -> Noted {
+        let was_readable = account.readable.swap(read.is_ok(), Ordering::Relaxed);
+        let name = &account.name;
+        match read {
+            Ok(header) if header != **account.header.load() => {
+                account.header.store(Arc::new(header));
+                self.reloads.with_label_values(&[name, "ok"]).inc();
+                tracing::info!(account = %name, "credentials reloaded");
+                Noted::Reloaded
+            }
+            Ok(_) if !was_readable => {
+                tracing::info!(account = %name, "credential files readable again, unchanged");
+                Noted::ReadableAgain
+            }
+            Ok(_) => Noted::Nothing,
+            Err(error) => {
+                self.reloads.with_label_values(&[name, "error"]).inc();
+                if !was_readable {
+                    return Noted::Nothing;
                 }
-                Err(error) => {
-                    self.reloads
-                        .with_label_values(&[&account.name, "error"])
-                        .inc();
-                    tracing::warn!(account = %account.name, %error, "credential reload failed; keeping the last good credentials");
-                }
+                tracing::warn!(account = %name, %error, "credential reload failed; keeping the last good credentials, and not logging this again until the files can be read");
+                Noted::Failed
             }
         }
     }
@@ -155,37 +194,33 @@ impl Credentials {
         dirs
     }
 
-    /// Watches the directories of file-based secrets and reloads on change (and every
-    /// [`POLL_INTERVAL`] in any case). Returns when `shutdown` resolves.
+    /// Watches the directories of file-based secrets and reloads on change, [`DEBOUNCE`] after
+    /// it (and every [`POLL_INTERVAL`] in any case). Returns when `shutdown` resolves.
     pub async fn watch(self, shutdown: impl Future<Output = ()>) {
         let dirs = self.watched_dirs();
         if dirs.is_empty() {
             return;
         }
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
-        let watcher = notify::recommended_watcher(move |_event| {
-            let _ = tx.try_send(());
-        })
-        .and_then(|mut w| {
-            use notify::Watcher;
-            for dir in &dirs {
-                w.watch(dir, notify::RecursiveMode::NonRecursive)?;
-            }
-            Ok(w)
-        });
-        if let Err(error) = &watcher {
-            tracing::warn!(%error, "cannot watch secret directories; polling only");
-        }
-        let mut poll = tokio::time::interval(POLL_INTERVAL);
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                _ = &mut shutdown => return,
-                _ = poll.tick() => self.reload(),
-                Some(()) = rx.recv() => self.reload(),
-            }
-        }
+        let (changes, signals) = tokio::sync::mpsc::channel(1);
+        // Kept until the loop ends: dropping the watcher stops it.
+        let _watcher = watch::watch_dirs(&dirs, changes);
+        let reload = || self.reload();
+        watch::reload_on_change(signals, POLL_INTERVAL, DEBOUNCE, reload, shutdown).await;
     }
+}
+
+/// What one re-read of an account's files logged: a change of state is logged once, a failure
+/// that goes on is not logged again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Noted {
+    /// A new pair, in use from now on (info).
+    Reloaded,
+    /// The files are readable again and hold the pair in use (info).
+    ReadableAgain,
+    /// The files stopped being readable; the last good pair stays (warn).
+    Failed,
+    /// Nothing worth a line: unchanged, or still failing.
+    Nothing,
 }
 
 /// Sets the account's credentials on each attempt.
@@ -247,6 +282,7 @@ where
 mod tests {
     use super::*;
     use crate::secret::Secret;
+    use std::time::Duration;
 
     fn account(key: SecretSource, secret: SecretSource) -> Account {
         Account {
@@ -270,8 +306,8 @@ mod tests {
         assert!(header.is_sensitive());
     }
 
-    #[test]
-    fn reload_swaps_rotated_file_and_keeps_last_good_on_error() {
+    #[tokio::test]
+    async fn reload_swaps_rotated_file_and_keeps_last_good_on_error() {
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("key");
         std::fs::write(&key, "k1\n").unwrap();
@@ -283,12 +319,73 @@ mod tests {
         let creds = Credentials::load(&[acc], &registry).unwrap();
         assert_eq!(*creds.header(0), "Basic azE6cw==");
         std::fs::write(&key, "k2").unwrap();
-        creds.reload();
+        creds.reload().await;
         assert_eq!(*creds.header(0), "Basic azI6cw==");
         std::fs::remove_file(&key).unwrap();
-        creds.reload();
+        creds.reload().await;
         assert_eq!(*creds.header(0), "Basic azI6cw==");
         assert_eq!(creds.reloads.with_label_values(&["main", "error"]).get(), 1);
         assert_eq!(creds.reloads.with_label_values(&["main", "ok"]).get(), 1);
+    }
+
+    /// Sends a change signal every 5 ms for `d`, as a watcher would (its channel holds one).
+    async fn signal_for(changes: &tokio::sync::mpsc::Sender<()>, d: Duration) {
+        let end = tokio::time::Instant::now() + d;
+        while tokio::time::Instant::now() < end {
+            let _ = changes.try_send(());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(DEBOUNCE * 2).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_missing_secret_file_is_logged_once_and_its_return_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key");
+        std::fs::write(&key, "k1\n").unwrap();
+        let acc = account(
+            SecretSource::File(key.clone()),
+            SecretSource::Inline(Secret::new("s")),
+        );
+        let creds = Credentials::load(&[acc], &Registry::new()).unwrap();
+        // What each re-read logged, in order (read from the reloads themselves, not from a
+        // captured subscriber: tracing's per-callsite interest is process-wide, and a capture
+        // set for one test thread can miss lines while other tests run).
+        let noted = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (changes, signals) = tokio::sync::mpsc::channel(1);
+        let (watched, record) = (creds.clone(), noted.clone());
+        let watcher = tokio::spawn(async move {
+            let reload = || async {
+                let notes = watched.reload_noting().await;
+                record.lock().unwrap().extend(notes);
+            };
+            let forever = std::future::pending();
+            watch::reload_on_change(signals, POLL_INTERVAL, DEBOUNCE, reload, forever).await;
+        });
+        let logged = || -> Vec<Noted> {
+            let all = noted.lock().unwrap();
+            all.iter()
+                .copied()
+                .filter(|n| *n != Noted::Nothing)
+                .collect()
+        };
+
+        std::fs::remove_file(&key).unwrap();
+        let start = tokio::time::Instant::now();
+        signal_for(&changes, Duration::from_secs(5)).await;
+        let failed = creds.reloads.with_label_values(&["main", "error"]).get();
+        let bound = start.elapsed().as_millis() / DEBOUNCE.as_millis();
+        assert!(
+            (2..=bound as u64).contains(&failed),
+            "{failed} attempts, bound {bound}"
+        );
+        assert_eq!(noted.lock().unwrap().len() as u64, failed);
+        assert_eq!(logged(), [Noted::Failed]);
+
+        std::fs::write(&key, "k1\n").unwrap();
+        signal_for(&changes, Duration::from_secs(1)).await;
+        assert_eq!(logged(), [Noted::Failed, Noted::ReadableAgain]);
+        assert_eq!(*creds.header(0), "Basic azE6cw==");
+        watcher.abort();
     }
 }

@@ -23,32 +23,54 @@
 //! "Differs" means the request body bytes differ (a 64-bit hash of the body is kept with the
 //! flight and the replay entry), so re-ordered or re-spaced JSON also counts as a mismatch: the
 //! flag errs towards telling. A caller that wants a new session for new data uses a new clientId.
+//!
+//! # Teams
+//!
+//! Teams that share an account share iDenfy's clientId space, so the key has no team in it; but
+//! a session belongs to the team whose request created it. Each flight and each replay entry
+//! keeps that team, and a request of another team for the key is answered 409
+//! `client_id_in_use` (what iDenfy would answer to a second session), at once, whether the
+//! session is stored or still being created. It never gets that team's answer.
+//!
+//! # Limits
+//!
+//! A flight runs with the configured `upstream.deadline` from its start, its body read included,
+//! not with its leader's `x-gateway-timeout`: when it passes, the flight ends and the key is free.
+//! Each caller (the leader's own included) waits for the flight only until its own deadline, then
+//! gets its own 504. A flight refused by its leader's team quota (429 `rate_limited_team`, before
+//! any upstream call) is the leader's answer only: each follower then enters again as if it had
+//! just arrived, leading (and meeting its own team limit) or joining a newer flight.
 
 mod flight;
+mod key;
 mod metrics;
 mod replay;
 mod shared;
 
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
+use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
 use tracing::Instrument;
 
-pub use self::flight::{Flights, Role, Ticket};
+pub use self::flight::{Entered, Flights, Ticket};
 pub use self::metrics::DedupMetrics;
 pub use self::replay::{
     replay_ttl, token_lifetime, LifetimePolicy, Replay, ReplayStore, MAX_LIFETIME,
 };
 pub use self::shared::{DedupOutcome, SharedResponse, X_GATEWAY_DEDUP, X_GATEWAY_DEDUP_MISMATCH};
 
+use self::key::{DedupKey, Ticketed};
+
 use crate::body::{response_future, Body, ResponseFuture};
 use crate::config;
-use crate::context::{ClientId, ContextExt, Deadline, Route, RouteKind};
-use crate::error::GatewayError;
+use crate::context::{ContextExt, Deadline};
+use crate::error::{GatewayError, Limit};
 use crate::metrics::GaugeGuard;
 
 /// What a flight hands each of its waiters.
@@ -69,81 +91,95 @@ impl Outcome {
             replayed: true,
         }
     }
-}
 
-/// The dedup key: never merged across accounts or route kinds.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct DedupKey {
-    account: usize,
-    kind: RouteKind,
-    client_id: Arc<str>,
-}
-
-/// What the layer needs of a token request, from the extensions outer layers set.
-#[derive(Clone)]
-struct Ticketed {
-    key: DedupKey,
-    team: Arc<str>,
-    /// The team's index in the config (for its metric handles).
-    team_index: usize,
-    route: &'static str,
-    deadline: Option<Deadline>,
-    fingerprint: u64,
-}
-
-impl Ticketed {
-    /// `None` for requests dedup leaves alone: not a token route, or no clientId or caller.
-    fn of(req: &Request<Bytes>) -> Option<Self> {
-        let route = req.route().filter(Route::creates_token)?;
-        let client_id = req.extensions().get::<ClientId>()?;
-        let caller = req.caller()?;
-        Some(Ticketed {
-            key: DedupKey {
-                account: caller.account,
-                kind: route.kind,
-                client_id: Arc::clone(&client_id.0),
-            },
-            team: Arc::clone(&caller.team_name),
-            team_index: caller.team,
-            route: route.label,
-            deadline: req.deadline(),
-            fingerprint: fingerprint(req.body()),
-        })
+    /// Another team's session holds the key.
+    fn in_use() -> Self {
+        Outcome {
+            result: Err(GatewayError::ClientIdInUse),
+            fingerprint: 0,
+            replayed: false,
+        }
     }
-}
 
-/// A cheap hash of the request body, to flag a coalesced or replayed answer to another body.
-fn fingerprint(body: &[u8]) -> u64 {
-    let mut hasher = DefaultHasher::new();
-    body.hash(&mut hasher);
-    hasher.finish()
+    fn failed(err: GatewayError, fingerprint: u64) -> Self {
+        Outcome {
+            result: Err(err),
+            fingerprint,
+            replayed: false,
+        }
+    }
+
+    /// The leader's team quota refused the flight before any upstream call: an answer for the
+    /// leader alone, never shared.
+    fn refused_by_team_limit(&self) -> bool {
+        matches!(
+            self.result,
+            Err(GatewayError::RateLimited {
+                limit: Limit::Team,
+                ..
+            })
+        )
+    }
 }
 
 /// State shared by every clone of the layer and its services.
 struct Shared {
-    flights: Flights<DedupKey, Outcome>,
+    /// Each flight owned by its leader's team index.
+    flights: Flights<DedupKey, Outcome, usize>,
     /// `None` when `dedup.replay` is off.
     replay: Option<ReplayStore<DedupKey>>,
     lifetimes: LifetimePolicy,
     max_body: u64,
+    /// How long a flight may take, from its start (`upstream.deadline`).
+    deadline: Duration,
     metrics: DedupMetrics,
 }
 
 impl Shared {
-    fn replay_hit(&self, key: &DedupKey) -> Option<Replay> {
-        self.replay.as_ref()?.get(key)
+    /// The stored answer for `t`'s key: its team's live token, or `client_id_in_use` when another
+    /// team's request created it.
+    fn replay_for(&self, t: &Ticketed) -> Option<Outcome> {
+        let hit = self.replay.as_ref()?.get(&t.key)?;
+        Some(if hit.team == t.team_index {
+            Outcome::replayed(hit)
+        } else {
+            Outcome::in_use()
+        })
     }
 
-    /// Stores `response` for replay if it is a live token.
-    fn remember(&self, key: &DedupKey, response: &Arc<SharedResponse>, request: &[u8], fp: u64) {
+    /// Stores `response` for replay, as `t`'s team's, if it is a live token.
+    fn remember(&self, t: &Ticketed, response: &Arc<SharedResponse>, request: &[u8]) {
         let Some(store) = &self.replay else { return };
         let ttl = replay_ttl(response.status(), response.body(), request, &self.lifetimes);
         if let Some(ttl) = ttl {
             let replay = Replay {
                 response: Arc::clone(response),
-                fingerprint: fp,
+                fingerprint: t.fingerprint,
+                team: t.team_index,
             };
-            store.insert(key.clone(), replay, ttl);
+            store.insert(t.key.clone(), replay, ttl);
+        }
+    }
+
+    /// One caller's answer from `outcome`, counted: an answer under the `x-gateway-dedup` value
+    /// it carries; a refusal (which carries none) only as what it is.
+    fn deliver(
+        &self,
+        t: &Ticketed,
+        label: DedupOutcome,
+        outcome: Outcome,
+    ) -> Result<Response<Body>, GatewayError> {
+        match outcome.result {
+            Ok(response) => {
+                let m = &self.metrics;
+                m.answered_by(t.team_index, &t.team, t.key.kind, t.route, label);
+                Ok(response.to_response(label, outcome.fingerprint != t.fingerprint))
+            }
+            Err(GatewayError::ClientIdInUse) => {
+                self.metrics.client_id_in_use(&t.team, t.route);
+                Err(GatewayError::ClientIdInUse)
+            }
+            Err(err) => Err(err),
         }
     }
 }
@@ -155,8 +191,14 @@ pub struct DedupLayer {
 }
 
 impl DedupLayer {
-    /// `max_body` bounds the upstream token response read into memory (`limits.max_body`).
-    pub fn new(cfg: &config::Dedup, max_body: u64, metrics: DedupMetrics) -> Self {
+    /// `max_body` bounds the upstream token response read into memory (`limits.max_body`);
+    /// `deadline` bounds each flight, its body read included (`upstream.deadline`).
+    pub fn new(
+        cfg: &config::Dedup,
+        max_body: u64,
+        deadline: Duration,
+        metrics: DedupMetrics,
+    ) -> Self {
         let replay = cfg.replay.then(|| {
             ReplayStore::new(
                 cfg.max_entries,
@@ -173,6 +215,8 @@ impl DedupLayer {
                     margin: cfg.safety_margin,
                 },
                 max_body,
+                // No flight needs longer than a token lives; and no instant arithmetic overflows.
+                deadline: deadline.min(MAX_LIFETIME),
                 metrics,
             }),
         }
@@ -219,81 +263,82 @@ where
     }
 
     /// The decision (replay, lead or join) is made here, when the request arrives; the returned
-    /// future only waits for the answer.
+    /// future only waits for the answer (and enters again after a follower-only refusal).
     fn call(&mut self, req: Request<Bytes>) -> ResponseFuture {
-        let Some(ticketed) = Ticketed::of(&req) else {
+        let Some(t) = Ticketed::of(&req) else {
             // Not deduplicated: readiness was the inner service's, call it in place.
             return response_future(self.inner.call(req));
         };
-        let inner = self.inner.clone();
-        let shared = &self.shared;
-        if let Some(hit) = shared.replay_hit(&ticketed.key) {
-            let outcome = DedupOutcome::Replayed;
-            let mismatch = hit.fingerprint != ticketed.fingerprint;
-            let res = hit.response.to_response(outcome, mismatch);
-            shared.metrics.answered_by(
-                ticketed.team_index,
-                &ticketed.team,
-                ticketed.key.kind,
-                ticketed.route,
-                outcome,
-            );
-            return Box::pin(std::future::ready(Ok(res)));
+        if let Some(outcome) = self.shared.replay_for(&t) {
+            let res = self.shared.deliver(&t, DedupOutcome::Replayed, outcome);
+            return Box::pin(std::future::ready(res));
         }
-        let ticket = shared.flights.join_or_lead(ticketed.key.clone(), || {
-            let in_flight = GaugeGuard::enter(&shared.metrics.in_flight);
-            let lead = lead(Arc::clone(shared), inner, req, ticketed.clone());
-            async move {
-                let _in_flight = in_flight;
-                lead.await
+        let shared = Arc::clone(&self.shared);
+        let work = {
+            let (shared, inner, t) = (Arc::clone(&shared), self.inner.clone(), t.clone());
+            move || {
+                let in_flight = GaugeGuard::enter(&shared.metrics.in_flight);
+                let lead = lead(Arc::clone(&shared), inner, req, t);
+                async move {
+                    let _in_flight = in_flight;
+                    lead.await
+                }
+                .in_current_span()
             }
-            .in_current_span()
-        });
-        let waiting =
-            (ticket.role() == Role::Follower).then(|| GaugeGuard::enter(&shared.metrics.waiting));
-        let answer = answer(Arc::clone(shared), ticket, ticketed);
+        };
+        let entered = shared
+            .flights
+            .join_or_lead(t.key.clone(), t.team_index, work);
+        let deadline = t.deadline;
+        let answer = answer(shared, t, entered);
         Box::pin(async move {
-            let _waiting = waiting;
-            answer.await
+            match deadline {
+                Some(deadline) => tokio::time::timeout_at(deadline.0, answer)
+                    .await
+                    .map_err(|_| GatewayError::DeadlineExceeded)?,
+                None => answer.await,
+            }
         })
     }
 }
 
 /// The leader's upstream call, run detached: its outcome goes to every waiter of the flight.
-async fn lead<S>(shared: Arc<Shared>, inner: S, req: Request<Bytes>, t: Ticketed) -> Outcome
+/// Bounded by the configured deadline from now, the whole call: the head, and the body read.
+async fn lead<S>(shared: Arc<Shared>, inner: S, mut req: Request<Bytes>, t: Ticketed) -> Outcome
 where
     S: Service<Request<Bytes>, Response = Response<Body>, Error = GatewayError>,
 {
     // A flight for this key may have stored its token between our look-up and our lead.
-    if let Some(hit) = shared.replay_hit(&t.key) {
-        return Outcome::replayed(hit);
+    if let Some(outcome) = shared.replay_for(&t) {
+        return outcome;
     }
+    // The flight answers every waiter: it runs on the configured deadline, not on its leader's
+    // `x-gateway-timeout` (each caller's own deadline bounds only its own wait).
+    let deadline = Instant::now() + shared.deadline;
+    req.context_mut().deadline = Some(Deadline(deadline));
     let request_body = req.body().clone();
-    let upstream = match inner.oneshot(req).await {
-        Ok(res) => SharedResponse::buffer(res, shared.max_body).await,
-        Err(err) => Err(err),
+    let call = async {
+        let res = inner.oneshot(req).await?;
+        SharedResponse::buffer(res, shared.max_body).await
     };
+    let upstream = tokio::time::timeout_at(deadline, call)
+        .await
+        .unwrap_or(Err(GatewayError::DeadlineExceeded));
     let response = match upstream {
         Ok(response) => Arc::new(response),
-        Err(err) => {
-            return Outcome {
-                result: Err(err),
-                fingerprint: t.fingerprint,
-                replayed: false,
-            }
-        }
+        Err(err) => return Outcome::failed(err, t.fingerprint),
     };
     if response.status() == StatusCode::CONFLICT {
         shared.metrics.conflict(&t.team, t.route);
         // Another gateway (or an earlier flight) holds the live session for this clientId.
-        if let Some(hit) = shared.replay_hit(&t.key) {
-            return Outcome::replayed(hit);
+        if let Some(outcome) = shared.replay_for(&t) {
+            return outcome;
         }
     }
     if response.status().is_success() {
         shared.metrics.session_created(&t.team, t.route);
     }
-    shared.remember(&t.key, &response, &request_body, t.fingerprint);
+    shared.remember(&t, &response, &request_body);
     Outcome {
         result: Ok(response),
         fingerprint: t.fingerprint,
@@ -301,31 +346,44 @@ where
     }
 }
 
-/// One caller's wait for its flight, bounded by its own deadline.
-async fn answer(
+/// One caller's answer from the flight it entered. A caller that joined another team's flight
+/// is answered `client_id_in_use` at once; one whose flight was refused by the leader's team
+/// limit enters again with its own request (`work`).
+async fn answer<F, Fut>(
     shared: Arc<Shared>,
-    ticket: Ticket<Outcome>,
     t: Ticketed,
-) -> Result<Response<Body>, GatewayError> {
-    let role = ticket.role();
-    let outcome = match t.deadline {
-        Some(deadline) => tokio::time::timeout_at(deadline.0, ticket.outcome())
-            .await
-            .map_err(|_| GatewayError::DeadlineExceeded)?,
-        None => ticket.outcome().await,
-    };
-    // No outcome: the upstream call panicked or its task was dropped.
-    let outcome = outcome.ok_or(GatewayError::Internal)?;
-    let label = match (role, outcome.replayed) {
-        (Role::Follower, _) => DedupOutcome::Coalesced,
-        (Role::Leader, true) => DedupOutcome::Replayed,
-        (Role::Leader, false) => DedupOutcome::Leader,
-    };
-    shared
-        .metrics
-        .answered_by(t.team_index, &t.team, t.key.kind, t.route, label);
-    let response = outcome.result?;
-    Ok(response.to_response(label, outcome.fingerprint != t.fingerprint))
+    mut entered: Entered<Outcome, usize, F>,
+) -> Result<Response<Body>, GatewayError>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Outcome> + Send + 'static,
+{
+    loop {
+        let (ticket, work) = match entered {
+            Entered::Led(ticket) => {
+                // No outcome: the upstream call panicked or its task was dropped.
+                let outcome = ticket.outcome().await.ok_or(GatewayError::Internal)?;
+                let label = match outcome.replayed {
+                    true => DedupOutcome::Replayed,
+                    false => DedupOutcome::Leader,
+                };
+                return shared.deliver(&t, label, outcome);
+            }
+            Entered::Joined { owner, .. } if owner != t.team_index => {
+                return shared.deliver(&t, DedupOutcome::Coalesced, Outcome::in_use());
+            }
+            Entered::Joined { ticket, work, .. } => (ticket, work),
+        };
+        let waiting = GaugeGuard::enter(&shared.metrics.waiting);
+        let outcome = ticket.outcome().await.ok_or(GatewayError::Internal)?;
+        drop(waiting);
+        if !outcome.refused_by_team_limit() {
+            return shared.deliver(&t, DedupOutcome::Coalesced, outcome);
+        }
+        entered = shared
+            .flights
+            .join_or_lead(t.key.clone(), t.team_index, work);
+    }
 }
 
 #[cfg(test)]

@@ -52,6 +52,9 @@ pub enum GatewayError {
     BodyRead,
     #[error("the request body did not arrive in time")]
     BodyTimeout,
+    /// Never sent: the caller is gone. For the log line and the metrics (nginx's 499).
+    #[error("the caller closed the connection before its answer")]
+    ClientClosed,
     #[error("{message}")]
     Invalid {
         /// iDenfy's identifier: `JSON_ERROR`, `MISSING_VALUE` or `BAD_VALUE`.
@@ -62,6 +65,11 @@ pub enum GatewayError {
     },
     #[error("{} rate limit reached, retry after {}s", limit.as_str(), retry_after_secs(*retry_after))]
     RateLimited { limit: Limit, retry_after: Duration },
+    /// Another team (on the same iDenfy account) holds or is creating the session for this
+    /// clientId. The message is iDenfy's own documented words for its 409, capitalised as
+    /// iDenfy writes them; it never names the clientId.
+    #[error("Client ID already exists")]
+    ClientIdInUse,
     #[error("the request deadline passed before iDenfy answered")]
     DeadlineExceeded,
     #[error("iDenfy did not answer within the attempt timeout")]
@@ -90,7 +98,9 @@ impl GatewayError {
             HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ClientClosed => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
             RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ClientIdInUse => StatusCode::CONFLICT,
             DeadlineExceeded | UpstreamTimedOut => StatusCode::GATEWAY_TIMEOUT,
             UpstreamConnect | UpstreamProtocol => StatusCode::BAD_GATEWAY,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -109,8 +119,12 @@ impl GatewayError {
             PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
             BodyRead => "ENCODING_ERROR",
             BodyTimeout => "REQUEST_TIMEOUT",
+            ClientClosed => "CLIENT_CLOSED_REQUEST",
             Invalid { identifier, .. } => identifier,
             RateLimited { .. } => "TOO_MANY_REQUESTS",
+            // iDenfy documents its 409 without an identifier (idenfy-api.md §4.2-4.3): the
+            // gateway's own, named after the status like NOT_FOUND and BAD_GATEWAY.
+            ClientIdInUse => "CONFLICT",
             DeadlineExceeded | UpstreamTimedOut => "GATEWAY_TIMEOUT",
             UpstreamConnect | UpstreamProtocol => "BAD_GATEWAY",
             Internal => "INTERNAL_ERROR",
@@ -129,6 +143,7 @@ impl GatewayError {
             PayloadTooLarge { .. } => "payload_too_large",
             BodyRead => "body_read",
             BodyTimeout => "body_timeout",
+            ClientClosed => "client_closed",
             Invalid { .. } => "validation",
             RateLimited {
                 limit: Limit::Team, ..
@@ -137,6 +152,7 @@ impl GatewayError {
                 limit: Limit::Account,
                 ..
             } => "rate_limited_account",
+            ClientIdInUse => "client_id_in_use",
             DeadlineExceeded => "deadline",
             UpstreamTimedOut => "upstream_timeout",
             UpstreamConnect => "upstream_connect",
@@ -222,6 +238,17 @@ mod tests {
         assert_eq!(body_json(res).await["identifier"], "TOO_MANY_REQUESTS");
     }
 
+    #[tokio::test]
+    async fn client_id_in_use_maps_to_409_without_naming_the_client_id() {
+        let res = GatewayError::ClientIdInUse.into_response();
+        assert_eq!(res.status(), StatusCode::CONFLICT);
+        assert_eq!(res.headers()[X_GATEWAY_ERROR], "client_id_in_use");
+        assert!(!GatewayError::ClientIdInUse.is_retryable());
+        let json = body_json(res).await;
+        assert_eq!(json["identifier"], "CONFLICT");
+        assert_eq!(json["message"], "Client ID already exists");
+    }
+
     #[test]
     fn retry_after_is_never_zero() {
         assert_eq!(retry_after_secs(Duration::ZERO), 1);
@@ -246,6 +273,8 @@ mod tests {
             GatewayError::HeadersTooLarge { limit: 16384 },
             GatewayError::BodyRead,
             GatewayError::BodyTimeout,
+            GatewayError::ClientIdInUse,
+            GatewayError::ClientClosed,
             GatewayError::DeadlineExceeded,
             GatewayError::UpstreamTimedOut,
             GatewayError::UpstreamConnect,

@@ -6,6 +6,14 @@
 //!
 //! Identify and route are plain functions called here, on the request head, so that the log
 //! line and the metrics know the team and route of every request, including refused ones.
+//!
+//! Two ways in, one set of decisions. hyper's requests come through [`Service::call`], with
+//! their body still to read: the head is judged before a byte of the body is polled. The
+//! server's own HTTP/1.1 loop reads bodies itself, so it asks in two steps through [`Admit`]:
+//! [`Admit::admit`] judges the head (and the body length it declares) before the loop reads any
+//! of the body, and [`Admit::serve`] takes the request once its body is read. Either way the
+//! refusal, the log line and the metrics are made here; a request whose caller leaves before
+//! its answer is logged and counted as 499 `client_closed` when its future is dropped.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -216,6 +224,77 @@ where
     }
 }
 
+/// Front's decisions that need only the request head, for a listener that reads the body itself
+/// (the server's own HTTP/1.1 loop): a request refused here costs no byte of its body.
+pub trait Admit {
+    /// What [`Admit::serve`] returns (the future [`Service::call`] returns).
+    type Future: Future<Output = Result<Response<Body>, Infallible>> + Send + Unpin + 'static;
+
+    /// Identifies the caller (401), routes the request (404/400) and checks `declared`, the body
+    /// length its head announces, against `limits.max_body` (413); gives the request its id,
+    /// deadline and context.
+    fn admit<B>(&self, req: &mut Request<B>, declared: u64) -> Admission;
+
+    /// Serves a request that [`Admit::admit`] took, its body now read.
+    fn serve(&mut self, admitted: Admitted, req: Request<Bytes>) -> Self::Future;
+}
+
+/// What [`Admit::admit`] decided.
+pub enum Admission {
+    /// Taken: its body is to be read, then the request handed to [`Admit::serve`].
+    Admitted(Admitted),
+    /// Refused: the answer to send, already logged and counted.
+    Refused(Response<Body>),
+}
+
+/// A request admitted from its head, its body still to be read. It is logged and counted once:
+/// by the answer [`Admit::serve`] gives, by [`Admitted::refuse`], or as 499 `client_closed` if
+/// it is dropped (the caller left while its body was being read).
+pub struct Admitted(Answer);
+
+impl Admitted {
+    /// The answer to a request admitted, then refused by the listener (its body did not arrive
+    /// in time: 408), logged and counted here.
+    pub fn refuse(self, error: GatewayError) -> Response<Body> {
+        self.0.finish(Err(error))
+    }
+}
+
+impl<S> Admit for Front<S>
+where
+    S: Service<Request<Bytes>, Response = Response<Body>, Error = GatewayError>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn admit<B>(&self, req: &mut Request<B>, declared: u64) -> Admission {
+        let mut answer = Answer::start(self.shared.clone(), req);
+        let max = self.shared.max_body;
+        let within = match declared > max {
+            true => Err(GatewayError::PayloadTooLarge { limit: max }),
+            false => Ok(()),
+        };
+        // In front's order: identify and route (in `admit`) before the body limit.
+        match answer.admit(req).and(within) {
+            Ok(()) => Admission::Admitted(Admitted(answer)),
+            Err(e) => Admission::Refused(answer.finish(Err(e))),
+        }
+    }
+
+    fn serve(&mut self, Admitted(answer): Admitted, req: Request<Bytes>) -> Self::Future {
+        // The stack is always ready: asked without a waker, it answers at once, and the request
+        // goes in from here (as in `call`).
+        let mut now = Context::from_waker(Waker::noop());
+        if let Poll::Ready(Ok(())) = self.inner.poll_ready(&mut now) {
+            return finishing(self.inner.call(req), answer);
+        }
+        finishing(call_when_ready(self.inner.clone(), req), answer)
+    }
+}
+
 /// `forward`, then the answer finished, as the boxed future `front` returns.
 fn finishing<F>(forward: F, answer: Answer) -> Pin<Box<Finishing<F>>> {
     Box::pin(Finishing {
@@ -251,7 +330,9 @@ where
     }
 }
 
-/// One request on its way through `front`: what its answer, log line and metrics need.
+/// One request on its way through `front`: what its answer, log line and metrics need. Dropped
+/// unfinished (the caller left and its future was dropped), it is logged and counted as 499
+/// `client_closed`.
 struct Answer {
     shared: Arc<Shared>,
     started: Instant,
@@ -261,6 +342,16 @@ struct Answer {
     /// The caller's team, once identified.
     team: Option<usize>,
     route: &'static str,
+    /// Logged and counted already.
+    finished: bool,
+}
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.settle(Err(GatewayError::ClientClosed));
+        }
+    }
 }
 
 impl Answer {
@@ -279,6 +370,7 @@ impl Answer {
             method: req.method().clone(),
             team: None,
             route: UNKNOWN,
+            finished: false,
         }
     }
 
@@ -305,7 +397,13 @@ impl Answer {
 
     /// The answer to send: errors made into responses, the request id on it, counted and
     /// logged.
-    fn finish(self, result: Result<Response<Body>, GatewayError>) -> Response<Body> {
+    fn finish(mut self, result: Result<Response<Body>, GatewayError>) -> Response<Body> {
+        self.settle(result)
+    }
+
+    /// [`Answer::finish`], once.
+    fn settle(&mut self, result: Result<Response<Body>, GatewayError>) -> Response<Body> {
+        self.finished = true;
         let mut res = result.unwrap_or_else(GatewayError::into_response);
         res.headers_mut()
             .insert(REQUEST_ID, self.request_id.clone());
@@ -360,6 +458,19 @@ where
     // that holds it until then.
     std::future::poll_fn(|cx| inner.poll_ready(cx)).await?;
     inner.call(Request::from_parts(parts, body)).await
+}
+
+/// The inner layers asked until ready, then handed `req`: for a stack that was not ready when
+/// [`Admit::serve`] was called.
+async fn call_when_ready<S>(
+    mut inner: S,
+    req: Request<Bytes>,
+) -> Result<Response<Body>, GatewayError>
+where
+    S: Service<Request<Bytes>, Response = Response<Body>, Error = GatewayError>,
+{
+    std::future::poll_fn(|cx| inner.poll_ready(cx)).await?;
+    inner.call(req).await
 }
 
 /// The values of `x-gateway-attempts`, `x-gateway-dedup` and `x-gateway-error` in the answer

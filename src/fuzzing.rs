@@ -24,11 +24,11 @@ use http::Method;
 #[path = "server/h1/head.rs"]
 pub mod head;
 
-/// Limits for [`head::parse`]: `max_head` bytes of head, and the largest `content-length` the
-/// loop serves itself. (One place to change if `Limits` changes shape.)
+/// Limits for [`head::parse`]: `max_head` bytes of head (the body's declared length is judged
+/// by `front` from the head, not by the parser). One place to change if `Limits` changes shape.
 #[cfg(not(test))]
-pub fn head_limits(max_head: usize, max_body: u64) -> head::Limits {
-    head::Limits { max_head, max_body }
+pub fn head_limits(max_head: usize) -> head::Limits {
+    head::Limits { max_head }
 }
 
 /// The upstream client's wire format, `src/upstream/{codec,chunked}.rs`.

@@ -55,7 +55,8 @@ impl RequestMetrics {
     }
 }
 
-/// A new registry with `idenfy_gateway_build_info` set.
+/// A new registry with `idenfy_gateway_build_info` set, and the process's
+/// `idenfy_gateway_log_lines_dropped_total`.
 pub fn registry() -> prometheus::Result<Registry> {
     let registry = Registry::new();
     let info = IntGaugeVec::new(
@@ -67,6 +68,7 @@ pub fn registry() -> prometheus::Result<Registry> {
     )?;
     info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
     registry.register(Box::new(info))?;
+    registry.register(Box::new(crate::telemetry::log_lines_dropped()))?;
     Ok(registry)
 }
 

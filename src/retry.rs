@@ -10,6 +10,11 @@
 //! there is no time left for backoff plus an attempt), the previous upstream answer is returned: a
 //! real answer from iDenfy says more than "no time left". Only an attempt cut off by the deadline
 //! ends in `DeadlineExceeded` (504, `x-gateway-error: deadline`).
+//!
+//! A retry is counted (`idenfy_gateway_retries_total`) when its attempt is sent: after the
+//! backoff, once the account limit has let it through. One the policy wanted but that did not go
+//! is counted in `idenfy_gateway_retries_denied_total` under why (max attempts, budget, deadline,
+//! account limit). So the retries counted are the answers' `x-gateway-attempts` minus one, summed.
 
 pub mod backoff;
 pub mod budget;
@@ -170,9 +175,11 @@ impl Shared {
         let kind = route.map_or(RouteKind::Other, |r| r.kind);
         self.budget.deposit();
         let req = Arc::new(req);
-        let (mut attempts, mut last) = (0, None);
+        // `retry`: why the coming attempt is a retry, if it is one; counted once it is sent.
+        let (mut attempts, mut last, mut retry) = (0, None, None);
         loop {
             if deadline.is_some_and(|d| d.remaining() < MIN_ATTEMPT_TIME) {
+                self.not_sent(retry, Some(Denied::Deadline));
                 return self.finish(Err(GatewayError::DeadlineExceeded), attempts, last);
             }
             let call = inner.call(Arc::clone(&req));
@@ -182,16 +189,35 @@ impl Shared {
                 verdict,
             } = self.attempt(call, kind).await;
             if !upstream {
+                let cause = matches!(answer, Err(GatewayError::RateLimited { .. }))
+                    .then_some(Denied::AccountLimit);
+                self.not_sent(retry, cause);
                 return self.finish(answer, attempts, last);
+            }
+            if let Some(reason) = retry {
+                self.metrics.retried(reason);
             }
             attempts += 1;
             let Verdict::Retry(reason) = verdict else {
                 return self.finish(answer, attempts, None);
             };
             match Box::pin(self.back_off(answer, attempts, reason, deadline)).await {
-                Ok(kept) => last = Some(kept),
+                Ok(kept) => (last, retry) = (Some(kept), Some(reason)),
                 Err(answer) => return self.finish(answer, attempts, None),
             }
+        }
+    }
+
+    /// A retry that passed its checks and its backoff was not sent after all (`retry` is `None`
+    /// when the attempt was the first): counted under `cause`, and its budget given back, as
+    /// it put no load on iDenfy.
+    fn not_sent(&self, retry: Option<RetryReason>, cause: Option<Denied>) {
+        if retry.is_none() {
+            return;
+        }
+        self.budget.refund();
+        if let Some(cause) = cause {
+            self.metrics.denied(cause);
         }
     }
 
@@ -218,12 +244,12 @@ impl Shared {
             self.metrics.denied(cause);
             return Err(answer);
         }
-        self.metrics.retried(reason);
+        // Not counted as a retry yet: the account limit may still refuse it after the sleep.
         tracing::debug!(
             reason = reason.as_str(),
             attempt = made,
             ?delay,
-            "retrying upstream"
+            "backing off before a retry"
         );
         tokio::time::sleep(delay).await;
         Ok(Box::new(answer))

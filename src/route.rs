@@ -2,26 +2,51 @@
 //! a path that tries to climb out of them (`..`, encoded dots or slashes, backslashes) is refused.
 //! Runs right after `identify` (called by `front`), on the request head only.
 //!
+//! # Canonical paths only
+//!
+//! What the gateway classifies is what iDenfy receives: the path is forwarded as it came, so it is
+//! classified only when there is one way to read it. A path is refused (400 `bad_path`) when
+//! another server could read it differently from the gateway:
+//! - a `;` anywhere (path parameters: no iDenfy path has any, and servers disagree on them);
+//! - a malformed percent-escape, or one of an unreserved character (`%74` for `t`: RFC 3986 §2.3
+//!   says producers should not create them, so no honest client sends one);
+//! - a spelling of a token endpoint other than the one iDenfy documents (`/api/v2/token`,
+//!   `/kyb/tokens/`, "use paths exactly as given"): the same path once escapes are decoded, `;`
+//!   parameters, empty segments, a trailing slash and a format suffix (`.json`) are dropped and
+//!   case is ignored, such as `/api/v2/token/`, `/API/V2/TOKEN`, `/kyb/tokens` or
+//!   `/api/v2/token%3B`. Whatever the method: none of them is validated or deduplicated, so none
+//!   may reach iDenfy.
+//!
+//! A method with a lowercase letter names no iDenfy route (404): servers that upper-case the
+//! method (Django does) would run `post` as a `POST` that was never validated.
+//!
 //! Route labels come from a fixed set (known endpoints, then the configured prefixes), never
 //! from the raw path, so they are safe metric labels.
+
+use std::borrow::Cow;
 
 use http::Method;
 
 use crate::context::{Route, RouteKind};
 use crate::error::GatewayError;
 
-/// Endpoints with a label of their own (idenfy-api.md §3).
-const KNOWN: &[(&str, &str)] = &[
-    ("/api/v2/token", "/api/v2/token"),
-    ("/api/v2/status", "/api/v2/status"),
-    ("/api/v2/data", "/api/v2/data"),
-    ("/api/v2/files", "/api/v2/files"),
-    ("/api/v2/delete", "/api/v2/delete"),
-    ("/api/v2/process", "/api/v2/process"),
-    ("/kyb/tokens/", "/kyb/tokens/"),
-    ("/kyb/tokens", "/kyb/tokens/"),
-    ("/kyc/identifications/", "/kyc/identifications/"),
+/// Endpoints with a label of their own, spelt as iDenfy documents them (idenfy-api.md §3); the
+/// label is the path.
+const KNOWN: &[&str] = &[
+    "/api/v2/token",
+    "/api/v2/status",
+    "/api/v2/data",
+    "/api/v2/files",
+    "/api/v2/delete",
+    "/api/v2/process",
+    KYB_TOKEN,
+    "/kyc/identifications/",
 ];
+
+/// The token endpoints: `POST` there opens a billable session, so it is validated and
+/// deduplicated, and no other spelling of these paths is forwarded.
+const KYC_TOKEN: &str = "/api/v2/token";
+const KYB_TOKEN: &str = "/kyb/tokens/";
 
 /// The allow-list, with one static label per prefix.
 #[derive(Debug)]
@@ -42,32 +67,32 @@ impl Routes {
     /// Every label [`Routes::classify`] can give, each once: the known endpoints, then the
     /// prefixes (for metric handles resolved once per label).
     pub fn labels(&self) -> Vec<&'static str> {
-        let mut labels: Vec<&'static str> = KNOWN.iter().map(|(_, l)| *l).collect();
-        labels.extend(self.prefixes.iter().map(|(_, l)| *l));
-        labels.dedup();
-        let mut unique = Vec::with_capacity(labels.len());
-        for label in labels {
-            if !unique.contains(&label) {
-                unique.push(label);
+        let mut labels: Vec<&'static str> = KNOWN.to_vec();
+        for (_, label) in &self.prefixes {
+            if !labels.contains(label) {
+                labels.push(label);
             }
         }
-        unique
+        labels
     }
 
-    /// Classifies a request by method and path.
+    /// Classifies a request by method and path (see the module doc for what is refused).
     pub fn classify(&self, method: &Method, path: &str) -> Result<Route, GatewayError> {
-        if !is_clean(path) {
+        if !is_clean(path) || !is_canonical(path) || misspells_token_endpoint(path) {
             return Err(GatewayError::BadPath);
+        }
+        if method.as_str().bytes().any(|b| b.is_ascii_lowercase()) {
+            return Err(GatewayError::RouteNotFound);
         }
         let (_, label) = self
             .prefixes
             .iter()
             .find(|(prefix, _)| path.starts_with(prefix.as_str()))
             .ok_or(GatewayError::RouteNotFound)?;
-        let known = KNOWN.iter().find(|(p, _)| *p == path).map(|(_, l)| *l);
+        let known = KNOWN.iter().find(|p| **p == path).copied();
         let kind = match (method, known) {
-            (&Method::POST, Some("/api/v2/token")) => RouteKind::KycToken,
-            (&Method::POST, Some("/kyb/tokens/")) => RouteKind::KybToken,
+            (&Method::POST, Some(KYC_TOKEN)) => RouteKind::KycToken,
+            (&Method::POST, Some(KYB_TOKEN)) => RouteKind::KybToken,
             _ => RouteKind::Other,
         };
         Ok(Route {
@@ -77,8 +102,8 @@ impl Routes {
     }
 }
 
-/// A path is clean when no segment is `.` or `..` and nothing is encoded that could become one
-/// (or a separator) after another decoding step.
+/// A path is clean when no segment is empty, `.` or `..` and nothing is encoded that could become
+/// one (or a separator) after another decoding step.
 fn is_clean(path: &str) -> bool {
     // One pass over the bytes (this runs on every request): separators, dot segments, and
     // whether there is a percent sign at all.
@@ -118,118 +143,75 @@ fn has_encoded_separator(path: &str) -> bool {
         .any(|bad| lower.contains(bad))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::DEFAULT_PREFIXES;
+/// No `;` and every percent-escape well formed and needed (not an unreserved character).
+fn is_canonical(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    !bytes.contains(&b';')
+        && bytes
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b'%')
+            .all(|(i, _)| escaped(bytes, i).is_some_and(|b| !is_unreserved(b)))
+}
 
-    fn routes() -> Routes {
-        Routes::new(
-            &DEFAULT_PREFIXES
-                .iter()
-                .map(|s| s.to_string())
-                .collect::<Vec<_>>(),
-        )
-    }
+/// The byte the escape at `bytes[at]` (a `%`) stands for, if it is well formed.
+fn escaped(bytes: &[u8], at: usize) -> Option<u8> {
+    let hex = bytes.get(at + 1..at + 3)?;
+    let digit = |b: u8| (b as char).to_digit(16);
+    Some((digit(hex[0])? * 16 + digit(hex[1])?) as u8)
+}
 
-    #[test]
-    fn classifies_token_routes_by_method_and_path() {
-        let r = routes();
-        assert_eq!(
-            r.classify(&Method::POST, "/api/v2/token").unwrap().kind,
-            RouteKind::KycToken
-        );
-        assert_eq!(
-            r.classify(&Method::POST, "/kyb/tokens/").unwrap().kind,
-            RouteKind::KybToken
-        );
-        assert_eq!(
-            r.classify(&Method::GET, "/api/v2/token").unwrap().kind,
-            RouteKind::Other
-        );
-        let status = r.classify(&Method::POST, "/api/v2/status").unwrap();
-        assert_eq!(
-            (status.kind, status.label),
-            (RouteKind::Other, "/api/v2/status")
-        );
-    }
+/// RFC 3986 §2.3: `ALPHA / DIGIT / "-" / "." / "_" / "~"`.
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
 
-    #[test]
-    fn labels_unknown_endpoints_by_prefix() {
-        let r = routes();
-        assert_eq!(
-            r.classify(&Method::GET, "/aml/checks/123/").unwrap().label,
-            "/aml/*"
-        );
-        assert_eq!(
-            r.classify(&Method::GET, "/api/v2/something").unwrap().label,
-            "/api/v2/*"
-        );
-    }
+/// Whether `path` names a token endpoint, to a lax reader, without being its documented spelling.
+fn misspells_token_endpoint(path: &str) -> bool {
+    let decoded = percent_decoded(path);
+    [KYC_TOKEN, KYB_TOKEN]
+        .into_iter()
+        .any(|canonical| path != canonical && reads_as(&decoded, canonical))
+}
 
-    #[test]
-    fn refuses_paths_outside_the_allow_list() {
-        let r = routes();
-        for path in ["/", "/admin", "/metrics", "/api/v1/token", "/apix/v2/"] {
-            assert!(
-                matches!(
-                    r.classify(&Method::GET, path),
-                    Err(GatewayError::RouteNotFound)
-                ),
-                "{path}"
-            );
-        }
-    }
-
-    #[test]
-    fn lists_every_label_once() {
-        let r = routes();
-        let labels = r.labels();
-        for (_, label) in KNOWN {
-            assert_eq!(labels.iter().filter(|l| *l == label).count(), 1, "{label}");
-        }
-        assert!(labels.contains(&"/aml/*"));
-        let other = r.classify(&Method::GET, "/aml/x").unwrap().label;
-        assert!(labels.contains(&other));
-    }
-
-    #[test]
-    fn clean_paths_pass() {
-        for path in [
-            "/",
-            "/api/v2/token",
-            "/kyb/tokens/",
-            "/api/v2/a.b/..c/.d",
-            "/x%41y",
-        ] {
-            assert!(is_clean(path), "{path}");
-        }
-    }
-
-    #[test]
-    fn refuses_traversal_in_every_spelling() {
-        let r = routes();
-        for path in [
-            "/api/v2/../admin",
-            "/api/v2/./token",
-            "/api/v2/%2e%2e/admin",
-            "/api/v2/%2E%2E/admin",
-            "/api/v2/..%2fadmin",
-            "/api/v2/..%5cadmin",
-            "/api/v2/..\\admin",
-            "/api/v2//token",
-            "/api/v2/%252e%252e/x",
-            "/api/v2/..",
-            "/..",
-            "/.",
-            "//api/v2/token",
-            "api/v2/token",
-            "",
-        ] {
-            assert!(
-                matches!(r.classify(&Method::GET, path), Err(GatewayError::BadPath)),
-                "{path}"
-            );
+/// Whether `path` reads as `canonical` once `;` parameters, a format suffix, empty segments (so a
+/// trailing slash) are dropped and case is ignored.
+fn reads_as(path: &str, canonical: &str) -> bool {
+    let mut loose = path
+        .split('/')
+        .map(|segment| segment.split([';', '.']).next().unwrap_or_default())
+        .filter(|segment| !segment.is_empty());
+    let mut wanted = canonical.split('/').filter(|segment| !segment.is_empty());
+    loop {
+        match (loose.next(), wanted.next()) {
+            (None, None) => return true,
+            (Some(seen), Some(want)) if seen.eq_ignore_ascii_case(want) => {}
+            _ => return false,
         }
     }
 }
+
+/// `path` with its well-formed percent-escapes decoded (lossy UTF-8); borrowed when it has none.
+fn percent_decoded(path: &str) -> Cow<'_, str> {
+    if !path.contains('%') {
+        return Cow::Borrowed(path);
+    }
+    let bytes = path.as_bytes();
+    let (mut out, mut i) = (Vec::with_capacity(bytes.len()), 0);
+    while i < bytes.len() {
+        match (bytes[i], escaped(bytes, i)) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,10 +1,12 @@
-//! The listeners: accept connections (bounded), serve HTTP/1.1 and h2c with header limits and a
-//! header-read timeout, and shut down gracefully.
+//! The listeners: accept connections (bounded), serve HTTP/1.1 and h2c with header limits, a
+//! header-read timeout and an idle timeout, and shut down gracefully.
 //!
 //! [`start`] binds both listeners and serves in the background; [`Running::shutdown`] stops
 //! accepting, lets in-flight requests finish within `listen.shutdown_grace`, then returns.
 //! The proxy listener serves plain HTTP/1.1 requests with its own loop ([`h1`]) and hands
-//! everything else to hyper; the admin listener is hyper's.
+//! everything else to hyper; the admin listener is hyper's. At `listen.max_connections` the
+//! proxy listener closes its longest-idle connection to admit a new one ([`slots`]); the admin
+//! listener lets new ones wait in the backlog.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,7 +18,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::admin::Admin;
@@ -25,6 +27,7 @@ use crate::credentials::Credentials;
 use crate::stack::App;
 
 mod h1;
+mod slots;
 
 /// A gateway serving in the background.
 pub struct Running {
@@ -80,15 +83,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let listen = config.listen.clone();
     let limits = h1::Limits {
         max_head: listen.max_header_bytes,
-        max_body: config.limits.max_body,
     };
-    let server = h1::Server::new(
-        app,
-        limits,
-        listen.header_read_timeout,
-        listen.body_read_timeout,
-        builder(&listen),
-    );
+    let timeouts = h1::Timeouts {
+        header_read: listen.header_read_timeout,
+        body_read: listen.body_read_timeout,
+        idle: listen.idle_timeout,
+    };
+    let server = h1::Server::new(app, limits, timeouts, builder(&listen));
     let proxy_task = tokio::spawn(serve_proxy(
         proxy,
         Arc::new(server),
@@ -117,7 +118,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     })
 }
 
-/// hyper's server, for the admin listener and the connections the proxy's loop hands over.
+/// hyper's server, for the admin listener and the connections the proxy's loop hands over. Its
+/// HTTP/1 header timer starts as soon as a connection goes idle, so it bounds idle keep-alive
+/// connections too.
 fn builder(listen: &Listen) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -141,18 +144,24 @@ async fn serve_proxy<S: App>(
     listen: Listen,
     mut stop: watch::Receiver<bool>,
 ) {
-    let connections = Arc::new(Semaphore::new(listen.max_connections));
-    while let Some((stream, permit)) = accept(&listener, &connections, &mut stop).await {
-        let conn = server.clone().serve_connection(stream, stop.clone());
-        tokio::spawn(async move {
-            conn.await;
-            drop(permit);
-        });
+    let slots = slots::Slots::new(listen.max_connections);
+    while let Some(stream) = accept(&listener, &mut stop).await {
+        // Accepted first, then given a slot: at the limit, the connection idle for longest is
+        // closed to make room, and only when a new one is really waiting.
+        let ticket = tokio::select! {
+            ticket = slots.acquire() => ticket,
+            _ = stopped(&mut stop) => break,
+        };
+        tokio::spawn(
+            server
+                .clone()
+                .serve_connection(stream, ticket, stop.clone()),
+        );
     }
     drop(listener);
-    // Each connection holds its slot until it ends: every slot back, every connection drained.
-    let all = u32::try_from(listen.max_connections).unwrap_or(u32::MAX);
-    drain(&listen, connections.acquire_many(all)).await;
+    // Each connection holds its slot until its socket closes: every slot back, every
+    // connection drained.
+    drain(&listen, slots.all_free()).await;
 }
 
 /// The admin listener: serves with hyper until `stop` turns true, then drains connections for
@@ -176,7 +185,15 @@ async fn serve<S, B>(
     let builder = builder(&listen);
     let graceful = GracefulShutdown::new();
     let connections = Arc::new(Semaphore::new(listen.max_connections));
-    while let Some((stream, permit)) = accept(&listener, &connections, &mut stop).await {
+    loop {
+        // Take a connection slot before accepting: over the limit, clients wait in the backlog.
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => permit.expect("semaphore never closed"),
+            _ = stopped(&mut stop) => break,
+        };
+        let Some(stream) = accept(&listener, &mut stop).await else {
+            break;
+        };
         let conn = builder
             .serve_connection(TokioIo::new(stream), service.clone())
             .into_owned();
@@ -190,23 +207,14 @@ async fn serve<S, B>(
     drain(&listen, graceful.shutdown()).await;
 }
 
-/// The next connection, with its slot; `None` once `stop` turns true.
-async fn accept(
-    listener: &TcpListener,
-    connections: &Arc<Semaphore>,
-    stop: &mut watch::Receiver<bool>,
-) -> Option<(TcpStream, OwnedSemaphorePermit)> {
-    // Take a connection slot before accepting: over the limit, clients wait in the backlog.
-    let permit = tokio::select! {
-        permit = connections.clone().acquire_owned() => permit.expect("semaphore never closed"),
-        _ = stopped(stop) => return None,
-    };
+/// The next connection; `None` once `stop` turns true.
+async fn accept(listener: &TcpListener, stop: &mut watch::Receiver<bool>) -> Option<TcpStream> {
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let _ = stream.set_nodelay(true);
-                    return Some((stream, permit));
+                    return Some(stream);
                 }
                 Err(error) => {
                     // EMFILE and friends: back off instead of spinning.

@@ -3,9 +3,7 @@
 
 use std::convert::Infallible;
 
-use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::Full;
 use hyper::body::Incoming;
 use prometheus::Registry;
 use tower::{Service, ServiceBuilder};
@@ -14,7 +12,7 @@ use crate::body::Body;
 use crate::config::Config;
 use crate::credentials::{Credentials, SetCredentialsLayer};
 use crate::dedup::{DedupLayer, DedupMetrics};
-use crate::front::FrontLayer;
+use crate::front::{Admit, FrontLayer};
 use crate::identify::Callers;
 use crate::metrics::RequestMetrics;
 use crate::ratelimit::{AccountLimitLayer, LimitMetrics, TeamLimitLayer};
@@ -35,11 +33,12 @@ impl<T, B> Serves<B> for T where
 {
 }
 
-/// The proxy's service as the listener sees it: requests hyper read (`Incoming`: h2c, and the
-/// HTTP/1 cases the server's own loop hands over) and requests that loop read whole (`Full`).
-pub trait App: Serves<Incoming> + Serves<Full<Bytes>> + Clone + Send + Sync + 'static {}
+/// The proxy's service as the listener sees it: requests hyper reads (`Incoming`: h2c, and the
+/// HTTP/1 cases the server's own loop hands over), and the requests of that loop, admitted from
+/// their head before it reads their body ([`Admit`]).
+pub trait App: Serves<Incoming> + Admit + Clone + Send + Sync + 'static {}
 
-impl<T> App for T where T: Serves<Incoming> + Serves<Full<Bytes>> + Clone + Send + Sync + 'static {}
+impl<T> App for T where T: Serves<Incoming> + Admit + Clone + Send + Sync + 'static {}
 
 /// Builds the proxy's service: one per gateway, cloned per connection.
 pub fn app(
@@ -74,6 +73,7 @@ pub fn app(
         .layer(DedupLayer::new(
             &config.dedup,
             config.limits.max_body,
+            config.upstream.deadline,
             DedupMetrics::new(registry)?.for_teams(config.teams.len()),
         ))
         // The team's quota on logical requests: wait briefly in line, or 429. After dedup, so

@@ -3,15 +3,21 @@
 //!
 //! Lines go to stderr through [`LogWriter`]: the request path only appends the formatted line to
 //! a memory buffer; a background thread writes the buffer out in batches. One `write(2)` per
-//! batch instead of one per request line, and a slow stderr reader never stalls a request
-//! (unless it falls [`MAX_BUFFERED`] behind: then the line is written in place, so none is lost).
+//! batch instead of one per request line, and a slow stderr reader never stalls a request: once
+//! it falls [`MAX_BUFFERED`] behind, new lines are dropped and counted in
+//! `idenfy_gateway_log_lines_dropped_total` ([`log_lines_dropped`]) until the writer catches up.
 //! The [`LogGuard`] returned by [`init`] flushes everything when dropped, at exit.
+//!
+//! Why not `tracing-appender`'s lossy non-blocking writer: it sends every line through a channel
+//! as a `Vec` of its own and writes it with one `write(2)`; the access line here is formatted
+//! straight into the shared buffer (`access`), and a batch is one `write(2)`.
 
 use std::io::{self, Write};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use prometheus::IntCounter;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 
@@ -26,8 +32,23 @@ pub use self::json::FastJson;
 /// most this much delay before a line reaches stderr; at most 1/this writes per second.
 pub const FLUSH_DELAY: Duration = Duration::from_millis(5);
 
-/// Buffered bytes over which a line is written in place (backpressure instead of loss).
+/// Buffered bytes over which a new line is dropped (and counted) rather than waited for.
 pub const MAX_BUFFERED: usize = 4 * 1024 * 1024;
+
+/// Log lines dropped because the output fell [`MAX_BUFFERED`] behind: one counter for the
+/// process, as the log output is; `metrics::registry` registers it.
+static LOG_LINES_DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {
+    IntCounter::new(
+        "idenfy_gateway_log_lines_dropped_total",
+        "Log lines dropped because the log output (stderr) did not keep up",
+    )
+    .expect("a valid metric name")
+});
+
+/// The process's `idenfy_gateway_log_lines_dropped_total`.
+pub fn log_lines_dropped() -> IntCounter {
+    LOG_LINES_DROPPED.clone()
+}
 
 /// Installs the global subscriber (once; later calls are no-ops, which suits tests). Keep the
 /// guard for as long as the program runs: dropping it flushes every buffered line.
@@ -127,6 +148,8 @@ impl Shared {
 pub struct LogWriter {
     shared: Arc<Shared>,
     thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+    /// Lines dropped while the output was [`MAX_BUFFERED`] behind.
+    dropped: IntCounter,
 }
 
 impl LogWriter {
@@ -135,8 +158,14 @@ impl LogWriter {
         LogWriter::new(Box::new(io::stderr()))
     }
 
-    /// A writer in front of `out`, with its writer thread started.
+    /// A writer in front of `out`, with its writer thread started, counting dropped lines in
+    /// [`log_lines_dropped`].
     pub fn new(out: Box<dyn Write + Send>) -> Self {
+        LogWriter::counting_drops_in(out, log_lines_dropped())
+    }
+
+    /// [`LogWriter::new`], counting dropped lines in `dropped`.
+    fn counting_drops_in(out: Box<dyn Write + Send>, dropped: IntCounter) -> Self {
         let shared = Arc::new(Shared {
             pending: Mutex::new(Pending::default()),
             wake: Condvar::new(),
@@ -154,6 +183,7 @@ impl LogWriter {
         LogWriter {
             shared,
             thread: Arc::new(Mutex::new(thread)),
+            dropped,
         }
     }
 
@@ -167,16 +197,23 @@ impl LogWriter {
     }
 
     /// Appends the line `write` formats, straight into the buffer: no line of its own, no copy.
-    /// A line that takes the buffer past [`MAX_BUFFERED`], or comes after the writer closed, is
-    /// taken back out and written in place after whatever was buffered before it.
+    /// A line that takes the buffer past [`MAX_BUFFERED`] is taken back out and dropped (and
+    /// counted): the caller never waits for the output. One that comes after the writer closed
+    /// (at exit) is written in place after whatever was buffered before it.
     pub(crate) fn append_with(&self, write: impl FnOnce(&mut Vec<u8>)) {
         let mut pending = self.shared.pending();
         let start = pending.bytes.len();
         write(&mut pending.bytes);
-        if pending.closed || pending.bytes.len() > MAX_BUFFERED {
+        if pending.closed {
             let line = pending.bytes.split_off(start);
             drop(pending);
             self.write_in_place(&line);
+            return;
+        }
+        if pending.bytes.len() > MAX_BUFFERED {
+            pending.bytes.truncate(start);
+            drop(pending);
+            self.dropped.inc();
             return;
         }
         drop(pending);
@@ -338,19 +375,72 @@ mod tests {
         assert!(sink.0.lock().unwrap().ends_with(b"line 999\nlate\n"));
     }
 
-    #[test]
-    fn a_full_buffer_writes_in_place_without_losing_or_reordering() {
-        let sink = Sink::default();
-        let writer = LogWriter::new(Box::new(sink.clone()));
-        let guard = writer.guard();
-        let big = vec![b'x'; MAX_BUFFERED / 2 + 1];
-        for _ in 0..3 {
-            writer.make_writer().write_all(&big).unwrap();
+    /// An output whose writes park until it is released: a log pipe nobody reads.
+    #[derive(Clone, Default)]
+    struct Stalled {
+        released: Arc<(Mutex<bool>, Condvar)>,
+        written: Sink,
+    }
+
+    impl Stalled {
+        fn release(&self) {
+            *self.released.0.lock().unwrap() = true;
+            self.released.1.notify_all();
         }
-        writer.make_writer().write_all(b"end").unwrap();
+    }
+
+    impl Write for Stalled {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let (released, wake) = &*self.released;
+            let mut released = released.lock().unwrap();
+            while !*released {
+                released = wake.wait(released).unwrap();
+            }
+            self.written.write(buf)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_stalled_output_never_blocks_the_caller_and_counts_the_lines_it_drops() {
+        let out = Stalled::default();
+        let dropped = IntCounter::new("dropped", "dropped").unwrap();
+        let writer = LogWriter::counting_drops_in(Box::new(out.clone()), dropped.clone());
+        let guard = writer.guard();
+        let mut line = vec![b'x'; 64 * 1024 - 1];
+        line.push(b'\n');
+        // Three times what the buffer holds.
+        let lines = 3 * MAX_BUFFERED / line.len();
+        let (done, finished) = std::sync::mpsc::channel();
+        let logger = writer.clone();
+        let written = line.clone();
+        std::thread::spawn(move || {
+            for _ in 0..lines {
+                logger.make_writer().write_all(&written).unwrap();
+            }
+            let _ = done.send(());
+        });
+        // Bounded only so that a regression fails instead of hanging; no timing is asserted.
+        let logged = finished.recv_timeout(Duration::from_secs(30));
+        out.release();
+        assert!(logged.is_ok(), "logging blocked on a stalled output");
+        assert!(dropped.get() > 0);
         drop(guard);
-        let out = sink.0.lock().unwrap();
-        assert_eq!(out.len(), 3 * big.len() + 3);
-        assert!(out.ends_with(b"xend"));
+        let reached = out.written.0.lock().unwrap().len();
+        assert_eq!(reached % line.len(), 0, "only whole lines reach the output");
+        assert_eq!(reached / line.len() + dropped.get() as usize, lines);
+    }
+
+    #[test]
+    fn the_dropped_lines_counter_is_registered_in_the_gateways_registry() {
+        let registry = crate::metrics::registry().unwrap();
+        log_lines_dropped().inc_by(0);
+        let text = crate::metrics::render(&registry);
+        assert!(
+            text.contains("idenfy_gateway_log_lines_dropped_total "),
+            "{text}"
+        );
     }
 }

@@ -2,12 +2,18 @@
 //!
 //! A small HTTP/1.1 client polled in the caller's task: no task per request, no channel to a
 //! connection task. Keep-alive connections are pooled ([`pool`]); rustls with the webpki roots
-//! plus an optional extra CA for `https`, plain TCP for loopback tests ([`conn`]); the wire format
-//! is in [`codec`] and [`chunked`], one exchange in [`exchange`], driven by the [`attempt`]
-//! future (one boxed allocation per attempt, a few hundred bytes). `connect_timeout` and
-//! `attempt_timeout` are enforced here, and so is the request [`Deadline`] when it comes first (one
-//! bound per attempt, on a timer each connection keeps: the retry loop sets none of its own);
-//! small bodies are read whole, others streamed back ([`body`]).
+//! plus an optional extra CA for `https`, plain TCP for loopback tests, TCP keepalive on both
+//! ([`conn`]); the wire format is in [`codec`] and [`chunked`], one exchange in [`exchange`] and
+//! its answer in [`answered`], driven by the [`attempt`] future (one boxed allocation per
+//! attempt, a few hundred bytes). `connect_timeout` and `attempt_timeout` are enforced here, and
+//! so is the request [`Deadline`] when it comes first (one bound per attempt, on a timer each
+//! connection keeps: the retry loop sets none of its own); small bodies are read whole, others
+//! streamed back ([`body`]), cut when no byte comes for `attempt_timeout` or at the deadline.
+//!
+//! Every request asks for `accept-encoding: identity`, whatever the caller asked: the gateway
+//! reads answers on every route. A request that failed unanswered on a reused connection is sent
+//! again at once only when none of it was written or it is idempotent; otherwise the retry loop
+//! decides, as for any connection that broke after send.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -28,6 +34,7 @@ use crate::context::Deadline;
 use crate::error::GatewayError;
 use crate::metrics::{status_class, status_class_index, HandleTable, STATUS_CLASSES};
 
+mod answered;
 mod attempt;
 mod body;
 pub(crate) mod chunked;

@@ -49,6 +49,31 @@ rate = "fast"
 }
 
 #[test]
+fn check_config_refuses_durations_outside_their_range_naming_the_key() {
+    let text = r#"
+[upstream]
+deadline = "100y"
+attempt_timeout = "0s"
+[[account]]
+name = "main"
+api_key = "k"
+api_secret = "s"
+[[team]]
+name = "a"
+"#;
+    let (code, stderr) = with_config(&["check-config", "--config"], text);
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(
+        stderr.contains(r#"upstream.deadline: must be between 100ms and 1h, got "100y""#),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(r#"upstream.attempt_timeout: must be between 10ms and 1h, got "0s""#),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn check_config_names_unknown_keys_and_unset_variables() {
     let unset = "[listen]\nproxy = \"${IDENFY_GW_TEST_UNSET_VAR}\"\n";
     let (code, stderr) = with_config(&["check-config", "--config"], unset);

@@ -233,17 +233,54 @@ async fn uses_a_rotated_key_file_without_restart() {
     let staged = dir.path().join("..new");
     std::fs::write(&staged, "key-two\n").unwrap();
     std::fs::rename(&staged, &key).unwrap();
-    let reloaded = "idenfy_gateway_credential_reloads_total{account=\"main\",outcome=\"ok\"}";
-    for _ in 0..200 {
-        if metric(&gw.metrics().await, reloaded) >= 1.0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
+    wait_for_reloads(&gw, 1).await;
     send(Method::POST, &gw.url("/api/v2/status"), &[BEARER], "{}").await;
     let seen = upstream.received();
     assert_eq!(seen[0].headers["authorization"], "Basic a2V5LW9uZTpz");
     assert_eq!(seen[1].headers["authorization"], "Basic a2V5LXR3bzpz");
+}
+
+/// Waits (up to 5 s) until the gateway has swapped in rotated credentials `n` times.
+async fn wait_for_reloads(gw: &TestGateway, n: u32) {
+    let reloaded = "idenfy_gateway_credential_reloads_total{account=\"main\",outcome=\"ok\"}";
+    for _ in 0..200 {
+        if metric(&gw.metrics().await, reloaded) >= f64::from(n) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test]
+async fn uses_plain_secret_files_rewritten_in_place_without_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, secret) = (dir.path().join("api-key"), dir.path().join("api-secret"));
+    std::fs::write(&key, "key-one\n").unwrap();
+    std::fs::write(&secret, "secret-one\n").unwrap();
+    let upstream = MockUpstream::start().await;
+    let accounts = format!(
+        "[[account]]\nname = \"main\"\napi_key_file = \"{}\"\napi_secret_file = \"{}\"\n\
+         [[team]]\nname = \"payments\"\ntoken = \"team-token\"\n",
+        key.display(),
+        secret.display()
+    );
+    let gw = TestGateway::start(&config_text(&upstream.url(), &accounts)).await;
+    send(Method::POST, &gw.url("/api/v2/status"), &[BEARER], "{}").await;
+    // In place, as an operator's editor or a config tool writes a plain file: truncate, write.
+    std::fs::write(&secret, "secret-two\n").unwrap();
+    wait_for_reloads(&gw, 1).await;
+    let res = send(Method::POST, &gw.url("/api/v2/status"), &[BEARER], "{}").await;
+    assert_eq!(res.status, StatusCode::OK);
+    let seen = upstream.received();
+    // base64("key-one:secret-one"), then base64("key-one:secret-two").
+    assert_eq!(
+        seen[0].headers["authorization"],
+        "Basic a2V5LW9uZTpzZWNyZXQtb25l"
+    );
+    assert_eq!(
+        seen[1].headers["authorization"],
+        "Basic a2V5LW9uZTpzZWNyZXQtdHdv"
+    );
 }
 
 #[tokio::test]
@@ -387,26 +424,32 @@ async fn refuses_oversized_headers() {
 }
 
 #[tokio::test]
-async fn holds_connections_over_the_limit_until_a_slot_frees() {
+async fn holds_connections_over_the_limit_while_every_slot_is_busy() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (upstream, gw) = with_mock_upstream_listen("max_connections = 1\n").await;
+    let gate = std::sync::Arc::new(tokio::sync::Notify::new());
+    let ok = Reply::json(200, r#"{"ok":true}"#);
+    upstream.push(Reply::Gated(gate.clone(), Box::new(ok)));
     let request = b"POST /api/v2/status HTTP/1.1\r\nhost: x\r\nauthorization: Bearer team-token\r\ncontent-length: 2\r\n\r\n{}";
     let mut first = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
     first.write_all(request).await.unwrap();
-    let mut buf = vec![0u8; 4096];
-    let n = first.read(&mut buf).await.unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    upstream.wait_for(1).await;
 
-    // The first connection stays open (keep-alive) and holds the only slot.
+    // The first connection's request is being served: it holds the only slot.
     let mut second = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
     second.write_all(request).await.unwrap();
+    let mut buf = vec![0u8; 4096];
     let waiting =
         tokio::time::timeout(std::time::Duration::from_millis(300), second.read(&mut buf)).await;
     assert!(waiting.is_err(), "a connection over the limit was served");
     assert_eq!(upstream.count(), 1);
 
-    drop(first);
+    gate.notify_one();
+    let n = first.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // Idle now, the first connection is closed to admit the second.
     let n = second.read(&mut buf).await.unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    assert_eq!(first.read(&mut buf).await.unwrap(), 0);
     assert_eq!(upstream.count(), 2);
 }

@@ -3,7 +3,9 @@
 
 use std::fmt;
 use std::path::Path;
+use std::time::Duration;
 
+use super::ranges::Range;
 use super::raw::RawConfig;
 use super::values;
 use super::Config;
@@ -45,9 +47,19 @@ impl Problems {
         });
     }
 
-    /// A duration, or zero after recording the problem.
-    pub(super) fn duration(&mut self, path: &str, s: &str) -> std::time::Duration {
-        self.check(path, values::duration(s)).unwrap_or_default()
+    /// A duration within `range`, or `range.min` after recording the problem.
+    pub(super) fn duration(&mut self, path: &str, s: &str, range: Range) -> Duration {
+        self.duration_checked(path, s, range).unwrap_or(range.min)
+    }
+
+    /// A duration within `range`, or `None` after recording the problem.
+    pub(super) fn duration_checked(
+        &mut self,
+        path: &str,
+        s: &str,
+        range: Range,
+    ) -> Option<Duration> {
+        self.check(path, values::duration(s).and_then(|d| range.check(d, s)))
     }
 
     /// A size in bytes, or zero after recording the problem.

@@ -28,6 +28,7 @@ pub struct RawListen {
     pub max_connections: usize,
     pub header_read_timeout: String,
     pub body_read_timeout: String,
+    pub idle_timeout: String,
     pub max_header_bytes: String,
     pub shutdown_grace: String,
 }
@@ -41,6 +42,7 @@ impl Default for RawListen {
             max_connections: 4096,
             header_read_timeout: "10s".into(),
             body_read_timeout: "30s".into(),
+            idle_timeout: "60s".into(),
             max_header_bytes: "64KiB".into(),
             shutdown_grace: "30s".into(),
         }
@@ -177,14 +179,18 @@ impl Default for RawValidation {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawLimits {
-    pub max_wait: String,
+    /// `None`: [`DEFAULT_MAX_WAIT`], shortened to the deadline when that is shorter; only a
+    /// value given in the file is refused for exceeding the deadline.
+    pub max_wait: Option<String>,
     pub max_body: String,
 }
+
+pub const DEFAULT_MAX_WAIT: &str = "2s";
 
 impl Default for RawLimits {
     fn default() -> Self {
         RawLimits {
-            max_wait: "2s".into(),
+            max_wait: None,
             max_body: "16MiB".into(),
         }
     }

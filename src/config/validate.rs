@@ -8,10 +8,11 @@ use std::path::{Path, PathBuf};
 
 use super::load::Problems;
 use super::raw::{
-    RawAccount, RawConfig, RawDedup, RawListen, RawLog, RawRetry, RawTeam, RawUpstream,
+    RawAccount, RawConfig, RawDedup, RawLimits, RawListen, RawLog, RawRetry, RawTeam, RawUpstream,
+    DEFAULT_MAX_WAIT,
 };
-use super::values;
 use super::*;
+use super::{ranges, values};
 use crate::secret::{Secret, SecretSource};
 
 pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
@@ -45,10 +46,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         validation: Validation {
             enabled: raw.validation.enabled,
         },
-        limits: Limits {
-            max_wait: p.duration("limits.max_wait", &raw.limits.max_wait),
-            max_body: p.size("limits.max_body", &raw.limits.max_body),
-        },
+        limits: limits(&mut p, &raw.limits, &raw.upstream.deadline),
         routes: routes(&mut p, raw.routes.prefixes),
         state: state(&mut p, &raw.state.backend),
         log: log(&mut p, &raw.log),
@@ -70,10 +68,23 @@ fn listen(p: &mut Problems, raw: &RawListen) -> Listen {
         admin: addr(p, "listen.admin", &raw.admin),
         allow_unauthenticated: raw.allow_unauthenticated,
         max_connections: positive(p, "listen.max_connections", raw.max_connections),
-        header_read_timeout: p.duration("listen.header_read_timeout", &raw.header_read_timeout),
-        body_read_timeout: p.duration("listen.body_read_timeout", &raw.body_read_timeout),
+        header_read_timeout: p.duration(
+            "listen.header_read_timeout",
+            &raw.header_read_timeout,
+            ranges::TIMEOUT,
+        ),
+        body_read_timeout: p.duration(
+            "listen.body_read_timeout",
+            &raw.body_read_timeout,
+            ranges::TIMEOUT,
+        ),
+        idle_timeout: p.duration("listen.idle_timeout", &raw.idle_timeout, ranges::TIMEOUT),
         max_header_bytes: p.size("listen.max_header_bytes", &raw.max_header_bytes) as usize,
-        shutdown_grace: p.duration("listen.shutdown_grace", &raw.shutdown_grace),
+        shutdown_grace: p.duration(
+            "listen.shutdown_grace",
+            &raw.shutdown_grace,
+            ranges::SHUTDOWN_GRACE,
+        ),
     }
 }
 
@@ -89,11 +100,23 @@ fn upstream(p: &mut Problems, raw: &RawUpstream) -> Upstream {
     }
     Upstream {
         url: upstream_url(p, &raw.url),
-        connect_timeout: p.duration("upstream.connect_timeout", &raw.connect_timeout),
-        attempt_timeout: p.duration("upstream.attempt_timeout", &raw.attempt_timeout),
-        deadline: p.duration("upstream.deadline", &raw.deadline),
+        connect_timeout: p.duration(
+            "upstream.connect_timeout",
+            &raw.connect_timeout,
+            ranges::TIMEOUT,
+        ),
+        attempt_timeout: p.duration(
+            "upstream.attempt_timeout",
+            &raw.attempt_timeout,
+            ranges::TIMEOUT,
+        ),
+        deadline: p.duration("upstream.deadline", &raw.deadline, ranges::DEADLINE),
         ca_file,
-        pool_idle_timeout: p.duration("upstream.pool_idle_timeout", &raw.pool_idle_timeout),
+        pool_idle_timeout: p.duration(
+            "upstream.pool_idle_timeout",
+            &raw.pool_idle_timeout,
+            ranges::POOL_IDLE,
+        ),
         pool_max_idle: raw.pool_max_idle,
     }
 }
@@ -106,25 +129,79 @@ fn retry(p: &mut Problems, raw: &RawRetry) -> Retry {
         );
     }
     let max_attempts = NonZeroU32::new(raw.max_attempts).ok_or("must be at least 1".to_string());
+    let (base, cap) = backoff(p, raw);
     Retry {
         max_attempts: p
             .check("retry.max_attempts", max_attempts)
             .unwrap_or(NonZeroU32::MIN),
-        base: p.duration("retry.base", &raw.base),
-        cap: p.duration("retry.cap", &raw.cap),
+        base,
+        cap,
         budget_ratio: raw.budget_ratio,
         min_retries_per_second: raw.min_retries_per_second,
         retry_token_after_send: raw.retry_token_after_send,
     }
 }
 
+/// `retry.base` and `retry.cap`, each in its range, the base no longer than the cap.
+fn backoff(p: &mut Problems, raw: &RawRetry) -> (Duration, Duration) {
+    let base = p.duration_checked("retry.base", &raw.base, ranges::BACKOFF);
+    let cap = p.duration_checked("retry.cap", &raw.cap, ranges::BACKOFF);
+    if let (Some(base), Some(cap)) = (base, cap) {
+        if base > cap {
+            let cap = humantime::format_duration(cap);
+            p.add(
+                "retry.base",
+                format!("must not exceed retry.cap ({cap}), got {:?}", raw.base),
+            );
+        }
+    }
+    let min = ranges::BACKOFF.min;
+    (
+        base.unwrap_or(min),
+        cap.unwrap_or(min).max(base.unwrap_or(min)),
+    )
+}
+
 fn dedup(p: &mut Problems, raw: &RawDedup) -> Dedup {
     Dedup {
         replay: raw.replay,
-        default_lifetime: p.duration("dedup.default_lifetime", &raw.default_lifetime),
-        safety_margin: p.duration("dedup.safety_margin", &raw.safety_margin),
+        default_lifetime: p.duration(
+            "dedup.default_lifetime",
+            &raw.default_lifetime,
+            ranges::TOKEN_LIFETIME,
+        ),
+        safety_margin: p.duration(
+            "dedup.safety_margin",
+            &raw.safety_margin,
+            ranges::SAFETY_MARGIN,
+        ),
         max_entries: positive(p, "dedup.max_entries", raw.max_entries as usize) as u64,
         max_bytes: p.size("dedup.max_bytes", &raw.max_bytes),
+    }
+}
+
+/// `[limits]`: `max_wait` in its range and, when the file gives it, no longer than a valid
+/// `deadline`; by default 2s, or the deadline when that is shorter.
+fn limits(p: &mut Problems, raw: &RawLimits, deadline: &str) -> Limits {
+    let path = "limits.max_wait";
+    let text = raw.max_wait.as_deref().unwrap_or(DEFAULT_MAX_WAIT);
+    let max_wait = p.duration_checked(path, text, ranges::MAX_WAIT);
+    let deadline = values::duration(deadline)
+        .ok()
+        .filter(|d| ranges::DEADLINE.contains(*d));
+    if let (Some(wait), Some(deadline), Some(_)) = (max_wait, deadline, &raw.max_wait) {
+        if wait > deadline {
+            let deadline = humantime::format_duration(deadline);
+            p.add(
+                path,
+                format!("must not exceed upstream.deadline ({deadline}), got {text:?}"),
+            );
+        }
+    }
+    let max_wait = max_wait.unwrap_or_default();
+    Limits {
+        max_wait: deadline.map_or(max_wait, |d| max_wait.min(d)),
+        max_body: p.size("limits.max_body", &raw.max_body),
     }
 }
 

@@ -4,6 +4,8 @@
 //! The first caller for a key is the leader: its work runs detached in a spawned task, so dropping
 //! any caller's future (a client that disconnects, a deadline) cancels nobody else's answer. The
 //! key leaves the map when the work ends, however it ends (a value, a panic, a runtime shutdown).
+//! Each flight carries its leader's owner (for `dedup`, the team), which a later caller sees
+//! before it waits; a caller that joins gets its own work back unused, to lead with later.
 
 use std::future::Future;
 use std::hash::Hash;
@@ -14,41 +16,43 @@ use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use tokio::sync::watch;
 
-/// Whether a caller started the work or joined work already running.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Leader,
-    Follower,
+/// The in-flight work, keyed; each flight owned by an `O`. Cloning shares the map.
+pub struct Flights<K, V, O = ()> {
+    inner: Arc<Inner<K, V, O>>,
 }
 
-/// The in-flight work, keyed. Cloning shares the map.
-pub struct Flights<K, V> {
-    inner: Arc<Inner<K, V>>,
-}
-
-struct Inner<K, V> {
-    map: DashMap<K, Flight<V>>,
+struct Inner<K, V, O> {
+    map: DashMap<K, Flight<V, O>>,
     next_id: AtomicU64,
 }
 
-/// One running piece of work: how to subscribe to its outcome.
-struct Flight<V> {
+/// One running piece of work: who started it and how to subscribe to its outcome.
+struct Flight<V, O> {
     /// Tells this flight from a later one for the same key, so that only its own entry is removed.
     id: u64,
+    owner: O,
     outcome: watch::Receiver<Option<V>>,
 }
 
-/// A caller's place in a flight: its role, and the way to its copy of the outcome.
+/// How a caller entered: it leads a new flight, or it joined the one already running.
+pub enum Entered<V, O, F> {
+    /// Its work was spawned.
+    Led(Ticket<V>),
+    /// The key had a flight: that flight's owner, a ticket for its outcome, and the caller's
+    /// own work, not run.
+    Joined {
+        owner: O,
+        ticket: Ticket<V>,
+        work: F,
+    },
+}
+
+/// A caller's place in a flight: the way to its copy of the outcome.
 pub struct Ticket<V> {
-    role: Role,
     outcome: watch::Receiver<Option<V>>,
 }
 
 impl<V: Clone> Ticket<V> {
-    pub fn role(&self) -> Role {
-        self.role
-    }
-
     /// The flight's outcome, or `None` when the work ended without one (it panicked, or the runtime
     /// dropped its task). Dropping this future leaves the flight untouched.
     pub async fn outcome(mut self) -> Option<V> {
@@ -57,7 +61,7 @@ impl<V: Clone> Ticket<V> {
     }
 }
 
-impl<K, V> Clone for Flights<K, V> {
+impl<K, V, O> Clone for Flights<K, V, O> {
     fn clone(&self) -> Self {
         Flights {
             inner: Arc::clone(&self.inner),
@@ -65,20 +69,22 @@ impl<K, V> Clone for Flights<K, V> {
     }
 }
 
-impl<K, V> Default for Flights<K, V>
+impl<K, V, O> Default for Flights<K, V, O>
 where
     K: Eq + Hash + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
+    O: Clone + Send + Sync + 'static,
 {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<K, V> Flights<K, V>
+impl<K, V, O> Flights<K, V, O>
 where
     K: Eq + Hash + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
+    O: Clone + Send + Sync + 'static,
 {
     pub fn new() -> Self {
         Flights {
@@ -98,25 +104,32 @@ where
         self.inner.map.is_empty()
     }
 
-    /// Joins the flight for `key`, or leads a new one: then `work` is called once and its future
-    /// spawned. Must be called within a tokio runtime.
-    pub fn join_or_lead<F, Fut>(&self, key: K, work: F) -> Ticket<V>
+    /// Joins the flight for `key`, or leads a new one owned by `owner`: then `work` is called
+    /// once and its future spawned. Must be called within a tokio runtime.
+    pub fn join_or_lead<F, Fut>(&self, key: K, owner: O, work: F) -> Entered<V, O, F>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = V> + Send + 'static,
     {
         let (tx, outcome, id) = match self.inner.map.entry(key.clone()) {
             Entry::Occupied(flight) => {
-                return Ticket {
-                    role: Role::Follower,
-                    outcome: flight.get().outcome.clone(),
-                }
+                let flight = flight.get();
+                let ticket = Ticket {
+                    outcome: flight.outcome.clone(),
+                };
+                let owner = flight.owner.clone();
+                return Entered::Joined {
+                    owner,
+                    ticket,
+                    work,
+                };
             }
             Entry::Vacant(slot) => {
                 let (tx, outcome) = watch::channel(None);
                 let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
                 slot.insert(Flight {
                     id,
+                    owner,
                     outcome: outcome.clone(),
                 });
                 (tx, outcome, id)
@@ -136,22 +149,19 @@ where
             drop(landing);
             tx.send_replace(Some(value));
         });
-        Ticket {
-            role: Role::Leader,
-            outcome,
-        }
+        Entered::Led(Ticket { outcome })
     }
 }
 
 /// Removes its flight from the map when dropped: after the work, or while unwinding a panic, or
 /// when the runtime drops the task.
-struct Landing<K: Eq + Hash, V> {
-    flights: Arc<Inner<K, V>>,
+struct Landing<K: Eq + Hash, V, O> {
+    flights: Arc<Inner<K, V, O>>,
     key: K,
     id: u64,
 }
 
-impl<K: Eq + Hash, V> Drop for Landing<K, V> {
+impl<K: Eq + Hash, V, O> Drop for Landing<K, V, O> {
     fn drop(&mut self) {
         self.flights
             .map
@@ -167,19 +177,42 @@ mod tests {
 
     use super::*;
 
+    type Work = Box<dyn FnOnce() -> std::pin::Pin<Box<dyn Future<Output = u32> + Send>> + Send>;
+
     /// Work that counts its runs and waits for `gate` before answering `value`.
-    fn held(
-        runs: &Arc<AtomicUsize>,
-        gate: &Arc<Notify>,
-        value: u32,
-    ) -> impl FnOnce() -> std::pin::Pin<Box<dyn Future<Output = u32> + Send>> {
+    fn held(runs: &Arc<AtomicUsize>, gate: &Arc<Notify>, value: u32) -> Work {
         let (runs, gate) = (Arc::clone(runs), Arc::clone(gate));
-        move || {
+        Box::new(move || {
             runs.fetch_add(1, Ordering::SeqCst);
             Box::pin(async move {
                 gate.notified().await;
                 value
             })
+        })
+    }
+
+    /// Work that answers `value` at once.
+    fn now(value: u32) -> Work {
+        Box::new(move || Box::pin(async move { value }))
+    }
+
+    /// The ticket of a caller that must have led.
+    fn led<O, F>(entered: Entered<u32, O, F>) -> Ticket<u32> {
+        match entered {
+            Entered::Led(ticket) => ticket,
+            Entered::Joined { .. } => panic!("joined where it should have led"),
+        }
+    }
+
+    /// The flight's owner, the ticket and the unused work of a caller that must have joined.
+    fn joined<O, F>(entered: Entered<u32, O, F>) -> (O, Ticket<u32>, F) {
+        match entered {
+            Entered::Joined {
+                owner,
+                ticket,
+                work,
+            } => (owner, ticket, work),
+            Entered::Led(_) => panic!("led where it should have joined"),
         }
     }
 
@@ -187,12 +220,10 @@ mod tests {
     async fn followers_share_the_leaders_outcome() {
         let flights: Flights<&str, u32> = Flights::new();
         let (runs, gate) = (Arc::new(AtomicUsize::new(0)), Arc::new(Notify::new()));
-        let leader = flights.join_or_lead("k", held(&runs, &gate, 7));
+        let leader = led(flights.join_or_lead("k", (), held(&runs, &gate, 7)));
         let followers: Vec<_> = (0..5)
-            .map(|_| flights.join_or_lead("k", held(&runs, &gate, 99)))
+            .map(|_| joined(flights.join_or_lead("k", (), held(&runs, &gate, 99))).1)
             .collect();
-        assert_eq!(leader.role(), Role::Leader);
-        assert!(followers.iter().all(|t| t.role() == Role::Follower));
         assert_eq!(flights.len(), 1);
         gate.notify_one();
         assert_eq!(leader.outcome().await, Some(7));
@@ -204,11 +235,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_follower_sees_the_leaders_owner_and_keeps_its_own_work() {
+        let flights: Flights<&str, u32, &str> = Flights::new();
+        let (runs, gate) = (Arc::new(AtomicUsize::new(0)), Arc::new(Notify::new()));
+        let leader = led(flights.join_or_lead("k", "alpha", held(&runs, &gate, 7)));
+        let (owner, ticket, work) = joined(flights.join_or_lead("k", "beta", now(99)));
+        assert_eq!(owner, "alpha");
+        gate.notify_one();
+        assert_eq!(
+            (leader.outcome().await, ticket.outcome().await),
+            (Some(7), Some(7))
+        );
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        // The unused work leads a later flight, owned by its caller.
+        let again = led(flights.join_or_lead("k", "beta", work));
+        let (owner, ticket, _) = joined(flights.join_or_lead("k", "alpha", now(1)));
+        assert_eq!(owner, "beta");
+        assert_eq!(
+            (again.outcome().await, ticket.outcome().await),
+            (Some(99), Some(99))
+        );
+    }
+
+    #[tokio::test]
     async fn distinct_keys_fly_separately() {
         let flights: Flights<&str, u32> = Flights::new();
-        let a = flights.join_or_lead("a", || async { 1 });
-        let b = flights.join_or_lead("b", || async { 2 });
-        assert_eq!((a.role(), b.role()), (Role::Leader, Role::Leader));
+        let a = led(flights.join_or_lead("a", (), now(1)));
+        let b = led(flights.join_or_lead("b", (), now(2)));
         assert_eq!((a.outcome().await, b.outcome().await), (Some(1), Some(2)));
         assert!(flights.is_empty());
     }
@@ -217,9 +270,8 @@ mod tests {
     async fn dropped_leader_does_not_cancel_the_work() {
         let flights: Flights<&str, u32> = Flights::new();
         let (runs, gate) = (Arc::new(AtomicUsize::new(0)), Arc::new(Notify::new()));
-        drop(flights.join_or_lead("k", held(&runs, &gate, 7)));
-        let follower = flights.join_or_lead("k", held(&runs, &gate, 99));
-        assert_eq!(follower.role(), Role::Follower);
+        drop(flights.join_or_lead("k", (), held(&runs, &gate, 7)));
+        let (_, follower, _) = joined(flights.join_or_lead("k", (), held(&runs, &gate, 99)));
         gate.notify_one();
         assert_eq!(follower.outcome().await, Some(7));
         assert_eq!(runs.load(Ordering::SeqCst), 1);
@@ -230,8 +282,8 @@ mod tests {
     async fn dropped_follower_disturbs_nobody() {
         let flights: Flights<&str, u32> = Flights::new();
         let (runs, gate) = (Arc::new(AtomicUsize::new(0)), Arc::new(Notify::new()));
-        let leader = flights.join_or_lead("k", held(&runs, &gate, 7));
-        drop(flights.join_or_lead("k", held(&runs, &gate, 99)));
+        let leader = led(flights.join_or_lead("k", (), held(&runs, &gate, 7)));
+        drop(flights.join_or_lead("k", (), held(&runs, &gate, 99)));
         gate.notify_one();
         assert_eq!(leader.outcome().await, Some(7));
         assert!(flights.is_empty());
@@ -242,18 +294,17 @@ mod tests {
         let flights: Flights<&str, u32> = Flights::new();
         let gate = Arc::new(Notify::new());
         let wait = Arc::clone(&gate);
-        let leader = flights.join_or_lead("k", || async move {
+        let leader = led(flights.join_or_lead("k", (), || async move {
             wait.notified().await;
             panic!("upstream exploded")
-        });
-        let follower = flights.join_or_lead("k", || async { 99 });
+        }));
+        let (_, follower, _) = joined(flights.join_or_lead("k", (), now(99)));
         gate.notify_one();
         assert_eq!(leader.outcome().await, None);
         assert_eq!(follower.outcome().await, None);
         assert!(flights.is_empty());
         // The key is free again: the next caller leads.
-        let next = flights.join_or_lead("k", || async { 3 });
-        assert_eq!(next.role(), Role::Leader);
+        let next = led(flights.join_or_lead("k", (), now(3)));
         assert_eq!(next.outcome().await, Some(3));
     }
 
@@ -264,7 +315,7 @@ mod tests {
             .build()
             .unwrap();
         let ticket = runtime.block_on(async {
-            let ticket = flights.join_or_lead("k", std::future::pending::<u32>);
+            let ticket = led(flights.join_or_lead("k", (), std::future::pending::<u32>));
             tokio::task::yield_now().await;
             ticket
         });
@@ -282,10 +333,9 @@ mod tests {
     async fn a_key_is_led_anew_once_its_flight_has_landed() {
         let flights: Flights<&str, u32> = Flights::new();
         let (runs, gate) = (Arc::new(AtomicUsize::new(0)), Arc::new(Notify::new()));
-        let first = flights.join_or_lead("k", || async { 1 });
+        let first = led(flights.join_or_lead("k", (), now(1)));
         assert_eq!(first.outcome().await, Some(1));
-        let second = flights.join_or_lead("k", held(&runs, &gate, 2));
-        assert_eq!(second.role(), Role::Leader);
+        let second = led(flights.join_or_lead("k", (), held(&runs, &gate, 2)));
         assert_eq!(flights.len(), 1);
         gate.notify_one();
         assert_eq!(second.outcome().await, Some(2));

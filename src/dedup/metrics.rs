@@ -1,5 +1,10 @@
 //! Metrics of the `dedup` layer: how token requests were answered, the sessions they opened at
-//! iDenfy, upstream 409s, and the size of the flight map and the replay store.
+//! iDenfy, upstream 409s, clientIds refused as another team's, and the size of the flight map and
+//! the replay store.
+//!
+//! `dedup_requests_total` counts exactly the answers that carry `x-gateway-dedup`, under the
+//! header's value: a request the gateway refuses (429, 504, 409 `client_id_in_use`, …) carries no
+//! such header and is not counted there.
 
 use std::sync::Arc;
 
@@ -18,6 +23,8 @@ pub struct DedupMetrics {
     pub(super) sessions: IntCounterVec,
     /// `idenfy_gateway_upstream_conflicts_total{team,route}`
     pub(super) conflicts: IntCounterVec,
+    /// `idenfy_gateway_dedup_client_id_in_use_total{team,route}`
+    pub(super) in_use: IntCounterVec,
     /// `idenfy_gateway_dedup_in_flight`
     pub(super) in_flight: IntGauge,
     /// `idenfy_gateway_dedup_replay_entries`
@@ -34,8 +41,9 @@ impl DedupMetrics {
             requests: IntCounterVec::new(
                 Opts::new(
                     "idenfy_gateway_dedup_requests_total",
-                    "Token requests by how they were answered: leader (went upstream), \
-                     coalesced (shared a concurrent request's answer), replayed (a stored live token)",
+                    "Token answers by their x-gateway-dedup header: leader (went upstream), \
+                     coalesced (shared a concurrent request's answer), replayed (a stored live \
+                     token); refusals carry no such header and are not counted",
                 ),
                 &["team", "route", "outcome"],
             )?,
@@ -50,6 +58,14 @@ impl DedupMetrics {
                 Opts::new(
                     "idenfy_gateway_upstream_conflicts_total",
                     "409 answers from iDenfy to token requests (clientId with an active session)",
+                ),
+                &["team", "route"],
+            )?,
+            in_use: IntCounterVec::new(
+                Opts::new(
+                    "idenfy_gateway_dedup_client_id_in_use_total",
+                    "Token requests answered 409 client_id_in_use: another team of the same \
+                     account created, or is creating, the session for that clientId",
                 ),
                 &["team", "route"],
             )?,
@@ -70,6 +86,7 @@ impl DedupMetrics {
         registry.register(Box::new(metrics.requests.clone()))?;
         registry.register(Box::new(metrics.sessions.clone()))?;
         registry.register(Box::new(metrics.conflicts.clone()))?;
+        registry.register(Box::new(metrics.in_use.clone()))?;
         registry.register(Box::new(metrics.in_flight.clone()))?;
         registry.register(Box::new(metrics.replay_entries.clone()))?;
         registry.register(Box::new(metrics.waiting.clone()))?;
@@ -121,6 +138,10 @@ impl DedupMetrics {
     pub(super) fn conflict(&self, team: &str, route: &str) {
         self.conflicts.with_label_values(&[team, route]).inc();
     }
+
+    pub(super) fn client_id_in_use(&self, team: &str, route: &str) {
+        self.in_use.with_label_values(&[team, route]).inc();
+    }
 }
 
 #[cfg(test)]
@@ -134,6 +155,7 @@ mod tests {
         metrics.answered("payments", "/api/v2/token", DedupOutcome::Coalesced);
         metrics.session_created("payments", "/api/v2/token");
         metrics.conflict("payments", "/api/v2/token");
+        metrics.client_id_in_use("payments", "/api/v2/token");
         let names: Vec<_> = registry
             .gather()
             .iter()
@@ -143,6 +165,7 @@ mod tests {
             "idenfy_gateway_dedup_requests_total",
             "idenfy_gateway_sessions_created_total",
             "idenfy_gateway_upstream_conflicts_total",
+            "idenfy_gateway_dedup_client_id_in_use_total",
             "idenfy_gateway_dedup_in_flight",
             "idenfy_gateway_dedup_replay_entries",
             "idenfy_gateway_dedup_waiting",

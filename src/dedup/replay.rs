@@ -85,11 +85,14 @@ fn seconds(body: &Value, field: &str) -> Option<Duration> {
     Some(Duration::from_secs(secs))
 }
 
-/// A stored token response, and the fingerprint of the request body that created the session.
+/// A stored token response, the fingerprint of the request body that created the session, and
+/// the team whose request that was: only that team is ever given the session.
 #[derive(Debug, Clone)]
 pub struct Replay {
     pub response: Arc<SharedResponse>,
     pub fingerprint: u64,
+    /// The creating team, an index into `Config::teams`.
+    pub team: usize,
 }
 
 struct Stored {

@@ -1,5 +1,6 @@
 //! Layer tests: the dedup service over a scripted inner service that counts its calls and can be
-//! held open on a semaphore. No sleeps: paused time where time matters.
+//! held open on a semaphore. No sleeps: paused time where time matters. The inner service stands
+//! for everything after dedup (team limit, retries, upstream), so it may answer a team-limit 429.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -10,9 +11,10 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::key::fingerprint;
 use super::*;
 use crate::body::ResponseFuture;
-use crate::context::Caller;
+use crate::context::{Caller, ClientId, Route, RouteKind};
 
 const KYC: Route = Route {
     kind: RouteKind::KycToken,
@@ -23,13 +25,19 @@ const KYB: Route = Route {
     label: "/kyb/tokens/",
 };
 const TEAM: &str = "payments";
+/// The other team of the account, index 1.
+const OTHER_TEAM: &str = "growth";
+/// `upstream.deadline` of the layer under test: how long a flight may take.
+const FLIGHT_DEADLINE: Duration = Duration::from_secs(30);
 
 type Answer = Arc<dyn Fn(usize) -> Result<Response<Body>, GatewayError> + Send + Sync>;
 
-/// A scripted iDenfy: counts calls; when held, each call waits for a permit of `gate`.
+/// A scripted iDenfy: counts calls and the deadline each call came with; when held, each call
+/// waits for a permit of `gate`.
 #[derive(Clone)]
 struct Upstream {
     calls: Arc<AtomicUsize>,
+    deadlines: Arc<std::sync::Mutex<Vec<Option<Deadline>>>>,
     gate: Option<Arc<Semaphore>>,
     answer: Answer,
 }
@@ -40,6 +48,7 @@ impl Upstream {
     ) -> Self {
         Upstream {
             calls: Arc::new(AtomicUsize::new(0)),
+            deadlines: Arc::default(),
             gate: None,
             answer: Arc::new(answer),
         }
@@ -63,6 +72,11 @@ impl Upstream {
 
     fn calls(&self) -> usize {
         self.calls.load(Ordering::SeqCst)
+    }
+
+    /// The request deadline of each call, in order.
+    fn deadlines(&self) -> Vec<Option<Deadline>> {
+        self.deadlines.lock().unwrap().clone()
     }
 }
 
@@ -97,10 +111,11 @@ fn stack(
         > + Clone,
 ) {
     let metrics = DedupMetrics::new(&Registry::new()).unwrap();
-    let layer = DedupLayer::new(&cfg, 1024, metrics);
+    let layer = DedupLayer::new(&cfg, 1024, FLIGHT_DEADLINE, metrics);
     let up = upstream.clone();
-    let inner = tower::service_fn(move |_req: Request<Bytes>| {
+    let inner = tower::service_fn(move |req: Request<Bytes>| {
         let up = up.clone();
+        up.deadlines.lock().unwrap().push(req.deadline());
         async move {
             let n = up.calls.fetch_add(1, Ordering::SeqCst) + 1;
             if let Some(gate) = &up.gate {
@@ -114,13 +129,24 @@ fn stack(
 }
 
 fn request(route: Route, account: usize, client_id: &str, body: &str) -> Request<Bytes> {
+    request_of(0, route, account, client_id, body)
+}
+
+/// A request of team `team` (0: [`TEAM`], 1: [`OTHER_TEAM`]).
+fn request_of(
+    team: usize,
+    route: Route,
+    account: usize,
+    client_id: &str,
+    body: &str,
+) -> Request<Bytes> {
     let mut req = Request::post(route.label)
         .body(Bytes::from(body.to_owned()))
         .unwrap();
     let context = req.context_mut();
     context.caller = Some(Caller {
-        team: 0,
-        team_name: TEAM.into(),
+        team,
+        team_name: [TEAM, OTHER_TEAM][team].into(),
         account,
         account_name: format!("account-{account}").into(),
     });
@@ -171,13 +197,22 @@ async fn text(res: Response<Body>) -> String {
 }
 
 fn answered(layer: &DedupLayer, outcome: &str) -> u64 {
-    let labels = [TEAM, KYC.label, outcome];
+    answered_for(layer, TEAM, outcome)
+}
+
+fn answered_for(layer: &DedupLayer, team: &str, outcome: &str) -> u64 {
+    let labels = [team, KYC.label, outcome];
     layer
         .shared
         .metrics
         .requests
         .with_label_values(&labels)
         .get()
+}
+
+fn in_use(layer: &DedupLayer, team: &str) -> u64 {
+    let labels = [team, KYC.label];
+    layer.shared.metrics.in_use.with_label_values(&labels).get()
 }
 
 fn sessions(layer: &DedupLayer) -> u64 {
@@ -201,4 +236,6 @@ async fn landed(layer: &DedupLayer) {
 }
 
 mod coalescing;
+mod limits;
 mod replaying;
+mod teams;

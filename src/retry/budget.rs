@@ -76,6 +76,12 @@ impl RetryBudget {
         })
     }
 
+    /// A retry paid for was not sent after all (the account limit refused it): its cost is
+    /// given back.
+    pub fn refund(&self) {
+        self.with_ring(|ring| ring.slots[ring.current] += UNIT);
+    }
+
     fn with_ring<T>(&self, f: impl FnOnce(&mut Ring) -> T) -> T {
         let mut ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
         ring.rotate(Instant::now());
@@ -167,6 +173,18 @@ mod tests {
             1,
             "the first deposit left, the second is 5 s old"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refund_gives_a_retry_back() {
+        let budget = RetryBudget::new(0.2, 0);
+        for _ in 0..5 {
+            budget.deposit();
+        }
+        assert!(budget.withdraw());
+        assert!(!budget.withdraw());
+        budget.refund();
+        assert_eq!(drain(&budget), 1);
     }
 
     #[tokio::test(start_paused = true)]

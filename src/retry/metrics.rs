@@ -17,6 +17,9 @@ pub enum Denied {
     Budget,
     /// The backoff plus a minimal attempt would not end before the deadline.
     Deadline,
+    /// After the backoff, the account limit could not admit the retry in time (iDenfy's pause,
+    /// or the account's quota): nothing was sent.
+    AccountLimit,
 }
 
 impl Denied {
@@ -25,6 +28,7 @@ impl Denied {
             Denied::MaxAttempts => "max_attempts",
             Denied::Budget => "budget",
             Denied::Deadline => "deadline",
+            Denied::AccountLimit => "account_limit",
         }
     }
 }
@@ -32,7 +36,8 @@ impl Denied {
 /// Metrics of the retry loop.
 #[derive(Debug, Clone)]
 pub struct RetryMetrics {
-    /// `idenfy_gateway_retries_total{reason}`: retries started, by [`RetryReason`].
+    /// `idenfy_gateway_retries_total{reason}`: retry attempts sent (past the account limit), by
+    /// [`RetryReason`]: the sum over answers of `x-gateway-attempts` minus one.
     retries: IntCounterVec,
     /// `idenfy_gateway_retries_denied_total{cause}`: retries the policy wanted but that did not
     /// happen; `cause="budget"` counts budget refusals.
@@ -44,13 +49,16 @@ pub struct RetryMetrics {
 impl RetryMetrics {
     pub fn new(registry: &Registry) -> prometheus::Result<Self> {
         let retries = IntCounterVec::new(
-            Opts::new("idenfy_gateway_retries_total", "Upstream retries by reason"),
+            Opts::new(
+                "idenfy_gateway_retries_total",
+                "Retry attempts sent upstream, by reason",
+            ),
             &["reason"],
         )?;
         let denied = IntCounterVec::new(
             Opts::new(
                 "idenfy_gateway_retries_denied_total",
-                "Retries not made, by cause (max_attempts|budget|deadline)",
+                "Retries not made, by cause (max_attempts|budget|deadline|account_limit)",
             ),
             &["cause"],
         )?;
@@ -64,7 +72,12 @@ impl RetryMetrics {
         for reason in RetryReason::ALL {
             retries.with_label_values(&[reason.as_str()]);
         }
-        for cause in [Denied::MaxAttempts, Denied::Budget, Denied::Deadline] {
+        for cause in [
+            Denied::MaxAttempts,
+            Denied::Budget,
+            Denied::Deadline,
+            Denied::AccountLimit,
+        ] {
             denied.with_label_values(&[cause.as_str()]);
         }
         registry.register(Box::new(retries.clone()))?;
@@ -89,7 +102,7 @@ impl RetryMetrics {
         self.attempts.observe(f64::from(n));
     }
 
-    /// Retries started for `reason` (for tests and the admin page).
+    /// Retries sent for `reason` (for tests and the admin page).
     pub fn retries(&self, reason: RetryReason) -> u64 {
         self.retries.with_label_values(&[reason.as_str()]).get()
     }

@@ -395,12 +395,51 @@ async fn a_retry_refused_by_the_account_limit_returns_the_last_upstream_answer()
         retry_after: Duration::from_secs(3),
     };
     let steps = vec![Step::Answer(503, "down", None), Step::Fail(refused)];
-    let (res, log) = run(&cfg(), steps, request(RouteKind::Other, None)).await;
+    let (svc, log) = upstream(steps);
+    let (layer, metrics) = layer(&cfg());
+    let res = layer
+        .layer(svc)
+        .oneshot(request(RouteKind::Other, None))
+        .await;
     let res = res.unwrap();
     assert_eq!(log.lock().unwrap().len(), 2);
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(attempts(&res), "1");
     assert_eq!(&body(res).await[..], b"down");
+    assert_eq!(
+        metrics.retries(policy::RetryReason::Status5xx),
+        0,
+        "never sent, not a retry"
+    );
+    assert_eq!(metrics.denied_count(Denied::AccountLimit), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_are_counted_when_sent_and_add_up_to_the_attempts_header() {
+    let refused = GatewayError::RateLimited {
+        limit: Limit::Account,
+        retry_after: Duration::from_secs(1),
+    };
+    let (layer, metrics) = layer(&cfg());
+    let mut extra_attempts = 0;
+    for steps in [
+        vec![status(429), status(429), ok()],
+        vec![status(429), Step::Fail(refused.clone())],
+        vec![status(503), status(429), Step::Fail(refused)],
+        vec![ok()],
+    ] {
+        let (svc, _) = upstream(steps);
+        let res = layer.layer(svc).oneshot(request(RouteKind::Other, None));
+        extra_attempts += attempts(&res.await.unwrap()).parse::<u64>().unwrap() - 1;
+    }
+    let counted: u64 = policy::RetryReason::ALL
+        .iter()
+        .map(|r| metrics.retries(*r))
+        .sum();
+    assert_eq!((counted, extra_attempts), (3, 3));
+    assert_eq!(metrics.retries(policy::RetryReason::Status429), 2);
+    assert_eq!(metrics.retries(policy::RetryReason::Status5xx), 1);
+    assert_eq!(metrics.denied_count(Denied::AccountLimit), 2);
 }
 
 #[tokio::test(start_paused = true)]

@@ -4,7 +4,12 @@
 //! small body read ([`Answered`]). Written by hand rather than as nested `async fn`s: the future
 //! is boxed per request, and this one holds a connection and a few words (not the request, nor
 //! every step's locals side by side); the rare steps (a new connection, its TLS handshake, the
-//! retry on a pooled connection the server had closed) are boxed on their own.
+//! resend on a pooled connection the server had closed) are boxed on their own.
+//!
+//! A request that failed unanswered on a pooled connection is sent again on a new one, once,
+//! only when no byte of it was written or it is idempotent ([`Failure::allows_resend`]): a
+//! `POST` the server may have read whole is the retry loop's to decide, as a connection that
+//! broke after send.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,11 +20,13 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use tokio::time::Instant;
 
+use super::answered::Answered;
+use super::body::StreamBound;
 use super::codec::ResponseHead;
-use super::exchange::{Answered, Bound, Connecting, Exchange, Failure, Outgoing};
+use super::exchange::{Bound, Connecting, Exchange, Failure, Outgoing};
 use super::{Authorized, Shared};
 use crate::body::Body;
-use crate::context::ContextExt;
+use crate::context::{ContextExt, Deadline};
 use crate::error::GatewayError;
 
 /// One attempt against iDenfy: the response head within its bound (the metrics are recorded
@@ -29,11 +36,13 @@ pub struct Attempt {
     state: State,
     req: Outgoing,
     bound: Bound,
+    /// The request's deadline: it bounds a streamed body too.
+    deadline: Option<Deadline>,
     started: Instant,
     /// The request, for the caller the metrics are recorded under (shared with the retry loop).
     request: Arc<Request<Bytes>>,
-    /// The connection came from the pool: failing before any answer, the request is sent again,
-    /// once, on a new one.
+    /// The connection came from the pool: failing before any answer, the request may be sent
+    /// again, once, on a new one ([`Failure::allows_resend`]).
     reused: bool,
 }
 
@@ -69,9 +78,18 @@ impl Attempt {
             state,
             req,
             bound,
+            deadline,
             started,
             request,
             reused,
+        }
+    }
+
+    /// How long a body left to stream may wait for its bytes.
+    fn stream_bound(&self) -> StreamBound {
+        StreamBound {
+            deadline: self.deadline.map(|d| d.0),
+            idle: self.shared.attempt_timeout,
         }
     }
 
@@ -95,8 +113,9 @@ impl Attempt {
         Poll::Ready(Err(e))
     }
 
-    /// The pooled connection failed unanswered: the server had closed it while idle. The
-    /// request goes again, once, on a new connection.
+    /// The pooled connection failed before the request was written, or unanswered with an
+    /// idempotent request: the server had (most likely) closed it while idle. The request goes
+    /// again, once, on a new connection.
     #[cold]
     #[inline(never)]
     fn resend(&mut self, dead: Exchange) {
@@ -137,8 +156,8 @@ impl Future for Attempt {
                     this.record(Ok(head.status));
                     this.state = State::Receiving(exchange.answered(head));
                 }
-                (Event::Head(Err(Failure::Unanswered)), State::Sending(exchange))
-                    if this.reused =>
+                (Event::Head(Err(failure)), State::Sending(exchange))
+                    if this.reused && failure.allows_resend(&this.req) =>
                 {
                     this.resend(exchange);
                 }
@@ -147,7 +166,8 @@ impl Future for Attempt {
                 }
                 (Event::Body(read), State::Receiving(answered)) => {
                     let pool = this.shared.client.pool();
-                    let res = read.and_then(|()| answered.into_response(pool));
+                    let bound = this.stream_bound();
+                    let res = read.and_then(|()| answered.into_response(pool, bound));
                     return Poll::Ready(res.map_err(|f| f.into_error(&this.bound)));
                 }
                 _ => unreachable!("an event comes from the state polled"),

@@ -1,5 +1,20 @@
 //! The HTTP/1.1 wire format of one upstream exchange (RFC 9112): the request head, the response
 //! head, and how the response body is framed. Pure functions; [`super::exchange`] does the I/O.
+//!
+//! What an answer may get wrong, and what becomes of it:
+//! - a status outside 100–599, a `101`, a malformed head: refused (`CodecError`, 502);
+//! - 1xx answers before the final one: skipped;
+//! - differing `content-length` values: refused; equal ones: one value passed on;
+//! - `content-length` beside `transfer-encoding`: the transfer coding wins (RFC 9112 §6.3), the
+//!   length is dropped, and the connection carries no other request;
+//! - `HEAD`, `204`, `304`: no body read, whatever the headers say; a `204` that announces one
+//!   anyway leaves its connection unused after it (its body may still be on the way);
+//! - bytes after the end of an answer: the connection carries no other request
+//!   ([`super::exchange`]).
+//!
+//! Every request asks for `accept-encoding: identity`: the gateway reads iDenfy's answers (the
+//! 429 / `TOO_MANY_REQUESTS` checks on every route, the token replay, the session recheck), and
+//! cannot read a compressed one.
 
 use std::mem::MaybeUninit;
 
@@ -28,6 +43,8 @@ pub enum CodecError {
     TooLarge,
     #[error("unexpected protocol switch")]
     SwitchingProtocols,
+    #[error("status code outside 100-599")]
+    Status,
     #[error("invalid content-length")]
     ContentLength,
     #[error("malformed chunked body")]
@@ -67,15 +84,16 @@ pub fn encode_request(out: &mut Vec<u8>, head: RequestHead<'_>, body: &[u8]) -> 
     out.extend_from_slice(head.host);
     out.extend_from_slice(b"\r\nauthorization: ");
     out.extend_from_slice(head.authorization.as_bytes());
-    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(b"\r\naccept-encoding: identity\r\n");
     for (name, value) in head.headers {
-        // Ours to set: the host, the credentials, the body's framing; `expect` would wait for a
-        // 100 we never need.
+        // Ours to set: the host, the credentials, the body's framing, the answer's coding (one
+        // the gateway can read); `expect` would wait for a 100 we never need.
         if name == header::HOST
             || name == header::AUTHORIZATION
             || name == header::CONTENT_LENGTH
             || name == header::TRANSFER_ENCODING
             || name == header::EXPECT
+            || name == header::ACCEPT_ENCODING
         {
             continue;
         }
@@ -156,6 +174,10 @@ pub fn parse_head(
     if status == 101 {
         return Err(CodecError::SwitchingProtocols);
     }
+    // RFC 9110 §15: three digits, the first 1 to 5. httparse takes any three digits.
+    if !(100..=599).contains(&status) {
+        return Err(CodecError::Status);
+    }
     let base = buf.as_ptr() as usize;
     let span = |s: &[u8]| {
         let start = (s.as_ptr() as usize - base) as u32;
@@ -206,6 +228,8 @@ pub struct ResponseHead {
 #[derive(Debug, Default)]
 struct Hints {
     length: Option<u64>,
+    /// `content-length` values seen (lines, and items of a list).
+    lengths: u32,
     transfer_encoding: bool,
     chunked: bool,
     close: bool,
@@ -239,15 +263,18 @@ pub fn build_head(
     if framing == Framing::Chunked || framing == Framing::Eof {
         // The length is not the body's: hyper's server frames what it sends on its own.
         headers.remove(header::CONTENT_LENGTH);
+    } else if hints.lengths > 1 {
+        // Equal values repeated: one is passed on (a `HEAD` answer's is relayed as it is).
+        if let Some(n) = hints.length {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
     }
     let persistent = !hints.close && (raw.minor == 1 || hints.keep_alive);
-    // Both framings at once: answered, but the connection is not trusted with another request.
-    let ambiguous = hints.transfer_encoding && hints.length.is_some();
     Ok(ResponseHead {
         status,
         headers,
         framing,
-        reusable: persistent && !ambiguous && framing != Framing::Eof,
+        reusable: persistent && !hints.suspect(status) && framing != Framing::Eof,
     })
 }
 
@@ -291,6 +318,15 @@ fn is_connection_option(name: &[u8], value: &[u8]) -> bool {
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
 impl Hints {
+    /// Whether the head leaves the connection's state in doubt, so that it carries no other
+    /// request: both framings at once (the answer is read as chunked, but the two ends may not
+    /// agree on where it ends), or a `204` that announces a body it may still send.
+    fn suspect(&self, status: StatusCode) -> bool {
+        let ambiguous = self.transfer_encoding && self.length.is_some();
+        let announced = self.transfer_encoding || self.length.is_some_and(|n| n > 0);
+        ambiguous || (status == StatusCode::NO_CONTENT && announced)
+    }
+
     fn note(&mut self, name: &HeaderName, value: &[u8]) -> Result<(), CodecError> {
         if name == header::CONTENT_LENGTH {
             for part in value.split(|&b| b == b',') {
@@ -299,6 +335,7 @@ impl Hints {
                     return Err(CodecError::ContentLength);
                 }
                 self.length = Some(n);
+                self.lengths += 1;
             }
         } else if name == header::TRANSFER_ENCODING {
             self.transfer_encoding = true;

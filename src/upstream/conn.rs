@@ -1,6 +1,6 @@
-//! Connections to iDenfy: TCP without Nagle, TLS (ALPN `http/1.1`, SNI from the host) for
-//! `https`, and the buffers (and the attempt timer) each connection keeps across the requests it
-//! carries.
+//! Connections to iDenfy: TCP without Nagle and with keepalive probes ([`KEEPALIVE`]), TLS
+//! (ALPN `http/1.1`, SNI from the host) for `https`, and the buffers (and the attempt timer) each
+//! connection keeps across the requests it carries.
 
 use std::future::Future;
 use std::io;
@@ -12,6 +12,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use http::uri::{Scheme, Uri};
 use rustls_pki_types::ServerName;
+use socket2::{SockRef, TcpKeepalive};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
@@ -24,6 +25,20 @@ use crate::error::GatewayError;
 const READ_BUF: usize = 8 * 1024;
 /// Least room offered to a read: below it, the buffer grows (or is reclaimed) first.
 const MIN_READ: usize = 1024;
+
+/// TCP keepalive on every upstream connection: after 30 s without traffic, a probe every 10 s,
+/// and the connection reset after 3 unanswered ones. A peer that vanished (a NAT or load
+/// balancer that dropped the flow, a host gone) is found within a minute of silence, whether the
+/// connection is idle in the pool or a streamed body is waiting on it; and the probes keep the
+/// flow alive in middleboxes that drop idle ones (several minutes, usually).
+#[cfg(any(target_os = "linux", target_os = "macos", target_os = "windows"))]
+pub const KEEPALIVE: TcpKeepalive = TcpKeepalive::new()
+    .with_time(Duration::from_secs(30))
+    .with_interval(Duration::from_secs(10))
+    .with_retries(3);
+/// Elsewhere only the idle time can be set.
+#[cfg(not(any(target_os = "linux", target_os = "macos", target_os = "windows")))]
+pub const KEEPALIVE: TcpKeepalive = TcpKeepalive::new().with_time(Duration::from_secs(30));
 
 /// A byte stream to iDenfy.
 pub enum Stream {
@@ -201,6 +216,7 @@ impl Connector {
     async fn open(&self) -> io::Result<Stream> {
         let tcp = TcpStream::connect((self.host.as_str(), self.port)).await?;
         tcp.set_nodelay(true)?;
+        SockRef::from(&tcp).set_tcp_keepalive(&KEEPALIVE)?;
         match &self.tls {
             None => Ok(Stream::Plain(tcp)),
             Some((tls, name)) => {
@@ -248,5 +264,33 @@ impl AsyncWrite for Stream {
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn upstream_sockets_probe_a_silent_peer() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let tls = crate::upstream::tls_config(None).unwrap();
+        let connector = Connector::new(&url.parse().unwrap(), tls, Duration::from_secs(1)).unwrap();
+        let conn = connector.connect().await.unwrap();
+        let Stream::Plain(tcp) = &conn.stream else {
+            unreachable!("plain TCP to an http:// upstream")
+        };
+        let socket = SockRef::from(tcp);
+        assert!(socket.keepalive().unwrap());
+        assert_eq!(
+            socket.tcp_keepalive_time().unwrap(),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            socket.tcp_keepalive_interval().unwrap(),
+            Duration::from_secs(10)
+        );
+        assert_eq!(socket.tcp_keepalive_retries().unwrap(), 3);
     }
 }

@@ -1,8 +1,12 @@
 //! One request on one connection, polled in the caller's task: the request encoded into the
-//! connection's buffer, written, the final response head read ([`Exchange`]); then a small body
-//! read whole, or the connection handed to a streamed body ([`Answered`]). The attempt's
-//! [`Bound`] is enforced by the connection's own timer, polled only when the I/O is not ready;
-//! a new connection is opened within it by a timer of its own. [`super::attempt`] drives them.
+//! connection's buffer, written, the final response head read ([`Exchange`]); its body is then
+//! [`super::answered`]'s. The attempt's [`Bound`] is enforced by the connection's own timer,
+//! polled only when the I/O is not ready; a new connection is opened within it by a timer of its
+//! own. [`super::attempt`] drives them.
+//!
+//! How a failure before the answer is told apart ([`Failure`]) decides whether the request may go
+//! again: only one of which no byte was written ([`Failure::Unsent`]), or an idempotent one
+//! ([`Outgoing::idempotent`]), is sent again without asking the retry loop.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -10,21 +14,14 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderValue, Method, Request};
 use tokio::time::Instant;
 
-use super::body::{take_buffered, UpstreamBody};
-use super::chunked::{Chunked, Decoder};
-use super::codec::{self, Framing, HeaderIndices, ResponseHead};
+use super::answered::Answered;
+use super::codec::{self, HeaderIndices, ResponseHead};
 use super::conn::{Conn, Connector};
 use super::pool::Pool;
-use crate::body::Body;
 use crate::error::GatewayError;
-use crate::headers::strip_hop_by_hop;
-
-/// Bodies up to 64 KiB with a `content-length` are read whole before the answer is returned:
-/// iDenfy's JSON answers, which the retry loop and dedup read anyway.
-const SMALL_BODY: u64 = 64 * 1024;
 
 /// What the exchange still needs of a request once it is encoded: the request itself is not
 /// kept.
@@ -44,6 +41,23 @@ pub struct Bound {
     pub deadline: bool,
 }
 
+impl Outgoing {
+    /// Whether the request may be sent again without asking (RFC 9110 §9.2.2): `GET`, `HEAD`,
+    /// `OPTIONS`, `TRACE`, `PUT`, `DELETE`. Every `POST` is not, iDenfy's `POST /api/v2/status`
+    /// included: the gateway cannot tell which of iDenfy's POSTs act.
+    pub fn idempotent(&self) -> bool {
+        [
+            Method::GET,
+            Method::HEAD,
+            Method::OPTIONS,
+            Method::TRACE,
+            Method::PUT,
+            Method::DELETE,
+        ]
+        .contains(&self.method)
+    }
+}
+
 impl Bound {
     pub fn expired(&self) -> GatewayError {
         if self.deadline {
@@ -56,8 +70,12 @@ impl Bound {
 
 /// Why an exchange failed.
 pub enum Failure {
-    /// The connection failed before any byte of a response: on a reused connection, the server
-    /// had closed it while idle and processed nothing.
+    /// Writing failed before any byte of the request was written: the server cannot have seen
+    /// it. On a reused connection, the server had closed it while idle.
+    Unsent,
+    /// The connection failed after (some of) the request was written and before any byte of a
+    /// response. The server may have read the request whole and acted on it before closing (or
+    /// it closed an idle connection as the request arrived: the two cannot be told apart).
     Unanswered,
     Protocol,
     /// The attempt's bound passed.
@@ -65,8 +83,23 @@ pub enum Failure {
 }
 
 impl Failure {
+    /// Whether a failure on a reused connection lets `req` go again, at once, on a new one:
+    /// when nothing was written, or when the request is idempotent and nothing was answered.
+    pub fn allows_resend(&self, req: &Outgoing) -> bool {
+        match self {
+            Failure::Unsent => true,
+            Failure::Unanswered => req.idempotent(),
+            Failure::Protocol | Failure::Expired => false,
+        }
+    }
+
+    /// The attempt's error. Nothing written is a failure to reach iDenfy (`UpstreamConnect`,
+    /// retried even for a token route); once written, a broken connection is
+    /// `UpstreamProtocol`: "broke after send", which the retry policy never retries for a
+    /// token route unless `retry.retry_token_after_send`.
     pub fn into_error(self, bound: &Bound) -> GatewayError {
         match self {
+            Failure::Unsent => GatewayError::UpstreamConnect,
             Failure::Unanswered | Failure::Protocol => GatewayError::UpstreamProtocol,
             Failure::Expired => bound.expired(),
         }
@@ -180,7 +213,8 @@ impl Exchange {
                 conn.poll_flush(cx)
             };
             if let Err(e) = ready!(bounded(&mut self.conn, cx, write))? {
-                return Poll::Ready(Err(write_failed(e)));
+                let unsent = self.head == 0 && self.body == 0;
+                return Poll::Ready(Err(write_failed(e, unsent)));
             }
             self.written = true;
         }
@@ -203,19 +237,7 @@ impl Exchange {
 
     /// The exchange past its head, its body still (partly) on the connection.
     pub fn answered(self, head: ResponseHead) -> Answered {
-        let decoder = match head.framing {
-            Framing::Empty => Decoder::Length(0),
-            Framing::Length(n) => Decoder::Length(n),
-            Framing::Chunked => Decoder::Chunked(Chunked::default()),
-            Framing::Eof => Decoder::Eof(false),
-        };
-        Answered {
-            conn: self.conn,
-            decoder,
-            status: head.status,
-            headers: head.headers,
-            reusable: head.reusable,
-        }
+        Answered::new(self.conn, head)
     }
 
     /// The encoded request, for a new connection to carry when this one failed unanswered.
@@ -226,7 +248,7 @@ impl Exchange {
 
 /// `op` on the connection, unless it is not ready and the bound [`Conn::arm`] set passed
 /// (`Failure::Expired`). The timer is polled only when `op` is not ready.
-fn bounded<T>(
+pub(super) fn bounded<T>(
     conn: &mut Conn,
     cx: &mut Context<'_>,
     op: impl FnOnce(&mut Conn, &mut Context<'_>) -> Poll<T>,
@@ -263,73 +285,67 @@ fn take_head(
 // code, which would otherwise sit in the middle of the poll function every request runs.
 #[cold]
 #[inline(never)]
-fn protocol(e: impl std::fmt::Display) -> Failure {
+pub(super) fn protocol(e: impl std::fmt::Display) -> Failure {
     tracing::debug!(error = %e, "unusable response from iDenfy");
     Failure::Protocol
 }
 
 #[cold]
 #[inline(never)]
-fn write_failed(e: std::io::Error) -> Failure {
-    tracing::debug!(error = %e, "writing to iDenfy failed");
-    Failure::Unanswered
+fn write_failed(e: std::io::Error, unsent: bool) -> Failure {
+    tracing::debug!(error = %e, unsent, "writing to iDenfy failed");
+    if unsent {
+        Failure::Unsent
+    } else {
+        Failure::Unanswered
+    }
 }
 
-/// A response head; its body is still on the connection.
-pub struct Answered {
-    conn: Conn,
-    decoder: Decoder,
-    status: StatusCode,
-    headers: HeaderMap,
-    reusable: bool,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl Answered {
-    /// Reads a small body whole, within the bound; other bodies are left to stream.
-    pub fn poll_body(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Failure>> {
-        let Decoder::Length(n @ 1..=SMALL_BODY) = self.decoder else {
-            return Poll::Ready(Ok(()));
-        };
-        let n = n as usize;
-        while self.conn.buf.len() < n {
-            let want = n - self.conn.buf.len();
-            let read = |conn: &mut Conn, cx: &mut Context<'_>| conn.poll_read_more(cx, want);
-            match ready!(bounded(&mut self.conn, cx, read))? {
-                Ok(0) => {
-                    return Poll::Ready(Err(protocol("connection closed inside a response body")))
-                }
-                Ok(_) => {}
-                Err(e) => return Poll::Ready(Err(protocol(e))),
-            }
-        }
-        Poll::Ready(Ok(()))
+    fn outgoing(method: Method) -> Outgoing {
+        Outgoing { method, body: None }
     }
 
-    /// The response, hop-by-hop headers stripped: its body whole when it was small or already
-    /// read (the connection goes back to `pool` if it may carry another request), else
-    /// streamed from the connection.
-    pub fn into_response(self, pool: &Pool) -> Result<Response<Body>, Failure> {
-        let Answered {
-            mut conn,
-            mut decoder,
-            status,
-            headers,
-            reusable,
-        } = self;
-        let (data, done) = take_buffered(&mut decoder, &mut conn.buf).map_err(protocol)?;
-        let body = if done {
-            if reusable && conn.buf.is_empty() {
-                pool.checkin(conn);
-            }
-            data.map_or_else(Body::empty, Body::full)
-        } else {
-            let body = UpstreamBody::new(conn, decoder, reusable, pool.clone(), data);
-            Body::upstream(body)
+    #[test]
+    fn only_an_unwritten_or_idempotent_request_goes_again_on_a_new_connection() {
+        for method in [
+            Method::GET,
+            Method::HEAD,
+            Method::OPTIONS,
+            Method::PUT,
+            Method::DELETE,
+        ] {
+            assert!(
+                Failure::Unanswered.allows_resend(&outgoing(method.clone())),
+                "{method}"
+            );
+        }
+        for method in [Method::POST, Method::PATCH] {
+            let req = outgoing(method.clone());
+            assert!(!Failure::Unanswered.allows_resend(&req), "{method}");
+            assert!(Failure::Unsent.allows_resend(&req), "{method}");
+        }
+        let get = outgoing(Method::GET);
+        assert!(!Failure::Protocol.allows_resend(&get));
+        assert!(!Failure::Expired.allows_resend(&get));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_written_request_that_broke_is_broke_after_send_and_an_unwritten_one_never_left() {
+        let bound = Bound {
+            at: Instant::now(),
+            deadline: false,
         };
-        let mut res = Response::new(body);
-        *res.status_mut() = status;
-        *res.headers_mut() = headers;
-        strip_hop_by_hop(res.headers_mut());
-        Ok(res)
+        assert!(matches!(
+            Failure::Unanswered.into_error(&bound),
+            GatewayError::UpstreamProtocol
+        ));
+        assert!(matches!(
+            Failure::Unsent.into_error(&bound),
+            GatewayError::UpstreamConnect
+        ));
     }
 }

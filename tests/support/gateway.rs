@@ -69,9 +69,16 @@ pub async fn with_mock_upstream_listen(
     lines: &str,
 ) -> (crate::support::upstream::MockUpstream, TestGateway) {
     let upstream = crate::support::upstream::MockUpstream::start().await;
-    let text = config_text(&upstream.url(), ACCOUNT_AND_TEAM)
+    let gw = start_with(&upstream.url(), lines, "").await;
+    (upstream, gw)
+}
+
+/// A gateway in front of the upstream at `url`, with the usual account and team, `lines` (each
+/// ending in a newline) added to `[listen]`, and `extra` appended.
+pub async fn start_with(url: &str, lines: &str, extra: &str) -> TestGateway {
+    let text = config_text(url, &format!("{ACCOUNT_AND_TEAM}{extra}"))
         .replace("[listen]\n", &format!("[listen]\n{lines}"));
-    (upstream, TestGateway::start(&text).await)
+    TestGateway::start(&text).await
 }
 
 /// `Basic base64(test-key:test-secret)`.
@@ -98,6 +105,17 @@ impl TestGateway {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.running.proxy_addr)
+    }
+
+    /// Waits (at most 10 s) until no request is in flight: answered, or dropped.
+    pub async fn wait_for_no_request_in_flight(&self) {
+        for _ in 0..500 {
+            if metric(&self.metrics().await, "idenfy_gateway_requests_in_flight") == 0.0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("a request is still in flight after 10 s");
     }
 
     pub async fn metrics(&self) -> String {

@@ -16,6 +16,26 @@ pub struct RawUpstream {
     connections: Arc<AtomicUsize>,
 }
 
+/// One request as the raw upstream read it.
+#[derive(Debug, Clone)]
+pub struct RawRequest {
+    /// The request line, e.g. `POST /api/v2/token HTTP/1.1`.
+    pub line: String,
+    /// Header lines in order, names lower-cased.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawRequest {
+    /// The first value of header `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
 /// One accepted connection; dropping it closes it.
 pub struct RawConn {
     stream: BufReader<TcpStream>,
@@ -60,27 +80,51 @@ impl RawConn {
 
     /// Reads one request: its request line and its `content-length` body, `None` at EOF.
     pub async fn request_with_body(&mut self) -> Option<(String, Vec<u8>)> {
+        self.read_request().await.map(|r| (r.line, r.body))
+    }
+
+    /// Reads one request whole (request line, header lines, `content-length` body), `None` at
+    /// EOF or when the connection breaks before the request is complete.
+    pub async fn read_request(&mut self) -> Option<RawRequest> {
         let mut first = String::new();
         if self.stream.read_line(&mut first).await.ok()? == 0 {
             return None;
         }
-        let mut length = 0;
+        let mut headers = Vec::new();
         loop {
             let mut line = String::new();
-            self.stream.read_line(&mut line).await.ok()?;
+            if self.stream.read_line(&mut line).await.ok()? == 0 {
+                return None;
+            }
             let line = line.trim_end();
             if line.is_empty() {
                 break;
             }
             if let Some((name, value)) = line.split_once(':') {
-                if name.eq_ignore_ascii_case("content-length") {
-                    length = value.trim().parse().unwrap();
-                }
+                headers.push((name.to_ascii_lowercase(), value.trim().to_owned()));
             }
         }
+        let request = RawRequest {
+            line: first.trim_end().to_owned(),
+            headers,
+            body: Vec::new(),
+        };
+        let length = request
+            .header("content-length")
+            .map_or(0, |v| v.parse().unwrap());
         let mut body = vec![0; length];
         self.stream.read_exact(&mut body).await.ok()?;
-        Some((first.trim_end().to_owned(), body))
+        Some(RawRequest { body, ..request })
+    }
+
+    /// Waits up to `wait` for the gateway to close the connection: `true` when it did (EOF or
+    /// an error), `false` when it is still open then (or sent something).
+    pub async fn closed_within(&mut self, wait: std::time::Duration) -> bool {
+        let mut byte = [0u8; 1];
+        match tokio::time::timeout(wait, self.stream.read(&mut byte)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => true,
+            Ok(Ok(_)) | Err(_) => false,
+        }
     }
 
     pub async fn write(&mut self, bytes: &[u8]) {

@@ -158,6 +158,7 @@ fn replay(body: &'static str, fingerprint: u64) -> Replay {
     Replay {
         response: Arc::new(response),
         fingerprint,
+        team: 0,
     }
 }
 

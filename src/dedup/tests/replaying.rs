@@ -118,6 +118,7 @@ async fn an_upstream_conflict_is_answered_with_a_live_stored_token() {
         let replay = Replay {
             response: Arc::new(response),
             fingerprint: fingerprint(br#"{"clientId":"c-1"}"#),
+            team: 0,
         };
         shared
             .replay

@@ -20,14 +20,13 @@ pub const MAX_HEADERS: usize = 100;
 /// as the map's allocation steps up at 7 and 13 entries.
 const SET_BY_STACK: &[u8] = b"x-request-id";
 
-/// What the loop may take as the plain case.
+/// What the loop may take as the plain case. A `content-length` over `limits.max_body` is
+/// still the plain case: `front` refuses it (413) from the head, before the loop reads a byte of
+/// its body.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Largest request head, blank line included (`listen.max_header_bytes`).
     pub max_head: usize,
-    /// Largest `content-length` served here (`limits.max_body`); over it hyper and `front`
-    /// answer 413.
-    pub max_body: u64,
 }
 
 /// A request the loop answers itself with an error, then closes the connection.
@@ -37,8 +36,6 @@ pub enum Refusal {
     Malformed,
     /// 431: the head is over `listen.max_header_bytes` or has too many lines.
     TooLarge,
-    /// 408: the body did not arrive within `listen.body_read_timeout` of its head.
-    BodyTimeout,
 }
 
 impl Refusal {
@@ -49,7 +46,6 @@ impl Refusal {
             Refusal::TooLarge => GatewayError::HeadersTooLarge {
                 limit: limits.max_head,
             },
-            Refusal::BodyTimeout => GatewayError::BodyTimeout,
         }
     }
 }
@@ -86,8 +82,8 @@ pub enum Parsed {
     Partial,
     Plain(RawRequest),
     /// Not the plain case: hyper serves the connection from here (h2c, HTTP/1.0, a
-    /// transfer coding, `expect`, an upgrade or `CONNECT`, an unclear or too large
-    /// `content-length`, a request-target that is not a path).
+    /// transfer coding, `expect`, an upgrade or `CONNECT`, an unclear `content-length`, a
+    /// request-target that is not a path).
     Fallback,
     Refused(Refusal),
 }
@@ -130,7 +126,7 @@ pub fn parse(buf: &[u8], limits: &Limits, indices: &mut Vec<HeaderIndices>) -> P
     let mut hints = Hints::default();
     indices.clear();
     for line in req.headers.iter() {
-        if !hints.note(line.name.as_bytes(), line.value, limits) {
+        if !hints.note(line.name.as_bytes(), line.value) {
             return Parsed::Fallback;
         }
         indices.push(HeaderIndices {
@@ -159,10 +155,10 @@ struct Hints {
 
 impl Hints {
     /// Notes one header line; `false` when it takes the request out of the plain case.
-    fn note(&mut self, name: &[u8], value: &[u8], limits: &Limits) -> bool {
+    fn note(&mut self, name: &[u8], value: &[u8]) -> bool {
         if name.eq_ignore_ascii_case(b"content-length") {
             match (self.length, parse_length(value)) {
-                (None, Some(n)) if n <= limits.max_body => self.length = Some(n),
+                (None, Some(n)) => self.length = Some(n),
                 _ => return false,
             }
         } else if name.eq_ignore_ascii_case(b"connection") {

@@ -48,7 +48,7 @@ fn encodes_the_request_head_host_credentials_headers_and_a_small_body_in_one_buf
     assert_eq!(
         text,
         "POST /api/v2/token?x=1 HTTP/1.1\r\nhost: ivs.idenfy.com\r\nauthorization: Basic a2V5OnM=\r\n\
-         content-type: application/json\r\nx-multi: a\r\nx-multi: b\r\ncontent-length: 16\r\n\r\n\
+         accept-encoding: identity\r\ncontent-type: application/json\r\nx-multi: a\r\nx-multi: b\r\ncontent-length: 16\r\n\r\n\
          {\"clientId\":\"c\"}"
     );
 }
@@ -65,13 +65,14 @@ fn replaces_the_callers_framing_host_and_credentials() {
             ("content-length", "999"),
             ("transfer-encoding", "chunked"),
             ("expect", "100-continue"),
+            ("accept-encoding", "gzip, deflate, br"),
         ],
         b"{}",
     );
     assert_eq!(
         text,
         "POST /api/v2/status HTTP/1.1\r\nhost: ivs.idenfy.com\r\nauthorization: Basic a2V5OnM=\r\n\
-         content-length: 2\r\n\r\n{}"
+         accept-encoding: identity\r\ncontent-length: 2\r\n\r\n{}"
     );
 }
 
@@ -82,7 +83,8 @@ fn sends_a_zero_length_only_for_methods_with_a_body() {
     let (get, _) = encode(Method::GET, "/a", &[], b"");
     assert_eq!(
         get,
-        "GET /a HTTP/1.1\r\nhost: ivs.idenfy.com\r\nauthorization: Basic a2V5OnM=\r\n\r\n"
+        "GET /a HTTP/1.1\r\nhost: ivs.idenfy.com\r\nauthorization: Basic a2V5OnM=\r\n\
+         accept-encoding: identity\r\n\r\n"
     );
     let (empty_target, _) = encode(Method::GET, "", &[], b"");
     assert!(empty_target.starts_with("GET / HTTP/1.1\r\n"));
@@ -194,7 +196,32 @@ fn refuses_invalid_or_conflicting_content_lengths() {
         assert_eq!(get(&text).unwrap_err(), CodecError::ContentLength, "{bad}");
     }
     let same = get("HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 5, 5\r\n\r\n");
-    assert_eq!(same.unwrap().framing, Framing::Length(5));
+    let same = same.unwrap();
+    assert_eq!(same.framing, Framing::Length(5));
+    let lengths: Vec<_> = same.headers.get_all("content-length").iter().collect();
+    assert_eq!(lengths, ["5"], "one value passed on");
+    let listed = head(
+        Method::HEAD,
+        "HTTP/1.1 200 OK\r\ncontent-length: 7, 7\r\n\r\n",
+    );
+    assert_eq!(listed.unwrap().headers["content-length"], "7");
+}
+
+#[test]
+fn refuses_status_codes_outside_100_to_599() {
+    let mut indices = Vec::new();
+    for bad in ["000", "099", "600", "999"] {
+        let text = format!("HTTP/1.1 {bad} Odd\r\ncontent-length: 0\r\n\r\n");
+        assert_eq!(
+            parse_head(text.as_bytes(), &mut indices).unwrap_err(),
+            CodecError::Status,
+            "{bad}"
+        );
+    }
+    for good in ["100", "599"] {
+        let text = format!("HTTP/1.1 {good} Edge\r\ncontent-length: 0\r\n\r\n");
+        assert!(parse_head(text.as_bytes(), &mut indices).is_ok(), "{good}");
+    }
 }
 
 #[test]
@@ -208,6 +235,19 @@ fn no_body_for_head_requests_204_and_304() {
         let text = format!("HTTP/1.1 {status}\r\ntransfer-encoding: chunked\r\n\r\n");
         assert_eq!(get(&text).unwrap().framing, Framing::Empty, "{status}");
     }
+}
+
+#[test]
+fn a_204_that_announces_a_body_leaves_its_connection_unused() {
+    for announced in ["content-length: 5", "transfer-encoding: chunked"] {
+        let text = format!("HTTP/1.1 204 No Content\r\n{announced}\r\n\r\n");
+        assert!(!get(&text).unwrap().reusable, "{announced}");
+    }
+    let plain = get("HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n").unwrap();
+    assert!(plain.reusable);
+    // A 304, as a HEAD answer, may carry the length of what it stands for (RFC 9110 §8.6).
+    let not_modified = get("HTTP/1.1 304 Not Modified\r\ncontent-length: 5\r\n\r\n");
+    assert!(not_modified.unwrap().reusable);
 }
 
 #[test]
