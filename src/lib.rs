@@ -33,6 +33,7 @@
 //! - [`headers`]: hop-by-hop headers removed; a header set without growing a full map
 //! - [`simulator`]: a faithful stand-in for iDenfy on loopback (tests, demo, benchmarks)
 //! - [`demo`]: the simulator with the gateway in front of it, for trying things with curl
+//! - `fuzzing` (feature `fuzzing`): the parsers, reachable from `fuzz/` and the differential test
 
 #![forbid(unsafe_code)]
 
@@ -46,6 +47,9 @@ pub mod dedup;
 pub mod demo;
 pub mod error;
 pub mod front;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod headers;
 pub mod idenfy;
 pub mod identify;

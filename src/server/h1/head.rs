@@ -82,8 +82,8 @@ pub enum Parsed {
     Partial,
     Plain(RawRequest),
     /// Not the plain case: hyper serves the connection from here (h2c, HTTP/1.0, a
-    /// transfer coding, `expect`, an upgrade, an unclear `content-length`, a request-target
-    /// that is not a path).
+    /// transfer coding, `expect`, an upgrade or `CONNECT`, an unclear `content-length`, a
+    /// request-target that is not a path).
     Fallback,
     Refused(Refusal),
 }
@@ -113,8 +113,9 @@ pub fn parse(buf: &[u8], limits: &Limits, indices: &mut Vec<HeaderIndices>) -> P
     let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
         return Parsed::Fallback;
     };
-    // Origin-form only; absolute-form, authority-form and `*` are hyper's.
-    if !target.starts_with('/') {
+    // Origin-form only; absolute-form, authority-form and `*` are hyper's. So is `CONNECT`,
+    // whatever its target: hyper takes what follows its head as a tunnel, not as requests.
+    if !target.starts_with('/') || method == "CONNECT" {
         return Parsed::Fallback;
     }
     let base = buf.as_ptr() as usize;

@@ -84,6 +84,19 @@ fn hands_what_is_not_the_plain_case_to_hyper() {
     }
 }
 
+/// hyper takes a `CONNECT` as an upgrade (the bytes after its head are a tunnel), whatever its
+/// target's form: served here in origin-form, the next bytes would be read as requests, which
+/// hyper never reads as such (found by tests/differential.rs).
+#[test]
+fn hands_connect_to_hyper_as_it_hands_upgrades() {
+    for text in [
+        "CONNECT / HTTP/1.1\r\n\r\n",
+        "CONNECT /api/v2/status HTTP/1.1\r\nhost: gw\r\n\r\nGET /api/v2/data HTTP/1.1\r\n\r\n",
+    ] {
+        assert!(matches!(parse_str(text), Parsed::Fallback), "{text:?}");
+    }
+}
+
 #[test]
 fn refuses_malformed_heads_with_400() {
     for text in [
@@ -132,6 +145,8 @@ fn refuses_heads_over_the_limit_with_431() {
 fn reads_content_lengths() {
     assert_eq!(parse_length(b"0"), Some(0));
     assert_eq!(parse_length(b"1234"), Some(1234));
+    // Leading zeros are digits, as hyper reads them (a fuzz invariant once assumed otherwise).
+    assert_eq!(parse_length(b"007"), Some(7));
     for bad in [&b""[..], b"+1", b"1 2", b"12345678901234567890", b"0x10"] {
         assert_eq!(parse_length(bad), None, "{bad:?}");
     }

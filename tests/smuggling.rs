@@ -1,0 +1,325 @@
+//! Request smuggling and pipelining over real sockets: a gateway in front of a scripted upstream
+//! that records what it receives. Each attack is written in one go on one connection; the test
+//! checks what the client got (statuses, whether the connection closed) and that the upstream
+//! received exactly the intended requests, never one smuggled inside another's body or behind a
+//! framing the two parsers could read differently. A connection left open is then probed with
+//! one more request, which must be answered as itself (the gateway is still in step).
+//!
+//! The plain loop (`server/h1`) serves heads framed by one `Content-Length` alone and hands
+//! everything else to hyper, so the cases cover both parsers and the hand-over between them.
+
+mod support;
+
+use std::time::Duration;
+
+use support::gateway::with_mock_upstream;
+use support::wire::{connect, Reader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The team's credentials and a host, for every request here.
+const HEAD: &str = "host: gw\r\nauthorization: Bearer team-token\r\n";
+
+fn get(target: &str) -> String {
+    format!("GET {target} HTTP/1.1\r\n{HEAD}\r\n")
+}
+
+/// A request that would be a second one, if some reading of the first let it out of its body.
+fn smuggled() -> String {
+    get("/api/v2/data?smuggled")
+}
+
+/// A `POST /api/v2/status` with `lines` (each ending in CRLF) and then `rest`.
+fn post(lines: &str, rest: &str) -> String {
+    format!("POST /api/v2/status HTTP/1.1\r\n{HEAD}{lines}\r\n{rest}")
+}
+
+async fn send(wire: &mut Reader, text: &str) {
+    wire.stream
+        .write_all(text.as_bytes())
+        .await
+        .expect("writes");
+}
+
+/// What an attack must come to.
+struct Expect<'a> {
+    statuses: &'a [u16],
+    closed: bool,
+    /// What the upstream receives, in order: `METHOD target` and body.
+    forwarded: &'a [(&'a str, &'a str)],
+}
+
+/// Both refusals end the same way: the answer, the connection closed, nothing forwarded.
+const REFUSED: Expect<'static> = Expect {
+    statuses: &[400],
+    closed: true,
+    forwarded: &[],
+};
+
+/// Sends `attack` on a new connection to a new gateway and checks it came to `expect`.
+async fn attack(attack: &str, expect: Expect<'_>) {
+    let (upstream, gw) = with_mock_upstream("").await;
+    let mut wire = connect(&gw).await;
+    send(&mut wire, attack).await;
+    let mut statuses = Vec::new();
+    for _ in expect.statuses {
+        statuses.push(wire.response(false).await.status);
+    }
+    assert_eq!(statuses, expect.statuses, "answers to {attack:?}");
+    let mut forwarded: Vec<(String, String)> = expect
+        .forwarded
+        .iter()
+        .map(|(line, body)| ((*line).to_owned(), (*body).to_owned()))
+        .collect();
+    if expect.closed {
+        assert!(
+            wire.closed().await,
+            "the connection stays open after {attack:?}"
+        );
+    } else {
+        send(&mut wire, &get("/api/v2/status?probe")).await;
+        let probe = wire.response(false).await;
+        assert_eq!(probe.status, 200, "the probe after {attack:?}");
+        forwarded.push(("GET /api/v2/status?probe".to_owned(), String::new()));
+    }
+    let received: Vec<(String, String)> = upstream
+        .received()
+        .iter()
+        .map(|r| {
+            let body = String::from_utf8_lossy(&r.body).into_owned();
+            (format!("{} {}", r.method, r.uri), body)
+        })
+        .collect();
+    assert_eq!(
+        received, forwarded,
+        "what the upstream received from {attack:?}"
+    );
+}
+
+/// CL.TE: a reader that frames by `Content-Length` would take `0\r\n\r\n` as the body and
+/// `G...` as the next request; chunked wins, and a request with both is the connection's last.
+#[tokio::test]
+async fn content_length_with_chunked_is_read_as_chunked_and_ends_the_connection() {
+    let lines = format!("content-length: {}\r\ntransfer-encoding: chunked\r\n", 5);
+    let expect = Expect {
+        statuses: &[200],
+        closed: true,
+        forwarded: &[("POST /api/v2/status", "")],
+    };
+    attack(&post(&lines, &format!("0\r\n\r\n{}", smuggled())), expect).await;
+}
+
+/// TE.CL: a reader that frames by `Content-Length: 4` would find a request inside the chunk.
+#[tokio::test]
+async fn chunked_with_a_short_content_length_keeps_the_whole_chunk_as_body() {
+    let inner = smuggled();
+    let body = format!("{:x}\r\n{inner}\r\n0\r\n\r\n", inner.len());
+    let lines = "transfer-encoding: chunked\r\ncontent-length: 4\r\n";
+    let expect = Expect {
+        statuses: &[200],
+        closed: true,
+        forwarded: &[("POST /api/v2/status", &inner)],
+    };
+    attack(&post(lines, &body), expect).await;
+}
+
+#[tokio::test]
+async fn equal_duplicate_content_lengths_are_one_length() {
+    let lines = "content-length: 2\r\ncontent-length: 2\r\n";
+    let expect = Expect {
+        statuses: &[200],
+        closed: false,
+        forwarded: &[("POST /api/v2/status", "{}")],
+    };
+    attack(&post(lines, "{}"), expect).await;
+}
+
+#[tokio::test]
+async fn differing_content_lengths_are_refused() {
+    let lines = "content-length: 2\r\ncontent-length: 7\r\n";
+    attack(&post(lines, &format!("{{}}{}", smuggled())), REFUSED).await;
+}
+
+#[tokio::test]
+async fn content_lengths_that_are_not_plain_digits_are_refused() {
+    for value in [
+        "+2",
+        "0x2",
+        "2,2",
+        "2, 2",
+        "-2",
+        "2 2",
+        "",
+        "18446744073709551618",
+    ] {
+        let lines = format!("content-length: {value}\r\n");
+        attack(&post(&lines, &format!("{{}}{}", smuggled())), REFUSED).await;
+    }
+}
+
+/// Whitespace around a field value is not part of it (RFC 9110 §5.5): ` 2 ` is 2, and what
+/// follows the body is the next request, as its client meant.
+#[tokio::test]
+async fn whitespace_around_a_content_length_is_not_part_of_it() {
+    let next = get("/api/v2/data?next");
+    let expect = Expect {
+        statuses: &[200, 200],
+        closed: false,
+        forwarded: &[("POST /api/v2/status", "{}"), ("GET /api/v2/data?next", "")],
+    };
+    attack(
+        &post("content-length:  2 \r\n", &format!("{{}}{next}")),
+        expect,
+    )
+    .await;
+}
+
+/// Spellings of `Transfer-Encoding` that one parser might take for chunked and another not,
+/// each with a `Content-Length` that frames a request behind the body.
+#[tokio::test]
+async fn obfuscated_transfer_encodings_are_chunked_or_refused_never_ignored() {
+    let chunked_body = format!("0\r\n\r\n{}", smuggled());
+    let read_as_chunked = Expect {
+        statuses: &[200],
+        closed: true,
+        forwarded: &[("POST /api/v2/status", "")],
+    };
+    for te in [
+        "transfer-encoding: chunked \r\n",
+        "Transfer-Encoding:\tchunked\r\n",
+    ] {
+        let lines = format!("{te}content-length: 5\r\n");
+        let expect = Expect { ..read_as_chunked };
+        attack(&post(&lines, &chunked_body), expect).await;
+    }
+    for te in [
+        "transfer-encoding: xchunked\r\n",
+        "transfer-encoding: chunked, identity\r\n",
+        "transfer-encoding: chunked\r\ntransfer-encoding: identity\r\n",
+        "transfer-encoding : chunked\r\n",
+        "transfer-encoding\t: chunked\r\n",
+        " transfer-encoding: chunked\r\n",
+    ] {
+        let lines = format!("{te}content-length: 5\r\n");
+        attack(&post(&lines, &chunked_body), REFUSED).await;
+    }
+}
+
+/// Two `Transfer-Encoding` lines are one list: `identity, chunked` ends in chunked.
+#[tokio::test]
+async fn two_transfer_encoding_lines_are_read_as_one_list() {
+    let lines = "transfer-encoding: identity\r\ntransfer-encoding: chunked\r\n";
+    let expect = Expect {
+        statuses: &[200],
+        closed: false,
+        forwarded: &[("POST /api/v2/status", "{}")],
+    };
+    attack(&post(lines, "2\r\n{}\r\n0\r\n\r\n"), expect).await;
+}
+
+#[tokio::test]
+async fn obs_fold_is_refused() {
+    for lines in [
+        "x-a: one\r\n two\r\n",
+        "transfer-encoding:\r\n chunked\r\ncontent-length: 5\r\n",
+        "content-length: 5\r\n\tx-folded: 1\r\n",
+    ] {
+        attack(&post(lines, &format!("0\r\n\r\n{}", smuggled())), REFUSED).await;
+    }
+}
+
+#[tokio::test]
+async fn bare_cr_and_nul_are_refused() {
+    for lines in [
+        "x-a: a\rb\r\n",
+        "x-a: a\r\rcontent-length: 5\r\n",
+        "x-a: a\0b\r\n",
+        "x\0a: b\r\n",
+        "content-length: 2\0\r\n",
+    ] {
+        attack(&post(lines, &format!("{{}}{}", smuggled())), REFUSED).await;
+    }
+    let bare_cr_line = format!("GET /api/v2/status HTTP/1.1\r{HEAD}\r\n");
+    attack(&bare_cr_line, REFUSED).await;
+}
+
+/// HTTP/1.0 has no transfer codings (RFC 9112 §6.1): a 1.0 request that names one is refused.
+#[tokio::test]
+async fn http_1_0_with_transfer_encoding_is_refused() {
+    let text = format!(
+        "POST /api/v2/status HTTP/1.0\r\n{HEAD}transfer-encoding: chunked\r\n\
+         content-length: 5\r\n\r\n0\r\n\r\n{}",
+        smuggled()
+    );
+    attack(&text, REFUSED).await;
+}
+
+/// Pipelined requests on the plain loop: the ones before a malformed request are answered,
+/// the malformed one gets 400 and the connection closes, and the ones after it never reach
+/// the upstream.
+#[tokio::test]
+async fn a_malformed_request_mid_pipeline_ends_it_after_the_earlier_answers() {
+    let pipeline = [
+        post("content-length: 2\r\n", "{}"),
+        get("/api/v2/status?n=2"),
+        format!("GET  /api/v2/status?n=3 HTTP/1.1\r\n{HEAD}\r\n"),
+        get("/api/v2/status?n=4"),
+    ]
+    .concat();
+    let expect = Expect {
+        statuses: &[200, 200, 400],
+        closed: true,
+        forwarded: &[
+            ("POST /api/v2/status", "{}"),
+            ("GET /api/v2/status?n=2", ""),
+        ],
+    };
+    attack(&pipeline, expect).await;
+}
+
+/// The same once the plain loop has handed the connection to hyper (a chunked request): hyper
+/// refuses the bad transfer coding, and nothing after it is forwarded.
+#[tokio::test]
+async fn a_malformed_request_after_the_hand_over_to_hyper_ends_the_pipeline() {
+    let pipeline = [
+        get("/api/v2/status?n=1"),
+        post("transfer-encoding: chunked\r\n", "2\r\n{}\r\n0\r\n\r\n"),
+        post("transfer-encoding: xchunked\r\n", "0\r\n\r\n"),
+        get("/api/v2/status?n=4"),
+    ]
+    .concat();
+    let expect = Expect {
+        statuses: &[200, 200, 400],
+        closed: true,
+        forwarded: &[
+            ("GET /api/v2/status?n=1", ""),
+            ("POST /api/v2/status", "{}"),
+        ],
+    };
+    attack(&pipeline, expect).await;
+}
+
+/// `CONNECT` turns a connection into a tunnel for hyper and for any proxy in front of the
+/// gateway: what follows its head is not a request, and must never be forwarded as one.
+#[tokio::test]
+async fn nothing_after_a_connect_head_is_forwarded_as_a_request() {
+    let (upstream, gw) = with_mock_upstream("").await;
+    let mut wire = connect(&gw).await;
+    let text = format!(
+        "CONNECT /api/v2/status HTTP/1.1\r\n{HEAD}\r\n{}",
+        smuggled()
+    );
+    send(&mut wire, &text).await;
+    // Whatever is answered (the upstream may or may not be asked): the connection ends, and
+    // never with a request read out of the tunnel.
+    let mut rest = Vec::new();
+    let read = wire.stream.read_to_end(&mut rest);
+    let ended = tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .is_ok();
+    let received: Vec<String> = upstream.received().iter().map(|r| r.uri.clone()).collect();
+    assert!(
+        !received.iter().any(|uri| uri.contains("smuggled")),
+        "forwarded: {received:?}"
+    );
+    assert!(ended, "the connection stays open");
+}
