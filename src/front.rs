@@ -1,8 +1,12 @@
 //! Front: the outermost step of the request path. It decides whether a request is taken at all
 //! (identify → 401, route → 404/400, body limit → 413), sets the request id and the deadline,
-//! removes the caller's hop-by-hop headers, and, once the inner stack answers, turns any error
-//! into its response (the one call to [`GatewayError::into_response`]), adds `x-request-id`,
-//! and writes one log line and the request metrics.
+//! removes the caller's hop-by-hop headers, and, once the inner stack answers, turns the stack's
+//! errors into responses, adds `x-request-id`, and writes one log line and the request metrics.
+//!
+//! Errors become responses through one mapping, [`GatewayError::into_response`] in `error.rs`,
+//! called in three places: here, for every request that reaches `front`; in `retry.rs`, where
+//! the attempt count must be attached to the answer; and in the listener (`server/h1.rs`), for
+//! the refusals it makes before any request exists (a malformed or oversized head).
 //!
 //! Identify and route are plain functions called here, on the request head, so that the log
 //! line and the metrics know the team and route of every request, including refused ones.

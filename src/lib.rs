@@ -4,22 +4,27 @@
 //!
 //! The request path, outermost first (assembled in [`stack`]):
 //!
-//! - [`server`]: the listeners: connection limit, header limits, its own HTTP/1.1 loop for plain
-//!   requests (hyper for h2c and the rest), graceful shutdown
-//! - [`front`]: request id, deadline, identify, route, body limit; logs, metrics, errors → responses
+//! - [`server`]: the listeners: connection slots with eviction of the longest-idle, header limits
+//!   and timeouts, its own HTTP/1.1 loop for plain requests (hyper for h2c and the rest),
+//!   lingering close, graceful shutdown
+//! - [`front`]: request id, deadline, identify, route, body limit (from the head, before the
+//!   body); logs, metrics, errors → responses
 //! - [`identify`]: which team sent the request (Bearer or Basic team:token)
-//! - [`route`]: which iDenfy call it is (allow-list, bounded labels, no traversal)
+//! - [`route`]: which iDenfy call it is (allow-list, canonical paths only, bounded labels)
 //! - [`validate`]: refuses a token request iDenfy would refuse, and finds its `clientId`
-//! - [`dedup`]: one clientId, one session: coalesces concurrent token requests, replays live tokens
+//! - [`dedup`]: one clientId, one session: coalesces concurrent token requests, replays live
+//!   tokens, within the team that created the session
 //! - [`ratelimit`]: team quota on requests (before the retry loop), account quota on attempts
 //!   (inside it), account pause after a 429
 //! - [`retry`]: the retry loop: policy, full-jitter backoff, retry budget, attempt count
-//! - [`credentials`]: the account's Basic key:secret in place of the caller's; rotation
-//! - [`upstream`]: one attempt against iDenfy: a small HTTP/1.1 client (pooled, TLS, timeouts)
+//! - [`credentials`]: the account's Basic key:secret in place of the caller's; rotation (a watch
+//!   on changes, debounced)
+//! - [`upstream`]: one attempt against iDenfy: a small HTTP/1.1 client (pooled, TLS, timeouts,
+//!   identity coding, a written POST never sent twice)
 //!
 //! Around it:
 //!
-//! - [`config`]: the TOML file, validated into typed values
+//! - [`config`]: the TOML file, validated into typed values (every duration within its range)
 //! - [`error`]: every answer the gateway makes itself, in iDenfy's error shape
 //! - [`body`]: the response body of the stack
 //! - [`context`]: what outer layers hand to inner ones (caller, route, deadline, clientId)
@@ -28,7 +33,7 @@
 //! - [`idenfy`]: iDenfy's facts in code: token field rules and the `clientId` key
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`
 //! - [`metrics`]: the registry and the whole-request metrics
-//! - [`telemetry`]: structured logs
+//! - [`telemetry`]: structured logs, never blocking a request (dropped and counted instead)
 //! - `token`: header names compared as both HTTP/1.1 parsers compare them
 //! - [`headers`]: hop-by-hop headers removed; a header set without growing a full map
 //! - [`simulator`]: a faithful stand-in for iDenfy on loopback (tests, demo, benchmarks)

@@ -11,8 +11,10 @@ pub use super::policy::needs_identifier;
 use crate::body::Body;
 use crate::error::GatewayError;
 
-/// The largest body read: 64 KiB. iDenfy's error bodies are a few hundred bytes. A body that is
-/// larger, or whose length is not known in advance (chunked), is not read: it streams through
+/// The largest body read: 64 KiB. iDenfy's error bodies are a few hundred bytes. A chunked answer
+/// of up to 64 KiB arrives already read whole by the upstream client, with a known length, and is
+/// read here like a `content-length` one. A body that is larger, or still streaming (a chunked one
+/// past 64 KiB, or one that runs to the connection's end), is not read: it streams through
 /// untouched and the answer is classified by its status alone (a 400 of that kind is final).
 ///
 /// No larger than the upstream client's small-body threshold: a body this small arrives already

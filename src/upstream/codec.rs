@@ -13,8 +13,8 @@
 //!   ([`super::exchange`]).
 //!
 //! Every request asks for `accept-encoding: identity`: the gateway reads iDenfy's answers (the
-//! 429 / `TOO_MANY_REQUESTS` checks on every route, the token replay, the session recheck), and
-//! cannot read a compressed one.
+//! 429 / `TOO_MANY_REQUESTS` checks on every route, the token replay), and cannot read a
+//! compressed one.
 
 use std::mem::MaybeUninit;
 
