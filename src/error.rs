@@ -40,6 +40,8 @@ pub enum GatewayError {
     Unauthorized,
     #[error("no iDenfy API route at this path")]
     RouteNotFound,
+    #[error("iDenfy's API has no route for this method")]
+    MethodNotAllowed,
     #[error("the request path is not acceptable")]
     BadPath,
     #[error("the request is not well-formed HTTP/1.1")]
@@ -94,6 +96,7 @@ impl GatewayError {
         match self {
             Unauthorized => StatusCode::UNAUTHORIZED,
             RouteNotFound => StatusCode::NOT_FOUND,
+            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             BadPath | MalformedRequest | BodyRead | Invalid { .. } => StatusCode::BAD_REQUEST,
             HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             BodyTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -113,6 +116,7 @@ impl GatewayError {
         match self {
             Unauthorized => "UNAUTHORIZED",
             RouteNotFound => "NOT_FOUND",
+            MethodNotAllowed => "METHOD_NOT_ALLOWED",
             BadPath => "BAD_VALUE",
             MalformedRequest => "BAD_REQUEST",
             HeadersTooLarge { .. } => "HEADERS_TOO_LARGE",
@@ -137,6 +141,7 @@ impl GatewayError {
         match self {
             Unauthorized => "unauthorized",
             RouteNotFound => "route_not_found",
+            MethodNotAllowed => "method_not_allowed",
             BadPath => "bad_path",
             MalformedRequest => "malformed_request",
             HeadersTooLarge { .. } => "headers_too_large",
@@ -268,6 +273,7 @@ mod tests {
         for err in [
             GatewayError::Unauthorized,
             GatewayError::RouteNotFound,
+            GatewayError::MethodNotAllowed,
             GatewayError::BadPath,
             GatewayError::MalformedRequest,
             GatewayError::HeadersTooLarge { limit: 16384 },

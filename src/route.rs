@@ -84,6 +84,9 @@ impl Routes {
         if method.as_str().bytes().any(|b| b.is_ascii_lowercase()) {
             return Err(GatewayError::RouteNotFound);
         }
+        if !is_api_method(method) {
+            return Err(GatewayError::MethodNotAllowed);
+        }
         let (_, label) = self
             .prefixes
             .iter()
@@ -100,6 +103,22 @@ impl Routes {
             label: known.unwrap_or(label),
         })
     }
+}
+
+/// The methods iDenfy's API is called with. Any other (`CONNECT`, `TRACE`, an extension method)
+/// is refused with 405 and never forwarded: a `CONNECT` would make a tunnel of the connection on
+/// hyper's path, and what follows it is not requests the gateway has read.
+fn is_api_method(method: &Method) -> bool {
+    [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+        Method::OPTIONS,
+    ]
+    .contains(method)
 }
 
 /// A path is clean when no segment is empty, `.` or `..` and nothing is encoded that could become

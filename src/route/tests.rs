@@ -35,6 +35,31 @@ fn classifies_token_routes_by_method_and_path() {
 }
 
 #[test]
+fn refuses_methods_idenfy_has_no_route_for() {
+    let r = routes();
+    for method in ["CONNECT", "TRACE", "PROPFIND", "BREW"] {
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        assert!(
+            matches!(
+                r.classify(&method, "/api/v2/status"),
+                Err(GatewayError::MethodNotAllowed)
+            ),
+            "{method}"
+        );
+    }
+    for method in [
+        Method::GET,
+        Method::HEAD,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+        Method::OPTIONS,
+    ] {
+        assert!(r.classify(&method, "/api/v2/status").is_ok(), "{method}");
+    }
+}
+
+#[test]
 fn labels_unknown_endpoints_by_prefix() {
     let r = routes();
     assert_eq!(

@@ -270,6 +270,13 @@ fn take_request(
     }
 }
 
+/// Refusals after which the connection closes, on either path: an unauthenticated caller gets
+/// nothing more from it, and after a refused method (a `CONNECT` among them) what follows on the
+/// connection is not read as requests, whatever the client meant it to be.
+fn ends_the_connection(status: StatusCode) -> bool {
+    status == StatusCode::UNAUTHORIZED || status == StatusCode::METHOD_NOT_ALLOWED
+}
+
 impl<S: App> Conn<S> {
     /// Reads the next request head. While no byte of it has come the connection is idle, and
     /// closes at `idle_until`; once it has begun, it is due at `head_until` (`None`: within
@@ -383,11 +390,11 @@ impl<S: App> Conn<S> {
     }
 
     /// Writes the answer `front` made to a request it refused from its head. The connection
-    /// closes after it when the caller is unauthenticated (it gets nothing more from this
-    /// connection) or when `close` (a body was announced and is not read, or the client asked
-    /// to close): then it lingers. Else it stays open for the next request.
+    /// closes after it when the refusal [`ends_the_connection`], or when `close` (a body was
+    /// announced and is not read, or the client asked to close): then it lingers. Else it stays
+    /// open for the next request.
     async fn refused(&mut self, mut res: Response<Body>, head_request: bool, close: bool) -> bool {
-        if close || res.status() == StatusCode::UNAUTHORIZED {
+        if close || ends_the_connection(res.status()) {
             self.refuse(res, head_request).await;
             return false;
         }

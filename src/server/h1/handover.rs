@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use http::header::{HeaderValue, CONNECTION};
-use http::{Request, Response, StatusCode, Version};
+use http::{Request, Response, Version};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -83,7 +83,7 @@ where
         Box::pin(async move {
             let mut res = call.await?;
             drop(busy);
-            if http1 && res.status() == StatusCode::UNAUTHORIZED {
+            if http1 && super::ends_the_connection(res.status()) {
                 res.headers_mut()
                     .insert(CONNECTION, HeaderValue::from_static("close"));
             }
