@@ -17,11 +17,9 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 seconds="${1:-5}"
-for tool in valgrind callgrind_control wrk python3; do
-  command -v "$tool" >/dev/null || { echo "instructions.sh: $tool is missing" >&2; exit 1; }
-done
 # shellcheck source=benches/lib/load.sh
 . "$root/benches/lib/load.sh"
+load_require instructions.sh valgrind callgrind_control wrk python3
 load_gateway_bin instructions.sh
 cd "$root"
 

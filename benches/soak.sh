@@ -34,11 +34,9 @@ connections="${SOAK_CONNECTIONS:-32}"
 threads="${SOAK_THREADS:-2}"
 settle="${SOAK_SETTLE:-5}"
 max_seconds="${SOAK_MAX_SECONDS:-900}"
-for tool in wrk curl awk; do
-  command -v "$tool" >/dev/null || { echo "soak.sh: $tool is missing" >&2; exit 1; }
-done
 # shellcheck source=benches/lib/load.sh
 . "$root/benches/lib/load.sh"
+load_require soak.sh wrk curl awk
 load_gateway_bin soak.sh
 cd "$root"
 

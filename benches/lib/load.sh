@@ -6,6 +6,15 @@
 # trap, load_cleanup) and a temp dir `tmp`.
 # Everything binds 127.0.0.1 on ports the system picks.
 
+# load_require WHO TOOL...: fails, naming WHO, when a TOOL is not on PATH.
+load_require() {
+  local who="$1" tool
+  shift
+  for tool in "$@"; do
+    command -v "$tool" >/dev/null || { echo "$who: $tool is missing" >&2; return 1; }
+  done
+}
+
 # load_gateway_bin WHO: sets `gateway_bin`: GATEWAY_BIN made absolute (call this before leaving
 # the directory the script was started in: a relative GATEWAY_BIN means from there), or else the
 # release build of `root`, built here. Fails, naming WHO, when that is not an executable.
