@@ -16,7 +16,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use support::gateway::{metric, start_with, with_mock_upstream_listen, TestGateway};
 use support::raw::RawUpstream;
 use support::upstream::Reply;
-use support::wire::{connect, idle_connections, request, served_once};
+use support::wire::{connect, idle_connections, request, served_once, Reader};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -34,6 +34,17 @@ fn chunked(auth: bool) -> String {
         "POST /api/v2/status HTTP/1.1\r\nhost: gw\r\n{auth}transfer-encoding: chunked\r\n\r\n\
          2\r\n{{}}\r\n0\r\n\r\n"
     )
+}
+
+/// A new connection on which one chunked request (hyper's path) was answered 200, then left idle.
+async fn served_once_on_hypers_path(gw: &TestGateway) -> Reader {
+    let mut conn = connect(gw).await;
+    conn.stream
+        .write_all(chunked(true).as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(conn.response(false).await.status, 200);
+    conn
 }
 
 /// A short idle timeout, and a header timeout long enough not to be the one that closes.
@@ -62,12 +73,7 @@ async fn closes_an_idle_connection_that_never_sent_a_byte_at_the_header_timeout(
 #[tokio::test]
 async fn closes_an_idle_connection_on_hypers_path_at_the_idle_timeout() {
     let (upstream, gw) = with_mock_upstream_listen(IDLE).await;
-    let mut conn = connect(&gw).await;
-    conn.stream
-        .write_all(chunked(true).as_bytes())
-        .await
-        .unwrap();
-    assert_eq!(conn.response(false).await.status, 200);
+    let mut conn = served_once_on_hypers_path(&gw).await;
     assert!(conn.closed().await, "an idle connection stayed open");
     assert_eq!(upstream.count(), 1);
 }
@@ -78,12 +84,7 @@ async fn hypers_header_timer_bounds_an_idle_http1_connection_on_its_path_too() {
     // first byte: on its path, an HTTP/1 connection idles at most `header_read_timeout`.
     let lines = "idle_timeout = \"60s\"\nheader_read_timeout = \"200ms\"\n";
     let (_upstream, gw) = with_mock_upstream_listen(lines).await;
-    let mut conn = connect(&gw).await;
-    conn.stream
-        .write_all(chunked(true).as_bytes())
-        .await
-        .unwrap();
-    assert_eq!(conn.response(false).await.status, 200);
+    let mut conn = served_once_on_hypers_path(&gw).await;
     assert!(conn.closed().await, "an idle connection stayed open");
 }
 

@@ -70,6 +70,16 @@ const ONE_PLAIN_CALL: Expect<'static> = Expect {
     forwarded: &[("POST /api/v2/status", "{}")],
 };
 
+/// A pipeline cut at its third request: the two before it answered 200 and `forwarded`, the
+/// third refused 400, the connection closed, nothing after it forwarded.
+fn cut_at_the_third<'a>(forwarded: &'a [(&'a str, &'a str); 2]) -> Expect<'a> {
+    Expect {
+        statuses: &[200, 200, 400],
+        closed: true,
+        forwarded,
+    }
+}
+
 /// Sends `attack` on a new connection to a new gateway and checks it came to `expect`.
 async fn attack(attack: &str, expect: Expect<'_>) {
     let (upstream, gw) = with_mock_upstream("").await;
@@ -260,15 +270,11 @@ async fn a_malformed_request_mid_pipeline_ends_it_after_the_earlier_answers() {
         get("/api/v2/status?n=4"),
     ]
     .concat();
-    let expect = Expect {
-        statuses: &[200, 200, 400],
-        closed: true,
-        forwarded: &[
-            ("POST /api/v2/status", "{}"),
-            ("GET /api/v2/status?n=2", ""),
-        ],
-    };
-    attack(&pipeline, expect).await;
+    let forwarded = [
+        ("POST /api/v2/status", "{}"),
+        ("GET /api/v2/status?n=2", ""),
+    ];
+    attack(&pipeline, cut_at_the_third(&forwarded)).await;
 }
 
 /// The same once the plain loop has handed the connection to hyper (a chunked request): hyper
@@ -282,15 +288,11 @@ async fn a_malformed_request_after_the_hand_over_to_hyper_ends_the_pipeline() {
         get("/api/v2/status?n=4"),
     ]
     .concat();
-    let expect = Expect {
-        statuses: &[200, 200, 400],
-        closed: true,
-        forwarded: &[
-            ("GET /api/v2/status?n=1", ""),
-            ("POST /api/v2/status", "{}"),
-        ],
-    };
-    attack(&pipeline, expect).await;
+    let forwarded = [
+        ("GET /api/v2/status?n=1", ""),
+        ("POST /api/v2/status", "{}"),
+    ];
+    attack(&pipeline, cut_at_the_third(&forwarded)).await;
 }
 
 /// `CONNECT` turns a connection into a tunnel for hyper and for any proxy in front of the
