@@ -17,24 +17,16 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 seconds="${1:-5}"
-for tool in valgrind callgrind_control wrk python3; do
-  command -v "$tool" >/dev/null || { echo "instructions.sh: $tool is missing" >&2; exit 1; }
-done
-gateway_bin="${GATEWAY_BIN:+$(realpath -m "$GATEWAY_BIN")}"
-cd "$root"
 # shellcheck source=benches/lib/load.sh
 . "$root/benches/lib/load.sh"
-if [ -z "$gateway_bin" ]; then
-  cargo build --release --quiet
-  gateway_bin="$root/target/release/idenfy-gateway"
-fi
-[ -x "$gateway_bin" ] || { echo "instructions.sh: $gateway_bin is not an executable" >&2; exit 1; }
+load_require instructions.sh valgrind callgrind_control wrk python3
+load_gateway_bin instructions.sh
+cd "$root"
 
 tmp="$(mktemp -d)"
 pids=()
 cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  load_stop
   if [ -n "${KEEP_CALLGRIND:-}" ]; then cp "$tmp"/callgrind.out.* "$KEEP_CALLGRIND" 2>/dev/null || true; fi
   rm -rf "$tmp"
 }

@@ -75,12 +75,7 @@ base_flags="${RUSTFLAGS:-}"
 
 tmp="$(mktemp -d)"
 pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
+trap load_cleanup EXIT
 
 say "1/4 instrumented build (target/pgo/generate)"
 start=$SECONDS

@@ -34,27 +34,15 @@ connections="${SOAK_CONNECTIONS:-32}"
 threads="${SOAK_THREADS:-2}"
 settle="${SOAK_SETTLE:-5}"
 max_seconds="${SOAK_MAX_SECONDS:-900}"
-for tool in wrk curl awk; do
-  command -v "$tool" >/dev/null || { echo "soak.sh: $tool is missing" >&2; exit 1; }
-done
-gateway_bin="${GATEWAY_BIN:+$(realpath -m "$GATEWAY_BIN")}"
-cd "$root"
 # shellcheck source=benches/lib/load.sh
 . "$root/benches/lib/load.sh"
-if [ -z "$gateway_bin" ]; then
-  cargo build --release --quiet
-  gateway_bin="$root/target/release/idenfy-gateway"
-fi
-[ -x "$gateway_bin" ] || { echo "soak.sh: $gateway_bin is not an executable" >&2; exit 1; }
+load_require soak.sh wrk curl awk
+load_gateway_bin soak.sh
+cd "$root"
 
 tmp="$(mktemp -d)"
 pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
+trap load_cleanup EXIT
 
 readonly team_token="soak-team-token"
 

@@ -294,6 +294,18 @@ mod tests {
         }
     }
 
+    /// An account whose key is read from the file `key` in `dir`, written `k1` (its header:
+    /// `Basic azE6cw==`), and whose secret is `s`: that file, and the account.
+    fn key_file_account(dir: &std::path::Path) -> (std::path::PathBuf, Account) {
+        let key = dir.join("key");
+        std::fs::write(&key, "k1\n").unwrap();
+        let acc = account(
+            SecretSource::File(key.clone()),
+            SecretSource::Inline(Secret::new("s")),
+        );
+        (key, acc)
+    }
+
     #[test]
     fn builds_basic_header_marked_sensitive() {
         let acc = account(
@@ -309,12 +321,7 @@ mod tests {
     #[tokio::test]
     async fn reload_swaps_rotated_file_and_keeps_last_good_on_error() {
         let dir = tempfile::tempdir().unwrap();
-        let key = dir.path().join("key");
-        std::fs::write(&key, "k1\n").unwrap();
-        let acc = account(
-            SecretSource::File(key.clone()),
-            SecretSource::Inline(Secret::new("s")),
-        );
+        let (key, acc) = key_file_account(dir.path());
         let registry = Registry::new();
         let creds = Credentials::load(&[acc], &registry).unwrap();
         assert_eq!(*creds.header(0), "Basic azE6cw==");
@@ -341,12 +348,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_missing_secret_file_is_logged_once_and_its_return_once() {
         let dir = tempfile::tempdir().unwrap();
-        let key = dir.path().join("key");
-        std::fs::write(&key, "k1\n").unwrap();
-        let acc = account(
-            SecretSource::File(key.clone()),
-            SecretSource::Inline(Secret::new("s")),
-        );
+        let (key, acc) = key_file_account(dir.path());
         let creds = Credentials::load(&[acc], &Registry::new()).unwrap();
         // What each re-read logged, in order (read from the reloads themselves, not from a
         // captured subscriber: tracing's per-callsite interest is process-wide, and a capture

@@ -72,6 +72,7 @@ use crate::config;
 use crate::context::{ContextExt, Deadline};
 use crate::error::{GatewayError, Limit};
 use crate::metrics::GaugeGuard;
+use crate::stack::Inner;
 
 /// What a flight hands each of its waiters.
 #[derive(Clone)]
@@ -248,11 +249,7 @@ pub struct Dedup<S> {
 
 impl<S> Service<Request<Bytes>> for Dedup<S>
 where
-    S: Service<Request<Bytes>, Response = Response<Body>, Error = GatewayError>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: Inner,
 {
     type Response = Response<Body>;
     type Error = GatewayError;

@@ -42,6 +42,7 @@ use crate::metrics::{
     status_class_index, GaugeGuard, HandleTable, RequestMetrics, STATUS_CLASSES, UNKNOWN,
 };
 use crate::route::Routes;
+use crate::stack::Inner;
 use crate::telemetry::access::{self, AccessRecord};
 
 /// The request id header: kept from the caller when sane, else generated.
@@ -182,11 +183,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// For any request body: hyper's `Incoming`, or the body the server's own HTTP/1.1 loop read whole.
 impl<S, B> Service<Request<B>> for Front<S>
 where
-    S: Service<Request<Bytes>, Response = Response<Body>, Error = GatewayError>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: Inner,
     B: http_body::Body<Data = Bytes> + Unpin + Send + 'static,
     B::Error: Into<BoxError>,
 {
@@ -266,11 +263,7 @@ impl Admitted {
 
 impl<S> Admit for Front<S>
 where
-    S: Service<Request<Bytes>, Response = Response<Body>, Error = GatewayError>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: Inner,
 {
     type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
 

@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 
+use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use prometheus::Registry;
@@ -12,6 +13,7 @@ use crate::body::Body;
 use crate::config::Config;
 use crate::credentials::{Credentials, SetCredentialsLayer};
 use crate::dedup::{DedupLayer, DedupMetrics};
+use crate::error::GatewayError;
 use crate::front::{Admit, FrontLayer};
 use crate::identify::Callers;
 use crate::metrics::RequestMetrics;
@@ -30,6 +32,25 @@ pub trait Serves<B>:
 
 impl<T, B> Serves<B> for T where
     T: Service<Request<B>, Response = Response<Body>, Error = Infallible, Future: Send + 'static>
+{
+}
+
+/// The service a layer wraps: it answers a request `R` (by default the body read whole) with the
+/// stack's body or a [`GatewayError`], is cloned into the futures it spawns, and its futures
+/// outlive the call that made them.
+pub trait Inner<R = Request<Bytes>>:
+    Service<R, Response = Response<Body>, Error = GatewayError, Future: Send + 'static>
+    + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<T, R> Inner<R> for T where
+    T: Service<R, Response = Response<Body>, Error = GatewayError, Future: Send + 'static>
+        + Clone
+        + Send
+        + 'static
 {
 }
 

@@ -11,14 +11,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use support::gateway::{metric, start_with, with_mock_upstream_listen, TestGateway};
 use support::raw::RawUpstream;
 use support::upstream::Reply;
-use support::wire::{connect, request, Reader};
+use support::wire::{connect, idle_connections, request, served_once, Reader};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 
 /// A head that hyper serves (chunked), with the team's token unless `auth` is false, and its
 /// whole body.
@@ -32,6 +34,17 @@ fn chunked(auth: bool) -> String {
         "POST /api/v2/status HTTP/1.1\r\nhost: gw\r\n{auth}transfer-encoding: chunked\r\n\r\n\
          2\r\n{{}}\r\n0\r\n\r\n"
     )
+}
+
+/// A new connection on which one chunked request (hyper's path) was answered 200, then left idle.
+async fn served_once_on_hypers_path(gw: &TestGateway) -> Reader {
+    let mut conn = connect(gw).await;
+    conn.stream
+        .write_all(chunked(true).as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(conn.response(false).await.status, 200);
+    conn
 }
 
 /// A short idle timeout, and a header timeout long enough not to be the one that closes.
@@ -60,12 +73,7 @@ async fn closes_an_idle_connection_that_never_sent_a_byte_at_the_header_timeout(
 #[tokio::test]
 async fn closes_an_idle_connection_on_hypers_path_at_the_idle_timeout() {
     let (upstream, gw) = with_mock_upstream_listen(IDLE).await;
-    let mut conn = connect(&gw).await;
-    conn.stream
-        .write_all(chunked(true).as_bytes())
-        .await
-        .unwrap();
-    assert_eq!(conn.response(false).await.status, 200);
+    let mut conn = served_once_on_hypers_path(&gw).await;
     assert!(conn.closed().await, "an idle connection stayed open");
     assert_eq!(upstream.count(), 1);
 }
@@ -76,28 +84,33 @@ async fn hypers_header_timer_bounds_an_idle_http1_connection_on_its_path_too() {
     // first byte: on its path, an HTTP/1 connection idles at most `header_read_timeout`.
     let lines = "idle_timeout = \"60s\"\nheader_read_timeout = \"200ms\"\n";
     let (_upstream, gw) = with_mock_upstream_listen(lines).await;
-    let mut conn = connect(&gw).await;
-    conn.stream
-        .write_all(chunked(true).as_bytes())
-        .await
-        .unwrap();
-    assert_eq!(conn.response(false).await.status, 200);
+    let mut conn = served_once_on_hypers_path(&gw).await;
     assert!(conn.closed().await, "an idle connection stayed open");
+}
+
+/// An h2c connection to the gateway: its sender, and the task that drives it.
+async fn h2c(gw: &TestGateway) -> (SendRequest<Empty<Bytes>>, JoinHandle<hyper::Result<()>>) {
+    let stream = TcpStream::connect(gw.addr()).await.unwrap();
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    (sender, tokio::spawn(connection))
+}
+
+/// `POST /api/v2/status` with the team's token and no body, for [`h2c`].
+fn h2c_status_call(gw: &TestGateway) -> Request<Empty<Bytes>> {
+    Request::post(gw.url("/api/v2/status"))
+        .header("authorization", "Bearer team-token")
+        .body(Empty::<Bytes>::new())
+        .unwrap()
 }
 
 #[tokio::test]
 async fn closes_an_idle_h2c_connection_at_the_idle_timeout() {
     let (upstream, gw) = with_mock_upstream_listen(IDLE).await;
-    let stream = TcpStream::connect(gw.addr()).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    let connection = tokio::spawn(connection);
-    let req = Request::post(gw.url("/api/v2/status"))
-        .header("authorization", "Bearer team-token")
-        .body(Empty::<Bytes>::new())
-        .unwrap();
+    let (mut sender, connection) = h2c(&gw).await;
+    let req = h2c_status_call(&gw);
     let res = sender.send_request(req).await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     res.into_body().collect().await.unwrap();
@@ -139,24 +152,11 @@ async fn keeps_the_connection_after_a_refusal_with_no_body_to_drop() {
     assert_eq!(upstream.count(), 1);
 }
 
-/// `n` connections, each answered once and then left idle, oldest first.
-async fn idle_connections(gw: &TestGateway, n: usize) -> Vec<Reader> {
-    let mut conns = Vec::new();
-    for _ in 0..n {
-        let mut conn = connect(gw).await;
-        let req = request("GET", "/api/v2/status", "", "");
-        conn.stream.write_all(req.as_bytes()).await.unwrap();
-        assert_eq!(conn.response(false).await.status, 200);
-        conns.push(conn);
-    }
-    conns
-}
-
 #[tokio::test]
 async fn evicts_the_longest_idle_connection_to_admit_a_new_one() {
     let (upstream, gw) = with_mock_upstream_listen("max_connections = 4\n").await;
     let mut idle = idle_connections(&gw, 4).await;
-    let mut newcomer = idle_connections(&gw, 1).await.remove(0);
+    let mut newcomer = served_once(&gw).await;
     assert!(
         idle[0].closed().await,
         "the longest-idle connection stayed open"
@@ -181,8 +181,8 @@ async fn never_evicts_a_connection_whose_request_is_being_served() {
     busy.stream.write_all(req.as_bytes()).await.unwrap();
     upstream.wait_for(1).await;
     // The idle one is the one to go, though it went idle after the busy one began.
-    let mut idle = idle_connections(&gw, 1).await.remove(0);
-    let _newcomer = idle_connections(&gw, 1).await;
+    let mut idle = served_once(&gw).await;
+    let _newcomer = served_once(&gw).await;
     assert!(idle.closed().await);
     gate.notify_one();
     let res = busy.response(false).await;
@@ -308,16 +308,8 @@ async fn stops_retrying_for_a_caller_that_left_on_hypers_path() {
 async fn stops_retrying_for_a_caller_that_left_over_h2c() {
     let upstream = SlowFailing::start().await;
     let gw = start_with(&upstream.upstream.url(), "", RETRY_ALL).await;
-    let stream = TcpStream::connect(gw.addr()).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    let connection = tokio::spawn(connection);
-    let req = Request::post(gw.url("/api/v2/status"))
-        .header("authorization", "Bearer team-token")
-        .body(Empty::<Bytes>::new())
-        .unwrap();
+    let (mut sender, connection) = h2c(&gw).await;
+    let req = h2c_status_call(&gw);
     let pending = tokio::spawn(sender.send_request(req));
     upstream.arrived.notified().await;
     // The client goes away: its connection, and the socket with it.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use support::gateway::{metric, with_mock_upstream, with_mock_upstream_listen, TestGateway};
-use support::wire::{connect, request, Reader};
+use support::wire::{connect, idle_connections, request, served_once};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
@@ -68,25 +68,9 @@ async fn answers_408_to_a_body_sent_a_byte_at_a_time() {
     assert_eq!(upstream.count(), 0);
 }
 
-/// `n` connections, each answered once and then left idle.
-async fn idle_connections(gw: &TestGateway, n: usize) -> Vec<Reader> {
-    let mut conns = Vec::new();
-    for _ in 0..n {
-        let mut conn = connect(gw).await;
-        let req = request("GET", "/api/v2/status", "", "");
-        conn.stream.write_all(req.as_bytes()).await.unwrap();
-        assert_eq!(conn.response(false).await.status, 200);
-        conns.push(conn);
-    }
-    conns
-}
-
 /// One request on a new connection, answered within 10 s.
 async fn a_new_caller_is_served(gw: &TestGateway) {
-    let mut conn = connect(gw).await;
-    let req = request("GET", "/api/v2/status", "", "");
-    conn.stream.write_all(req.as_bytes()).await.unwrap();
-    assert_eq!(conn.response(false).await.status, 200);
+    served_once(gw).await;
 }
 
 #[tokio::test]

@@ -55,6 +55,31 @@ const REFUSED: Expect<'static> = Expect {
     forwarded: &[],
 };
 
+/// A body framed as chunked, and the connection closed after the answer: the one status call
+/// forwarded with the empty body the chunks spelled, nothing after it.
+const READ_AS_CHUNKED: Expect<'static> = Expect {
+    statuses: &[200],
+    closed: true,
+    forwarded: &[("POST /api/v2/status", "")],
+};
+
+/// One status call forwarded with its `{}`, and the connection kept open: nothing was off.
+const ONE_PLAIN_CALL: Expect<'static> = Expect {
+    statuses: &[200],
+    closed: false,
+    forwarded: &[("POST /api/v2/status", "{}")],
+};
+
+/// A pipeline cut at its third request: the two before it answered 200 and `forwarded`, the
+/// third refused 400, the connection closed, nothing after it forwarded.
+fn cut_at_the_third<'a>(forwarded: &'a [(&'a str, &'a str); 2]) -> Expect<'a> {
+    Expect {
+        statuses: &[200, 200, 400],
+        closed: true,
+        forwarded,
+    }
+}
+
 /// Sends `attack` on a new connection to a new gateway and checks it came to `expect`.
 async fn attack(attack: &str, expect: Expect<'_>) {
     let (upstream, gw) = with_mock_upstream("").await;
@@ -100,12 +125,8 @@ async fn attack(attack: &str, expect: Expect<'_>) {
 #[tokio::test]
 async fn content_length_with_chunked_is_read_as_chunked_and_ends_the_connection() {
     let lines = format!("content-length: {}\r\ntransfer-encoding: chunked\r\n", 5);
-    let expect = Expect {
-        statuses: &[200],
-        closed: true,
-        forwarded: &[("POST /api/v2/status", "")],
-    };
-    attack(&post(&lines, &format!("0\r\n\r\n{}", smuggled())), expect).await;
+    let body = format!("0\r\n\r\n{}", smuggled());
+    attack(&post(&lines, &body), READ_AS_CHUNKED).await;
 }
 
 /// TE.CL: a reader that frames by `Content-Length: 4` would find a request inside the chunk.
@@ -125,12 +146,7 @@ async fn chunked_with_a_short_content_length_keeps_the_whole_chunk_as_body() {
 #[tokio::test]
 async fn equal_duplicate_content_lengths_are_one_length() {
     let lines = "content-length: 2\r\ncontent-length: 2\r\n";
-    let expect = Expect {
-        statuses: &[200],
-        closed: false,
-        forwarded: &[("POST /api/v2/status", "{}")],
-    };
-    attack(&post(lines, "{}"), expect).await;
+    attack(&post(lines, "{}"), ONE_PLAIN_CALL).await;
 }
 
 #[tokio::test]
@@ -178,18 +194,12 @@ async fn whitespace_around_a_content_length_is_not_part_of_it() {
 #[tokio::test]
 async fn obfuscated_transfer_encodings_are_chunked_or_refused_never_ignored() {
     let chunked_body = format!("0\r\n\r\n{}", smuggled());
-    let read_as_chunked = Expect {
-        statuses: &[200],
-        closed: true,
-        forwarded: &[("POST /api/v2/status", "")],
-    };
     for te in [
         "transfer-encoding: chunked \r\n",
         "Transfer-Encoding:\tchunked\r\n",
     ] {
         let lines = format!("{te}content-length: 5\r\n");
-        let expect = Expect { ..read_as_chunked };
-        attack(&post(&lines, &chunked_body), expect).await;
+        attack(&post(&lines, &chunked_body), READ_AS_CHUNKED).await;
     }
     for te in [
         "transfer-encoding: xchunked\r\n",
@@ -208,12 +218,7 @@ async fn obfuscated_transfer_encodings_are_chunked_or_refused_never_ignored() {
 #[tokio::test]
 async fn two_transfer_encoding_lines_are_read_as_one_list() {
     let lines = "transfer-encoding: identity\r\ntransfer-encoding: chunked\r\n";
-    let expect = Expect {
-        statuses: &[200],
-        closed: false,
-        forwarded: &[("POST /api/v2/status", "{}")],
-    };
-    attack(&post(lines, "2\r\n{}\r\n0\r\n\r\n"), expect).await;
+    attack(&post(lines, "2\r\n{}\r\n0\r\n\r\n"), ONE_PLAIN_CALL).await;
 }
 
 #[tokio::test]
@@ -265,15 +270,11 @@ async fn a_malformed_request_mid_pipeline_ends_it_after_the_earlier_answers() {
         get("/api/v2/status?n=4"),
     ]
     .concat();
-    let expect = Expect {
-        statuses: &[200, 200, 400],
-        closed: true,
-        forwarded: &[
-            ("POST /api/v2/status", "{}"),
-            ("GET /api/v2/status?n=2", ""),
-        ],
-    };
-    attack(&pipeline, expect).await;
+    let forwarded = [
+        ("POST /api/v2/status", "{}"),
+        ("GET /api/v2/status?n=2", ""),
+    ];
+    attack(&pipeline, cut_at_the_third(&forwarded)).await;
 }
 
 /// The same once the plain loop has handed the connection to hyper (a chunked request): hyper
@@ -287,15 +288,11 @@ async fn a_malformed_request_after_the_hand_over_to_hyper_ends_the_pipeline() {
         get("/api/v2/status?n=4"),
     ]
     .concat();
-    let expect = Expect {
-        statuses: &[200, 200, 400],
-        closed: true,
-        forwarded: &[
-            ("GET /api/v2/status?n=1", ""),
-            ("POST /api/v2/status", "{}"),
-        ],
-    };
-    attack(&pipeline, expect).await;
+    let forwarded = [
+        ("GET /api/v2/status?n=1", ""),
+        ("POST /api/v2/status", "{}"),
+    ];
+    attack(&pipeline, cut_at_the_third(&forwarded)).await;
 }
 
 /// `CONNECT` turns a connection into a tunnel for hyper and for any proxy in front of the

@@ -46,22 +46,62 @@ impl Log {
     }
 }
 
-/// Connection 0 answers request number `n` (from 0) with the bytes `script(n)` gives, or
-/// `200 ok` when it gives none; every later connection answers each request `200 ok`.
-async fn scripted(log: &Log, script: fn(usize) -> Option<Vec<u8>>) -> RawUpstream {
+/// What a logging upstream does with a request it read.
+enum Reply {
+    /// Answers `200 ok`, and reads the next.
+    Ok,
+    /// Writes these, each in a write of its own, and reads the next.
+    Write(Vec<Vec<u8>>),
+    /// Writes this, then closes the connection.
+    WriteAndClose(Vec<u8>),
+    /// Writes this, then neither sends more nor closes.
+    WriteAndStall(Vec<u8>),
+    /// Closes the connection without answering.
+    Close,
+}
+
+/// An upstream that logs every request it reads and does with it what
+/// `reply(connection index, request number on that connection from 0, request)` says.
+async fn logging<F>(log: &Log, reply: F) -> RawUpstream
+where
+    F: Fn(usize, usize, &RawRequest) -> Reply + Send + Sync + 'static,
+{
     let log = log.clone();
+    let reply = Arc::new(reply);
     RawUpstream::start(move |index, mut conn| {
-        let log = log.clone();
+        let (log, reply) = (log.clone(), reply.clone());
         async move {
             let mut n = 0;
             while let Some(req) = conn.read_request().await {
                 log.push(index, &req);
-                match script(n).filter(|_| index == 0) {
-                    Some(bytes) => conn.write(&bytes).await,
-                    None => conn.ok("ok").await,
+                match reply(index, n, &req) {
+                    Reply::Ok => conn.ok("ok").await,
+                    Reply::Write(writes) => {
+                        for bytes in writes {
+                            conn.write(&bytes).await;
+                        }
+                    }
+                    Reply::WriteAndClose(bytes) => return conn.write(&bytes).await,
+                    Reply::WriteAndStall(bytes) => {
+                        conn.write(&bytes).await;
+                        return std::future::pending().await;
+                    }
+                    Reply::Close => return,
                 }
                 n += 1;
             }
+        }
+    })
+    .await
+}
+
+/// Connection 0 answers request number `n` (from 0) with the bytes `script(n)` gives, or
+/// `200 ok` when it gives none; every later connection answers each request `200 ok`.
+async fn scripted(log: &Log, script: fn(usize) -> Option<Vec<u8>>) -> RawUpstream {
+    logging(log, move |index, n, _| {
+        match script(n).filter(|_| index == 0) {
+            Some(bytes) => Reply::Write(vec![bytes]),
+            None => Reply::Ok,
         }
     })
     .await
@@ -108,20 +148,9 @@ const TOKEN_LINE: &str = "POST /api/v2/token HTTP/1.1";
 /// Connection 0 answers its first request, then reads the second in full and closes without
 /// answering; later connections answer every request `200 ok`.
 async fn closes_after_the_second_request(log: &Log) -> RawUpstream {
-    let log = log.clone();
-    RawUpstream::start(move |index, mut conn| {
-        let log = log.clone();
-        async move {
-            let mut n = 0;
-            while let Some(req) = conn.read_request().await {
-                log.push(index, &req);
-                n += 1;
-                if index == 0 && n == 2 {
-                    return;
-                }
-                conn.ok("ok").await;
-            }
-        }
+    logging(log, |index, n, _| match (index, n) {
+        (0, 1) => Reply::Close,
+        _ => Reply::Ok,
     })
     .await
 }
@@ -268,24 +297,13 @@ async fn no_body_is_read_for_204_304_or_head_whatever_the_upstream_sends() {
         (Method::HEAD, StatusCode::OK),
     ] {
         let log = Log::default();
-        let upstream = RawUpstream::start({
-            let log = log.clone();
-            move |index, mut conn| {
-                let log = log.clone();
-                async move {
-                    while let Some(req) = conn.read_request().await {
-                        log.push(index, &req);
-                        if index > 0 {
-                            conn.ok("ok").await;
-                            continue;
-                        }
-                        // A body the status (or the method) rules out, in a write of its own.
-                        let head = format!("HTTP/1.1 {status}\r\ncontent-length: 5\r\n\r\n");
-                        conn.write(head.as_bytes()).await;
-                        conn.write(b"hello").await;
-                    }
-                }
+        let upstream = logging(&log, move |index, _, _| {
+            if index > 0 {
+                return Reply::Ok;
             }
+            // A body the status (or the method) rules out, in a write of its own.
+            let head = format!("HTTP/1.1 {status}\r\ncontent-length: 5\r\n\r\n");
+            Reply::Write(vec![head.into_bytes(), b"hello".to_vec()])
         })
         .await;
         let gw = gateway(&upstream.url(), ONE_ATTEMPT).await;
@@ -390,18 +408,7 @@ async fn a_status_code_outside_100_to_599_is_a_502() {
 
 /// An upstream that answers each request with `answer` and then neither sends more nor closes.
 async fn stalls_after(log: &Log, answer: &'static [u8]) -> RawUpstream {
-    let log = log.clone();
-    RawUpstream::start(move |index, mut conn| {
-        let log = log.clone();
-        async move {
-            if let Some(req) = conn.read_request().await {
-                log.push(index, &req);
-                conn.write(answer).await;
-                std::future::pending::<()>().await;
-            }
-        }
-    })
-    .await
+    logging(log, |_, _, _| Reply::WriteAndStall(answer.to_vec())).await
 }
 
 const STALLED: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\n0123456789";
@@ -444,19 +451,8 @@ async fn a_streamed_body_that_stalls_is_cut_after_the_attempt_timeout_without_by
 #[tokio::test]
 async fn a_long_body_cut_short_still_gives_the_caller_its_status_and_head() {
     let log = Log::default();
-    let upstream = RawUpstream::start({
-        let log = log.clone();
-        move |index, mut conn| {
-            let log = log.clone();
-            async move {
-                let req = conn.read_request().await.unwrap();
-                log.push(index, &req);
-                // Ten bytes of a hundred thousand, and the connection closes.
-                conn.write(STALLED).await;
-            }
-        }
-    })
-    .await;
+    // Ten bytes of a hundred thousand, and the connection closes.
+    let upstream = logging(&log, |_, _, _| Reply::WriteAndClose(STALLED.to_vec())).await;
     let gw = gateway(&upstream.url(), ONE_ATTEMPT).await;
     let got = raw_exchange(&gw, &raw_status_call(""), Duration::from_secs(10)).await;
     assert_cut_after_ten_bytes(&got);
@@ -466,17 +462,10 @@ async fn a_long_body_cut_short_still_gives_the_caller_its_status_and_head() {
 #[tokio::test]
 async fn a_small_chunked_body_cut_mid_way_is_answered_502() {
     let log = Log::default();
-    let upstream = RawUpstream::start({
-        let log = log.clone();
-        move |index, mut conn| {
-            let log = log.clone();
-            async move {
-                let req = conn.read_request().await.unwrap();
-                log.push(index, &req);
-                conn.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhel")
-                    .await;
-            }
-        }
+    let upstream = logging(&log, |_, _, _| {
+        Reply::WriteAndClose(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhel".to_vec(),
+        )
     })
     .await;
     let gw = gateway(&upstream.url(), ONE_ATTEMPT).await;
@@ -493,21 +482,13 @@ async fn a_small_chunked_body_cut_mid_way_is_answered_502() {
 #[tokio::test]
 async fn a_large_chunked_body_cut_mid_way_still_gives_the_caller_its_status_and_head() {
     let log = Log::default();
-    let upstream = RawUpstream::start({
-        let log = log.clone();
-        move |index, mut conn| {
-            let log = log.clone();
-            async move {
-                let req = conn.read_request().await.unwrap();
-                log.push(index, &req);
-                let mut answer = b"HTTP/1.1 200 OK\r\nx-upstream: yes\r\n\
-                                   transfer-encoding: chunked\r\n\r\n11170\r\n"
-                    .to_vec();
-                answer.extend(std::iter::repeat_n(b'a', 0x11170));
-                answer.extend(b"\r\n5\r\nhel");
-                conn.write(&answer).await;
-            }
-        }
+    let upstream = logging(&log, |_, _, _| {
+        let mut answer = b"HTTP/1.1 200 OK\r\nx-upstream: yes\r\n\
+                           transfer-encoding: chunked\r\n\r\n11170\r\n"
+            .to_vec();
+        answer.extend(std::iter::repeat_n(b'a', 0x11170));
+        answer.extend(b"\r\n5\r\nhel");
+        Reply::WriteAndClose(answer)
     })
     .await;
     let gw = gateway(&upstream.url(), ONE_ATTEMPT).await;
@@ -572,38 +553,32 @@ fn the_test_gzip_writer_is_gzip() {
 /// An upstream that compresses when asked to, as iDenfy behind a CDN may: a token answer for
 /// the token route; for the status route, a 400 `TOO_MANY_REQUESTS` first, then 200.
 async fn compressing_upstream(log: &Log) -> RawUpstream {
-    let log = log.clone();
-    RawUpstream::start(move |index, mut conn| {
-        let log = log.clone();
-        async move {
-            while let Some(req) = conn.read_request().await {
-                log.push(index, &req);
-                let throttled = log.count(STATUS_LINE) == 1;
-                let (status, json) = match req.line.as_str() {
-                    TOKEN_LINE => (
-                        "201 Created",
-                        r#"{"authToken":"tok-1","scanRef":"scan-1","clientId":"c-1","expiryTime":3600}"#,
-                    ),
-                    _ if throttled => (
-                        "400 Bad Request",
-                        r#"{"identifier":"TOO_MANY_REQUESTS","message":"limit"}"#,
-                    ),
-                    _ => ("200 OK", r#"{"status":"APPROVED"}"#),
-                };
-                let asked = req.header("accept-encoding").unwrap_or("");
-                let (body, coding) = if asked.contains("gzip") {
-                    (gzip(json.as_bytes()), "content-encoding: gzip\r\n")
-                } else {
-                    (json.as_bytes().to_vec(), "")
-                };
-                let head = format!(
-                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n{coding}\
-                     content-length: {}\r\n\r\n",
-                    body.len()
-                );
-                conn.write(&[head.as_bytes(), &body].concat()).await;
-            }
-        }
+    let counts = log.clone();
+    logging(log, move |_, _, req| {
+        let throttled = counts.count(STATUS_LINE) == 1;
+        let (status, json) = match req.line.as_str() {
+            TOKEN_LINE => (
+                "201 Created",
+                r#"{"authToken":"tok-1","scanRef":"scan-1","clientId":"c-1","expiryTime":3600}"#,
+            ),
+            _ if throttled => (
+                "400 Bad Request",
+                r#"{"identifier":"TOO_MANY_REQUESTS","message":"limit"}"#,
+            ),
+            _ => ("200 OK", r#"{"status":"APPROVED"}"#),
+        };
+        let asked = req.header("accept-encoding").unwrap_or("");
+        let (body, coding) = if asked.contains("gzip") {
+            (gzip(json.as_bytes()), "content-encoding: gzip\r\n")
+        } else {
+            (json.as_bytes().to_vec(), "")
+        };
+        let head = format!(
+            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n{coding}\
+             content-length: {}\r\n\r\n",
+            body.len()
+        );
+        Reply::Write(vec![[head.as_bytes(), &body].concat()])
     })
     .await
 }

@@ -1,8 +1,46 @@
 # shellcheck shell=bash
-# Shared by the load scripts (benches/instructions.sh, benches/pgo-build.sh): a minimal keep-alive
-# upstream, the gateway configuration of benches/peers-gateway.sh, and starting the gateway.
-# Sourced, not run. The caller owns a `pids` array (killed by its EXIT trap) and a temp dir.
+# Shared by the load scripts (benches/instructions.sh, benches/pgo-build.sh, benches/soak.sh): the
+# gateway binary to measure, cleaning up, a minimal keep-alive upstream, the gateway configuration
+# of benches/peers-gateway.sh, and starting the gateway.
+# Sourced, not run. The caller owns `root` (the repository), a `pids` array (killed by its EXIT
+# trap, load_cleanup) and a temp dir `tmp`.
 # Everything binds 127.0.0.1 on ports the system picks.
+
+# load_require WHO TOOL...: fails, naming WHO, when a TOOL is not on PATH.
+load_require() {
+  local who="$1" tool
+  shift
+  for tool in "$@"; do
+    command -v "$tool" >/dev/null || { echo "$who: $tool is missing" >&2; return 1; }
+  done
+}
+
+# load_gateway_bin WHO: sets `gateway_bin`: GATEWAY_BIN made absolute (call this before leaving
+# the directory the script was started in: a relative GATEWAY_BIN means from there), or else the
+# release build of `root`, built here. Fails, naming WHO, when that is not an executable.
+load_gateway_bin() {
+  gateway_bin="${GATEWAY_BIN:+$(realpath -m "$GATEWAY_BIN")}"
+  if [ -z "$gateway_bin" ]; then
+    # shellcheck disable=SC2154 # the caller's
+    (cd "$root" && cargo build --release --quiet)
+    gateway_bin="$root/target/release/idenfy-gateway"
+  fi
+  [ -x "$gateway_bin" ] || { echo "$1: $gateway_bin is not an executable" >&2; return 1; }
+}
+
+# load_stop: kills the processes in `pids` and waits for them.
+load_stop() {
+  local pid
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+
+# load_cleanup: load_stop, then removes `tmp`. The callers' EXIT trap.
+load_cleanup() {
+  load_stop
+  # shellcheck disable=SC2154 # the caller's
+  rm -rf "$tmp"
+}
 
 # load_start_upstream DIR: starts the upstream in the background, adds it to `pids` and sets
 # `upstream_port`. (Not printed: the upstream must stay a child of the calling shell, which a

@@ -235,6 +235,41 @@ async fn landed(layer: &DedupLayer) {
     panic!("{} flights never landed", layer.in_flight());
 }
 
+/// The layer's shared state, for an upstream built before the layer: set once the stack is.
+type SharedSlot = Arc<std::sync::OnceLock<Arc<Shared>>>;
+
+/// An upstream that, as another flight (or another gateway) would while the call is upstream,
+/// stores a live session for `c-1` on account 0 (`body`, created by `team` from a request body
+/// with `fingerprint`), then answers 409 `Client ID already exists`. Set the slot to the layer's
+/// shared state once the stack is built.
+fn stores_then_conflicts(
+    body: &'static [u8],
+    fingerprint: u64,
+    team: usize,
+) -> (Upstream, SharedSlot) {
+    let shared_slot: SharedSlot = Arc::default();
+    let slot = Arc::clone(&shared_slot);
+    let upstream = Upstream::answering(move |_| {
+        let shared = slot.get().unwrap();
+        let body = Bytes::from_static(body);
+        let response = SharedResponse::new(StatusCode::CREATED, http::HeaderMap::new(), body);
+        let key = DedupKey {
+            account: 0,
+            kind: RouteKind::KycToken,
+            client_id: "c-1".into(),
+        };
+        let replay = Replay {
+            response: Arc::new(response),
+            fingerprint,
+            team,
+        };
+        let store = shared.replay.as_ref().unwrap();
+        store.insert(key, replay, Duration::from_secs(600));
+        Ok(json(409, r#"{"message":"Client ID already exists"}"#))
+    });
+    (upstream, shared_slot)
+}
+
 mod coalescing;
 mod limits;
 mod replaying;

@@ -31,6 +31,7 @@ use crate::error::{GatewayError, Limit};
 use crate::retry::backoff::{self, Backoff};
 use crate::retry::inspect;
 use crate::retry::policy::is_throttled;
+use crate::stack::Inner;
 
 /// Adds the per-account quota and pause to a service.
 #[derive(Clone)]
@@ -105,8 +106,7 @@ impl<S> Layer<S> for AccountLimitLayer {
 /// `Arc<Request<Bytes>>`); the limit only reads it.
 impl<S, R> Service<R> for AccountLimit<S>
 where
-    S: Service<R, Response = Response<Body>, Error = GatewayError> + Clone + Send + 'static,
-    S::Future: Send + 'static,
+    S: Inner<R>,
     R: Borrow<Request<Bytes>> + Send + 'static,
 {
     type Response = Response<Body>;

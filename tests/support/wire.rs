@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::support::gateway::TestGateway;
@@ -136,4 +136,22 @@ pub async fn connect(gw: &TestGateway) -> Reader {
     let stream = TcpStream::connect(gw.addr()).await.unwrap();
     stream.set_nodelay(true).unwrap();
     Reader::new(stream)
+}
+
+/// A new connection on which one `GET /api/v2/status` was answered 200, then left idle.
+pub async fn served_once(gw: &TestGateway) -> Reader {
+    let mut conn = connect(gw).await;
+    let req = request("GET", "/api/v2/status", "", "");
+    conn.stream.write_all(req.as_bytes()).await.unwrap();
+    assert_eq!(conn.response(false).await.status, 200);
+    conn
+}
+
+/// `n` connections, each answered once and then left idle, oldest first.
+pub async fn idle_connections(gw: &TestGateway, n: usize) -> Vec<Reader> {
+    let mut conns = Vec::new();
+    for _ in 0..n {
+        conns.push(served_once(gw).await);
+    }
+    conns
 }

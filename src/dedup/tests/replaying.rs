@@ -104,29 +104,9 @@ async fn an_upstream_conflict_is_passed_through_and_counted() {
 #[tokio::test]
 async fn an_upstream_conflict_is_answered_with_a_live_stored_token() {
     // Another flight (or another gateway) stores the session while our call is upstream.
-    let shared_slot: Arc<std::sync::OnceLock<Arc<Shared>>> = Arc::default();
-    let slot = Arc::clone(&shared_slot);
-    let upstream = Upstream::answering(move |_| {
-        let shared = slot.get().unwrap();
-        let body = Bytes::from_static(br#"{"authToken":"tok-elsewhere"}"#);
-        let response = SharedResponse::new(StatusCode::CREATED, http::HeaderMap::new(), body);
-        let key = DedupKey {
-            account: 0,
-            kind: RouteKind::KycToken,
-            client_id: "c-1".into(),
-        };
-        let replay = Replay {
-            response: Arc::new(response),
-            fingerprint: fingerprint(br#"{"clientId":"c-1"}"#),
-            team: 0,
-        };
-        shared
-            .replay
-            .as_ref()
-            .unwrap()
-            .insert(key, replay, Duration::from_secs(600));
-        Ok(json(409, r#"{"message":"Client ID already exists"}"#))
-    });
+    let stored = br#"{"authToken":"tok-elsewhere"}"#;
+    let our_body = fingerprint(br#"{"clientId":"c-1"}"#);
+    let (upstream, shared_slot) = stores_then_conflicts(stored, our_body, 0);
     let (layer, svc) = stack(&upstream, config(true));
     shared_slot.set(Arc::clone(&layer.shared)).ok().unwrap();
     let res = svc.oneshot(token("c-1")).await.unwrap();

@@ -52,26 +52,7 @@ async fn a_team_is_free_to_use_a_client_id_no_team_holds() {
 #[tokio::test]
 async fn an_upstream_409_is_never_answered_with_another_teams_stored_token() {
     // Another team's flight stores its session while our call is upstream.
-    let shared_slot: Arc<std::sync::OnceLock<Arc<Shared>>> = Arc::default();
-    let slot = Arc::clone(&shared_slot);
-    let upstream = Upstream::answering(move |_| {
-        let shared = slot.get().unwrap();
-        let body = Bytes::from_static(br#"{"authToken":"tok-beta"}"#);
-        let response = SharedResponse::new(StatusCode::CREATED, http::HeaderMap::new(), body);
-        let key = DedupKey {
-            account: 0,
-            kind: RouteKind::KycToken,
-            client_id: "c-1".into(),
-        };
-        let replay = Replay {
-            response: Arc::new(response),
-            fingerprint: 0,
-            team: 1,
-        };
-        let store = shared.replay.as_ref().unwrap();
-        store.insert(key, replay, Duration::from_secs(600));
-        Ok(json(409, r#"{"message":"Client ID already exists"}"#))
-    });
+    let (upstream, shared_slot) = stores_then_conflicts(br#"{"authToken":"tok-beta"}"#, 0, 1);
     let (layer, svc) = stack(&upstream, config(true));
     shared_slot.set(Arc::clone(&layer.shared)).ok().unwrap();
     assert!(in_use_error(svc.oneshot(token("c-1")).await));
