@@ -35,6 +35,21 @@ fn classifies_token_routes_by_method_and_path() {
 }
 
 #[test]
+fn finds_token_in_any_case_and_only_there() {
+    for path in [
+        "/api/v2/token",
+        "/API/V2/TOKEN",
+        "/kyb/Tokens/",
+        "/x/tOkEn.json",
+    ] {
+        assert!(mentions_token(path.as_bytes()), "{path}");
+    }
+    for path in ["/api/v2/status", "/api/v2/toke", "/api/v2/to-ken", "", "/t"] {
+        assert!(!mentions_token(path.as_bytes()), "{path}");
+    }
+}
+
+#[test]
 fn refuses_methods_idenfy_has_no_route_for() {
     let r = routes();
     for method in ["CONNECT", "TRACE", "PROPFIND", "BREW"] {
