@@ -297,6 +297,24 @@ async fn a_malformed_request_after_the_hand_over_to_hyper_ends_the_pipeline() {
 
 /// `CONNECT` turns a connection into a tunnel for hyper and for any proxy in front of the
 /// gateway: what follows its head is not a request, and must never be forwarded as one.
+/// A method no iDenfy route has, on the listener's own loop: 405, the connection closes, and
+/// neither it nor what follows it is forwarded.
+#[tokio::test]
+async fn a_method_idenfy_has_no_route_for_is_refused_and_ends_the_connection() {
+    for method in ["TRACE", "BREW"] {
+        let text = format!(
+            "{method} /api/v2/status HTTP/1.1\r\n{HEAD}\r\n{}",
+            smuggled()
+        );
+        let expect = Expect {
+            statuses: &[405],
+            closed: true,
+            forwarded: &[],
+        };
+        attack(&text, expect).await;
+    }
+}
+
 #[tokio::test]
 async fn nothing_after_a_connect_head_is_forwarded_as_a_request() {
     let (upstream, gw) = with_mock_upstream("").await;
