@@ -270,9 +270,10 @@ where
     fn admit<B>(&self, req: &mut Request<B>, declared: u64) -> Admission {
         let mut answer = Answer::start(self.shared.clone(), req);
         let max = self.shared.max_body;
-        let within = match declared > max {
-            true => Err(GatewayError::PayloadTooLarge { limit: max }),
-            false => Ok(()),
+        let within = if declared > max {
+            Err(GatewayError::PayloadTooLarge { limit: max })
+        } else {
+            Ok(())
         };
         // In front's order: identify and route (in `admit`) before the body limit.
         match answer.admit(req).and(within) {
@@ -437,7 +438,7 @@ impl Answer {
 /// The body read (within its limit and `timeout`), then the request handed to the inner layers:
 /// for a request that was not whole, or a stack that was not ready, when `front` was called.
 async fn forward<S, B>(
-    mut inner: S,
+    inner: S,
     parts: http::request::Parts,
     mut body: Reading<B>,
     timeout: Duration,
@@ -451,14 +452,12 @@ where
     let body = tokio::time::timeout(timeout, whole)
         .await
         .map_err(|_| GatewayError::BodyTimeout)??;
-    // Ready first, as tower asks; the request goes straight into `call`, not into a `Oneshot`
-    // that holds it until then.
-    std::future::poll_fn(|cx| inner.poll_ready(cx)).await?;
-    inner.call(Request::from_parts(parts, body)).await
+    call_when_ready(inner, Request::from_parts(parts, body)).await
 }
 
-/// The inner layers asked until ready, then handed `req`: for a stack that was not ready when
-/// [`Admit::serve`] was called.
+/// The inner layers asked until ready, then handed `req`: ready first, as tower asks, and the
+/// request goes straight into `call`, not into a `Oneshot` that holds it until then. For a body
+/// read here ([`forward`]), or a stack that was not ready when [`Admit::serve`] was called.
 async fn call_when_ready<S>(
     mut inner: S,
     req: Request<Bytes>,

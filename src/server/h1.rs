@@ -295,10 +295,11 @@ impl<S: App> Conn<S> {
                     return Ok(head);
                 }
             }
-            let until = match idle {
-                true => idle_until,
-                false => *head_until
-                    .get_or_insert_with(|| later(Instant::now(), server.timeouts.header_read)),
+            let until = if idle {
+                idle_until
+            } else {
+                *head_until
+                    .get_or_insert_with(|| later(Instant::now(), server.timeouts.header_read))
             };
             if !self.fill(until, idle).await {
                 return Err(Stop::Close);
