@@ -11,33 +11,23 @@
 use bytes::{Buf, BytesMut};
 use http::Method;
 
-/// The listener's request-head parser, `src/server/h1/head.rs`.
-///
-/// `server::h1` keeps `head` private and `h1.rs` is being changed elsewhere, so the same source
-/// file is compiled here a second time: the same code, its only outside paths `crate::` ones.
-/// Once the wire format lives in one module (issue 13), re-export it from there instead.
-// Not in the crate's own unit tests: a file included by `#[path]` looks for its `mod tests`
-// beside itself (`src/server/h1/tests.rs`), and those tests run from `h1` already.
-#[cfg(not(test))]
-#[allow(clippy::duplicate_mod)] // on purpose, as said above
-#[rustfmt::skip] // rustfmt would look for its `mod tests` beside this path too
-#[path = "server/h1/head.rs"]
-pub mod head;
+/// The listener's request-head parser, `src/http1/request.rs`.
+pub use crate::http1::request as head;
 
 /// Limits for [`head::parse`]: `max_head` bytes of head (the body's declared length is judged
 /// by `front` from the head, not by the parser). One place to change if `Limits` changes shape.
-#[cfg(not(test))]
 pub fn head_limits(max_head: usize) -> head::Limits {
     head::Limits { max_head }
 }
 
-/// The upstream client's wire format, `src/upstream/{codec,chunked}.rs`.
+/// The upstream client's side of the wire format, `src/http1/{response,framing,chunked}.rs`.
 pub mod response {
-    pub use crate::upstream::chunked::{Chunked, Decoded, Decoder};
-    pub use crate::upstream::codec::{
-        build_head, parse_head, CodecError, Framing, HeaderIndices, RawHead, ResponseHead,
-        MAX_HEAD, MAX_HEADERS,
+    pub use crate::http1::chunked::{Chunked, Decoded, Decoder};
+    pub use crate::http1::framing::Framing;
+    pub use crate::http1::response::{
+        build_head, parse_head, HeaderIndices, RawHead, ResponseHead, MAX_HEAD,
     };
+    pub use crate::http1::{CodecError, MAX_HEADERS};
 
     use super::{Buf, BytesMut, Method};
 

@@ -56,6 +56,7 @@ pub mod front;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod headers;
+pub(crate) mod http1;
 pub mod idenfy;
 pub mod identify;
 pub mod metrics;
@@ -67,6 +68,5 @@ pub mod server;
 pub mod simulator;
 pub mod stack;
 pub mod telemetry;
-mod token;
 pub mod upstream;
 pub mod validate;

@@ -37,8 +37,6 @@ use crate::metrics::{status_class, status_class_index, HandleTable, STATUS_CLASS
 mod answered;
 mod attempt;
 mod body;
-pub(crate) mod chunked;
-pub(crate) mod codec;
 mod conn;
 mod exchange;
 mod pool;

@@ -47,16 +47,14 @@ use crate::error::GatewayError;
 use crate::front::Admission;
 use crate::stack::App;
 
-mod encode;
 mod handover;
-mod head;
 mod linger;
 mod rewind;
 mod wait;
 mod write;
 
-pub use head::Limits;
-use head::{HeaderIndices, Parsed, Refusal};
+pub use crate::http1::request::Limits;
+use crate::http1::request::{self as head, HeaderIndices, Parsed, Refusal};
 use rewind::Rewind;
 use wait::{poll_gone, poll_read_buf, poll_stopping, poll_until};
 

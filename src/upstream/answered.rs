@@ -8,13 +8,14 @@ use std::task::{ready, Context, Poll};
 use http::{HeaderMap, Response, StatusCode};
 
 use super::body::{take_buffered, StreamBound, UpstreamBody};
-use super::chunked::{Chunked, Decoder};
-use super::codec::{Framing, ResponseHead};
 use super::conn::Conn;
 use super::exchange::{bounded, protocol, Failure};
 use super::pool::Pool;
 use crate::body::{Body, Joined};
 use crate::headers::strip_hop_by_hop;
+use crate::http1::chunked::{Chunked, Decoder};
+use crate::http1::framing::Framing;
+use crate::http1::response::ResponseHead;
 
 /// Bodies up to 64 KiB are read whole before the answer is returned: iDenfy's JSON answers,
 /// which the retry loop and dedup read anyway. A `content-length` body within it is read whole;

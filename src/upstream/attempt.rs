@@ -22,12 +22,12 @@ use tokio::time::Instant;
 
 use super::answered::Answered;
 use super::body::StreamBound;
-use super::codec::ResponseHead;
 use super::exchange::{Bound, Connecting, Exchange, Failure, Outgoing};
 use super::{Authorized, Shared};
 use crate::body::Body;
 use crate::context::{ContextExt, Deadline};
 use crate::error::GatewayError;
+use crate::http1::response::ResponseHead;
 
 /// One attempt against iDenfy: the response head within its bound (the metrics are recorded
 /// then), then a small body read whole before the same bound, or a large one handed on to stream.

@@ -10,11 +10,11 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Frame, SizeHint};
 use tokio::time::Instant;
 
-use super::chunked::{Decoded, Decoder};
-use super::codec::CodecError;
 use super::conn::Conn;
 use super::pool::Pool;
 use crate::body::Joined;
+use crate::http1::chunked::{Decoded, Decoder};
+use crate::http1::CodecError;
 
 /// Room offered to each read of a streamed body: 16 KiB.
 const STREAM_READ: usize = 16 * 1024;

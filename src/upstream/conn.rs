@@ -54,7 +54,7 @@ pub struct Conn {
     /// The request about to be written.
     pub out: Vec<u8>,
     /// Where the header lines of the response head being parsed are (reused).
-    pub indices: Vec<super::codec::HeaderIndices>,
+    pub indices: Vec<crate::http1::response::HeaderIndices>,
     /// The bound of the attempt the connection carries. Kept and moved on ([`Conn::arm`]) rather
     /// than a new timer per attempt: a later deadline is a compare-and-swap, where a new timer
     /// is an insertion into tokio's timer wheel and a removal, each under its lock.

@@ -18,10 +18,11 @@ use http::{HeaderValue, Method, Request};
 use tokio::time::Instant;
 
 use super::answered::Answered;
-use super::codec::{self, HeaderIndices, ResponseHead};
 use super::conn::{Conn, Connector};
 use super::pool::Pool;
 use crate::error::GatewayError;
+use crate::http1::encode::{self, RequestHead};
+use crate::http1::response::{self, HeaderIndices, ResponseHead};
 
 /// What the exchange still needs of a request once it is encoded: the request itself is not
 /// kept.
@@ -142,9 +143,9 @@ impl Client {
     ) -> Outgoing {
         let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
         let (method, body) = (req.method(), req.body());
-        let inline = codec::encode_request(
+        let inline = encode::encode_request(
             out,
-            codec::RequestHead {
+            RequestHead {
                 method,
                 target,
                 host: &self.host,
@@ -267,7 +268,7 @@ fn take_head(
     method: &Method,
 ) -> Result<Option<ResponseHead>, Failure> {
     loop {
-        let Some(raw) = codec::parse_head(buf, indices).map_err(protocol)? else {
+        let Some(raw) = response::parse_head(buf, indices).map_err(protocol)? else {
             return Ok(None);
         };
         if raw.is_interim() {
@@ -275,7 +276,7 @@ fn take_head(
             continue;
         }
         let head = buf.split_to(raw.len).freeze();
-        return codec::build_head(&head, &raw, indices, method)
+        return response::build_head(&head, &raw, indices, method)
             .map(Some)
             .map_err(protocol);
     }

@@ -11,9 +11,10 @@ use http_body::Body as _;
 use http_body_util::BodyExt;
 use tokio::io::AsyncWriteExt;
 
-use super::encode::{self, Framing, Plan, CRLF, LAST_CHUNK};
 use super::{Conn, GATHER, INLINE_BODY, MAX_KEPT_OUT};
 use crate::body::Body;
+use crate::http1::encode::{self, Plan, CRLF, LAST_CHUNK};
+use crate::http1::framing::Framing;
 
 impl<S> Conn<S> {
     /// Puts the head of `res` into `out`, and says how its body is written. The response stays

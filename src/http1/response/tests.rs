@@ -1,25 +1,5 @@
 use super::*;
 
-fn encode(method: Method, target: &str, headers: &[(&str, &str)], body: &[u8]) -> (String, bool) {
-    let mut map = HeaderMap::new();
-    for (k, v) in headers {
-        map.append(
-            HeaderName::from_bytes(k.as_bytes()).unwrap(),
-            HeaderValue::from_str(v).unwrap(),
-        );
-    }
-    let mut out = b"left over".to_vec();
-    let head = RequestHead {
-        method: &method,
-        target,
-        host: b"ivs.idenfy.com",
-        authorization: &HeaderValue::from_static("Basic a2V5OnM="),
-        headers: &map,
-    };
-    let inline = encode_request(&mut out, head, body);
-    (String::from_utf8(out).unwrap(), inline)
-}
-
 /// Parses one complete head of `text` (the bytes after it are the body) for a `method` request.
 fn head(method: Method, text: &str) -> Result<ResponseHead, CodecError> {
     let mut indices = Vec::new();
@@ -30,81 +10,6 @@ fn head(method: Method, text: &str) -> Result<ResponseHead, CodecError> {
 
 fn get(text: &str) -> Result<ResponseHead, CodecError> {
     head(Method::GET, text)
-}
-
-#[test]
-fn encodes_the_request_head_host_credentials_headers_and_a_small_body_in_one_buffer() {
-    let (text, inline) = encode(
-        Method::POST,
-        "/api/v2/token?x=1",
-        &[
-            ("content-type", "application/json"),
-            ("x-multi", "a"),
-            ("x-multi", "b"),
-        ],
-        b"{\"clientId\":\"c\"}",
-    );
-    assert!(inline);
-    assert_eq!(
-        text,
-        "POST /api/v2/token?x=1 HTTP/1.1\r\nhost: ivs.idenfy.com\r\nauthorization: Basic a2V5OnM=\r\n\
-         accept-encoding: identity\r\ncontent-type: application/json\r\nx-multi: a\r\nx-multi: b\r\ncontent-length: 16\r\n\r\n\
-         {\"clientId\":\"c\"}"
-    );
-}
-
-#[test]
-fn replaces_the_callers_framing_host_and_credentials() {
-    let (text, _) = encode(
-        Method::POST,
-        "/api/v2/status",
-        &[
-            ("host", "gateway.local"),
-            ("authorization", "Bearer team-token"),
-            ("authorization", "Basic dGVhbTp0b2tlbg=="),
-            ("content-length", "999"),
-            ("transfer-encoding", "chunked"),
-            ("expect", "100-continue"),
-            ("accept-encoding", "gzip, deflate, br"),
-        ],
-        b"{}",
-    );
-    assert_eq!(
-        text,
-        "POST /api/v2/status HTTP/1.1\r\nhost: ivs.idenfy.com\r\nauthorization: Basic a2V5OnM=\r\n\
-         accept-encoding: identity\r\ncontent-length: 2\r\n\r\n{}"
-    );
-}
-
-#[test]
-fn sends_a_zero_length_only_for_methods_with_a_body() {
-    let (post, _) = encode(Method::POST, "/a", &[], b"");
-    assert!(post.ends_with("content-length: 0\r\n\r\n"), "{post}");
-    let (get, _) = encode(Method::GET, "/a", &[], b"");
-    assert_eq!(
-        get,
-        "GET /a HTTP/1.1\r\nhost: ivs.idenfy.com\r\nauthorization: Basic a2V5OnM=\r\n\
-         accept-encoding: identity\r\n\r\n"
-    );
-    let (empty_target, _) = encode(Method::GET, "", &[], b"");
-    assert!(empty_target.starts_with("GET / HTTP/1.1\r\n"));
-}
-
-#[test]
-fn leaves_a_large_body_out_of_the_head_buffer() {
-    let body = vec![b'x'; INLINE_BODY];
-    let (text, inline) = encode(Method::PUT, "/a", &[], &body);
-    assert!(!inline);
-    assert!(text.ends_with("content-length: 16384\r\n\r\n"), "{text}");
-}
-
-#[test]
-fn decimal_lengths_are_written_without_format() {
-    for n in [0u64, 7, 10, 65_535, u64::MAX] {
-        let mut out = Vec::new();
-        push_decimal(&mut out, n);
-        assert_eq!(out, n.to_string().into_bytes());
-    }
 }
 
 #[test]

@@ -1,6 +1,7 @@
-//! The request head of the proxy's HTTP/1.1 loop (RFC 9112): parsed with httparse, sorted into
-//! the plain case served by the loop and the cases handed to hyper, and built into an
-//! `http::Request` whose header values share the read buffer. Pure: [`super`] does the I/O.
+//! The request head the proxy listener reads (RFC 9112 §3, §5): parsed with httparse, sorted
+//! into the plain case served by the listener's loop and the cases handed to hyper, and built
+//! into an `http::Request` whose header values share the read buffer. Pure: `server::h1` does
+//! the I/O.
 
 use std::mem::MaybeUninit;
 
@@ -8,11 +9,9 @@ use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Uri};
 
+use super::framing::{self, Framing, Message};
+use super::{same_token, span, Span, MAX_HEADERS};
 use crate::error::GatewayError;
-use crate::token::same_token;
-
-/// Most header lines accepted in a request head (over it: 431, as hyper answers).
-pub const MAX_HEADERS: usize = 100;
 /// The one header the stack sets in the request's map on its way (`front`; the account's
 /// `authorization` is written by the upstream client, not set in the map). It is a new entry
 /// unless the client sent one (then it is replaced in place, `headers::set_single`): room for it
@@ -49,9 +48,6 @@ impl Refusal {
         }
     }
 }
-
-/// Where a piece of the head lies in its bytes.
-type Span = (usize, usize);
 
 /// Where a header line's name and value lie in the head's bytes.
 #[derive(Debug, Clone, Copy, Default)]
@@ -118,11 +114,6 @@ pub fn parse(buf: &[u8], limits: &Limits, indices: &mut Vec<HeaderIndices>) -> P
     if !target.starts_with('/') || method == "CONNECT" {
         return Parsed::Fallback;
     }
-    let base = buf.as_ptr() as usize;
-    let span = |s: &[u8]| {
-        let start = s.as_ptr() as usize - base;
-        (start, start + s.len())
-    };
     let mut hints = Hints::default();
     indices.clear();
     for line in req.headers.iter() {
@@ -130,16 +121,22 @@ pub fn parse(buf: &[u8], limits: &Limits, indices: &mut Vec<HeaderIndices>) -> P
             return Parsed::Fallback;
         }
         indices.push(HeaderIndices {
-            name: span(line.name.as_bytes()),
-            value: span(line.value),
+            name: span(buf, line.name.as_bytes()),
+            value: span(buf, line.value),
         });
     }
+    // One plain `content-length`, or none; chunked bodies and repeated lengths are hyper's.
+    let body = match framing::body(Message::Request, &hints.framing) {
+        Some(Framing::Empty) => 0,
+        Some(Framing::Length(n)) if hints.framing.lengths == 1 => n,
+        _ => return Parsed::Fallback,
+    };
     Parsed::Plain(RawRequest {
         len,
-        method: span(method.as_bytes()),
-        target: span(target.as_bytes()),
-        body: hints.length.unwrap_or(0),
-        close: hints.close,
+        method: span(buf, method.as_bytes()),
+        target: span(buf, target.as_bytes()),
+        body,
+        close: hints.framing.close,
         adds_one: !hints.sent_set_by_stack,
     })
 }
@@ -148,44 +145,23 @@ pub fn parse(buf: &[u8], limits: &Limits, indices: &mut Vec<HeaderIndices>) -> P
 /// [`SET_BY_STACK`], gathered while the head is checked.
 #[derive(Debug, Default)]
 struct Hints {
-    length: Option<u64>,
-    close: bool,
+    framing: framing::Headers,
     sent_set_by_stack: bool,
 }
 
 impl Hints {
-    /// Notes one header line; `false` when it takes the request out of the plain case.
+    /// Notes one header line; `false` when it takes the request out of the plain case: a
+    /// transfer coding, `expect`, an upgrade.
     fn note(&mut self, name: &[u8], value: &[u8]) -> bool {
-        if name.eq_ignore_ascii_case(b"content-length") {
-            match (self.length, parse_length(value)) {
-                (None, Some(n)) => self.length = Some(n),
-                _ => return false,
-            }
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                if token.eq_ignore_ascii_case(b"upgrade") {
-                    return false;
-                }
-                self.close |= token.eq_ignore_ascii_case(b"close");
-            }
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding")
-            || name.eq_ignore_ascii_case(b"expect")
-            || name.eq_ignore_ascii_case(b"upgrade")
-        {
-            return false;
-        } else if name.eq_ignore_ascii_case(SET_BY_STACK) {
-            self.sent_set_by_stack = true;
+        if self.framing.note(name, value) {
+            return !self.framing.transfer_encoding && !self.framing.upgrade;
         }
+        if same_token(name, b"expect") || same_token(name, b"upgrade") {
+            return false;
+        }
+        self.sent_set_by_stack |= same_token(name, SET_BY_STACK);
         true
     }
-}
-
-/// A `content-length` value: 1 to 19 ASCII digits.
-fn parse_length(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(digits.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0')))
 }
 
 /// Takes the head of `raw` out of `buf` and builds the request, with an empty body (the body

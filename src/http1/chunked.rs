@@ -1,10 +1,10 @@
-//! The body decoders of an upstream response: a known length, chunked transfer coding
+//! The body decoders of an answer the upstream client reads: a known length, chunked transfer coding
 //! (RFC 9112 §7.1: sizes in hex, extensions ignored, trailers skipped), or to the end of the
 //! connection. Pure: each step takes what the read buffer holds and says whether it needs more.
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::codec::CodecError;
+use super::CodecError;
 
 /// Longest chunk-size line or trailer line accepted: 4 KiB.
 const MAX_LINE: usize = 4096;

@@ -1,27 +1,88 @@
-//! The response side of the proxy's HTTP/1.1 loop (RFC 9112): the head (status line, the
-//! stack's headers, `date`, the body's framing, `connection: close`) and chunk framing. Pure,
-//! into the connection's reused write buffer; [`super`] does the I/O.
+//! What the two peers write, into a reused buffer each (RFC 9112): the request head the upstream
+//! client sends to iDenfy, and the answer head (status line, the stack's headers, `date`, the
+//! body's framing, `connection: close`) and chunk framing the listener sends to callers. Pure;
+//! `upstream::exchange` and `server::h1` do the I/O.
+//!
+//! Every request to iDenfy asks for `accept-encoding: identity`: the gateway reads iDenfy's
+//! answers (the 429 / `TOO_MANY_REQUESTS` checks on every route, the token replay), and cannot
+//! read a compressed one.
 
 use std::cell::RefCell;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use http::header::{self, HeaderMap};
-use http::StatusCode;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, StatusCode};
 use http_body::SizeHint;
+
+use super::framing::{bodiless, Framing};
 
 pub const CRLF: &[u8] = b"\r\n";
 /// The end of a chunked body: the last chunk, no trailers.
 pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
-/// How the response body is delimited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Framing {
-    /// No body and no length: 1xx, 204, 304.
-    None,
-    /// `content-length`.
-    Length(u64),
-    /// `transfer-encoding: chunked`: the length is not known before the body ends.
-    Chunked,
+/// Request bodies smaller than this (16 KiB) go in the same buffer as the head: one `write`.
+pub const INLINE_BODY: usize = 16 * 1024;
+
+/// A request head as the upstream client writes it.
+pub struct RequestHead<'a> {
+    pub method: &'a Method,
+    /// The path and query; `/` when empty.
+    pub target: &'a str,
+    /// The upstream's authority, written as `host` in place of the caller's.
+    pub host: &'a [u8],
+    /// The account's credentials, written in place of any `authorization` the caller sent.
+    pub authorization: &'a HeaderValue,
+    /// The caller's headers, hop-by-hop ones already removed.
+    pub headers: &'a HeaderMap,
+}
+
+/// Writes the request head into `out` (cleared first), and the body after it when it is small.
+/// Returns whether the body was written: a larger one is sent on its own after the head.
+pub fn encode_request(out: &mut Vec<u8>, head: RequestHead<'_>, body: &[u8]) -> bool {
+    out.clear();
+    let inline = body.len() < INLINE_BODY;
+    out.reserve(256 + head.headers.len() * 48 + if inline { body.len() } else { 0 });
+    out.extend_from_slice(head.method.as_str().as_bytes());
+    out.push(b' ');
+    let target = if head.target.is_empty() {
+        "/"
+    } else {
+        head.target
+    };
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    out.extend_from_slice(head.host);
+    out.extend_from_slice(b"\r\nauthorization: ");
+    out.extend_from_slice(head.authorization.as_bytes());
+    out.extend_from_slice(b"\r\naccept-encoding: identity\r\n");
+    for (name, value) in head.headers {
+        // Ours to set: the host, the credentials, the body's framing, the answer's coding (one
+        // the gateway can read); `expect` would wait for a 100 we never need.
+        if name == header::HOST
+            || name == header::AUTHORIZATION
+            || name == header::CONTENT_LENGTH
+            || name == header::TRANSFER_ENCODING
+            || name == header::EXPECT
+            || name == header::ACCEPT_ENCODING
+        {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let needs_length = matches!(*head.method, Method::POST | Method::PUT | Method::PATCH);
+    if !body.is_empty() || needs_length {
+        out.extend_from_slice(b"content-length: ");
+        push_decimal(out, body.len() as u64);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if inline {
+        out.extend_from_slice(body);
+    }
+    inline
 }
 
 /// The framing of a response, and whether its body is written (not for `HEAD`).
@@ -31,16 +92,14 @@ pub struct Plan {
     pub body: bool,
 }
 
-/// RFC 9112 §6: no length for 1xx, 204 and 304; a `HEAD` answer carries the length of the body
-/// it does not send (the stack's `content-length`, as iDenfy gave it); else the exact length
-/// when the body knows it, chunked when not.
+/// The answer the listener writes (RFC 9112 §6): no length for 1xx, 204 and 304
+/// ([`bodiless`], as when reading one); a `HEAD` answer carries the length of the body it does
+/// not send (the stack's `content-length`, as iDenfy gave it); else the exact length when the
+/// body knows it, chunked when not. Never [`Framing::Eof`].
 pub fn plan(status: StatusCode, head_request: bool, hint: &SizeHint, headers: &HeaderMap) -> Plan {
-    if status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-    {
+    if bodiless(status) {
         return Plan {
-            framing: Framing::None,
+            framing: Framing::Empty,
             body: false,
         };
     }
@@ -51,7 +110,7 @@ pub fn plan(status: StatusCode, head_request: bool, hint: &SizeHint, headers: &H
             .and_then(|v| v.parse().ok());
         let framing = match declared.or(hint.exact()) {
             Some(n) => Framing::Length(n),
-            None => Framing::None,
+            None => Framing::Empty,
         };
         return Plan {
             framing,
@@ -100,7 +159,7 @@ pub fn encode_head(
         out.extend_from_slice(CRLF);
     }
     match framing {
-        Framing::None => {}
+        Framing::Empty | Framing::Eof => {}
         Framing::Length(n) => {
             out.extend_from_slice(b"content-length: ");
             push_decimal(out, n);
