@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use http::{Request, Response};
-use idenfy_gateway::body::Body;
+use idenfy_gateway::body::{Body, ResponseFuture};
 use idenfy_gateway::config;
 use idenfy_gateway::context::{Caller, ClientId, ContextExt, Route, RouteKind};
 use idenfy_gateway::dedup::{DedupLayer, DedupMetrics};
@@ -49,14 +49,12 @@ fn service() -> impl Service<
         max_bytes: 16 << 20,
     };
     let metrics = DedupMetrics::new(&prometheus::Registry::new()).unwrap();
-    let upstream = tower::service_fn(|_req: Request<Bytes>| async {
+    let upstream = tower::service_fn(|_req: Request<Bytes>| -> ResponseFuture {
         let body = r#"{"authToken":"abcdefghijklmnopqrstuvwxyz0123456789","expiryTime":3600}"#;
-        Ok::<_, GatewayError>(
-            Response::builder()
-                .status(201)
-                .body(Body::full(body))
-                .unwrap(),
-        )
+        Box::pin(std::future::ready(Ok(Response::builder()
+            .status(201)
+            .body(Body::full(body))
+            .unwrap())))
     });
     DedupLayer::new(&cfg, 16 << 20, Duration::from_secs(30), metrics).layer(upstream)
 }

@@ -15,26 +15,6 @@ use crate::upstream::UpstreamBody;
 pub type ResponseFuture =
     Pin<Box<dyn Future<Output = Result<http::Response<Body>, crate::error::GatewayError>> + Send>>;
 
-/// `future` as a [`ResponseFuture`]: as it is when it already is one (the inner layer's answer
-/// passed on: no second box around the first), boxed otherwise.
-pub fn response_future<F>(future: F) -> ResponseFuture
-where
-    F: Future<Output = Result<http::Response<Body>, crate::error::GatewayError>> + Send + 'static,
-{
-    let mut slot = Some(future);
-    let same = (&mut slot as &mut dyn std::any::Any).downcast_mut::<Option<ResponseFuture>>();
-    if let Some(boxed) = same.and_then(Option::take) {
-        return boxed;
-    }
-    // Still there: it was not a `ResponseFuture`.
-    match slot {
-        Some(future) => Box::pin(future),
-        None => Box::pin(std::future::ready(Err(
-            crate::error::GatewayError::Internal,
-        ))),
-    }
-}
-
 /// Pieces of a body gathered into one `Bytes`: a single piece (the usual case) is kept as it
 /// came, without a copy or an allocation; several are joined.
 #[derive(Debug, Default)]
@@ -161,31 +141,5 @@ mod tests {
             several.push(Bytes::copy_from_slice(piece));
         }
         assert_eq!(&several.finish().unwrap()[..], b"abcdef");
-    }
-
-    fn address(f: &ResponseFuture) -> *const () {
-        let inner: &(dyn Future<Output = _> + Send) = &**f;
-        (inner as *const (dyn Future<Output = _> + Send)).cast::<()>()
-    }
-
-    #[tokio::test]
-    async fn a_response_future_is_passed_on_without_a_second_box() {
-        let first: ResponseFuture =
-            Box::pin(std::future::ready(Ok(http::Response::new(Body::full("x")))));
-        let at = address(&first);
-        let passed = response_future(first);
-        assert_eq!(address(&passed), at);
-        assert_eq!(passed.await.unwrap().status(), http::StatusCode::OK);
-    }
-
-    #[tokio::test]
-    async fn any_other_future_is_boxed() {
-        let res = response_future(async {
-            Err::<http::Response<Body>, _>(crate::error::GatewayError::BadPath)
-        });
-        assert!(matches!(
-            res.await,
-            Err(crate::error::GatewayError::BadPath)
-        ));
     }
 }

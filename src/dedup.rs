@@ -67,7 +67,7 @@ pub use self::shared::{DedupOutcome, SharedResponse, X_GATEWAY_DEDUP, X_GATEWAY_
 
 use self::key::{DedupKey, Ticketed};
 
-use crate::body::{response_future, Body, ResponseFuture};
+use crate::body::{Body, ResponseFuture};
 use crate::config;
 use crate::context::{ContextExt, Deadline};
 use crate::error::{GatewayError, Limit};
@@ -249,7 +249,7 @@ pub struct Dedup<S> {
 
 impl<S> Service<Request<Bytes>> for Dedup<S>
 where
-    S: Inner,
+    S: Inner + Service<Request<Bytes>, Future = ResponseFuture>,
 {
     type Response = Response<Body>;
     type Error = GatewayError;
@@ -264,7 +264,7 @@ where
     fn call(&mut self, req: Request<Bytes>) -> ResponseFuture {
         let Some(t) = Ticketed::of(&req) else {
             // Not deduplicated: readiness was the inner service's, call it in place.
-            return response_future(self.inner.call(req));
+            return self.inner.call(req);
         };
         if let Some(outcome) = self.shared.replay_for(&t) {
             let res = self.shared.deliver(&t, DedupOutcome::Replayed, outcome);

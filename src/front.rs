@@ -28,7 +28,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response};
-use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
@@ -189,7 +188,7 @@ where
 {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+    type Future = FrontFuture;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
@@ -265,7 +264,7 @@ impl<S> Admit for Front<S>
 where
     S: Inner,
 {
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+    type Future = FrontFuture;
 
     fn admit<B>(&self, req: &mut Request<B>, declared: u64) -> Admission {
         let mut answer = Answer::start(self.shared.clone(), req);
@@ -293,39 +292,16 @@ where
     }
 }
 
-/// `forward`, then the answer finished, as the boxed future `front` returns.
-fn finishing<F>(forward: F, answer: Answer) -> Pin<Box<Finishing<F>>> {
-    Box::pin(Finishing {
-        forward,
-        answer: Some(answer),
-    })
-}
+/// The future `front` returns, for hyper and for the listener's own loop.
+pub type FrontFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
 
-pin_project! {
-    /// [`forward`], then [`Answer::finish`]. A named future: an `async` block awaiting
-    /// `forward` would keep room for its future twice (captured, and awaited).
-    struct Finishing<F> {
-        #[pin]
-        forward: F,
-        answer: Option<Answer>,
-    }
-}
-
-impl<F> Future for Finishing<F>
+/// `forward`, then the answer finished, as the boxed future `front` returns. Dropped before
+/// its end, it drops `answer` unfinished: a 499 (`Answer`'s `Drop`).
+fn finishing<F>(forward: F, answer: Answer) -> FrontFuture
 where
-    F: Future<Output = Result<Response<Body>, GatewayError>>,
+    F: Future<Output = Result<Response<Body>, GatewayError>> + Send + 'static,
 {
-    type Output = Result<Response<Body>, Infallible>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let result = std::task::ready!(this.forward.poll(cx));
-        match this.answer.take() {
-            Some(answer) => Poll::Ready(Ok(answer.finish(result))),
-            // Polled again after its answer: a future may then stay pending.
-            None => Poll::Pending,
-        }
-    }
+    Box::pin(async move { Ok(answer.finish(forward.await)) })
 }
 
 /// One request on its way through `front`: what its answer, log line and metrics need. Dropped

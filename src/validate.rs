@@ -14,7 +14,7 @@ use http::{Request, Response};
 use prometheus::{IntCounterVec, Opts, Registry};
 use tower::{Layer, Service};
 
-use crate::body::{response_future, Body, ResponseFuture};
+use crate::body::{Body, ResponseFuture};
 use crate::config;
 use crate::context::{ClientId, ContextExt, Route, RouteKind};
 use crate::error::GatewayError;
@@ -113,11 +113,14 @@ pub struct Validate<S> {
 
 impl<S> Service<Request<Bytes>> for Validate<S>
 where
-    S: Service<Request<Bytes>, Response = Response<Body>, Error = GatewayError>
-        + Clone
+    S: Service<
+            Request<Bytes>,
+            Response = Response<Body>,
+            Error = GatewayError,
+            Future = ResponseFuture,
+        > + Clone
         + Send
         + 'static,
-    S::Future: Send,
 {
     type Response = Response<Body>;
     type Error = GatewayError;
@@ -142,7 +145,7 @@ where
             }
         }
         // Readiness was the inner service's (`poll_ready`): call it in place, no clone.
-        response_future(self.inner.call(req))
+        self.inner.call(req)
     }
 }
 

@@ -116,13 +116,13 @@ fn stack(
     let inner = tower::service_fn(move |req: Request<Bytes>| {
         let up = up.clone();
         up.deadlines.lock().unwrap().push(req.deadline());
-        async move {
+        Box::pin(async move {
             let n = up.calls.fetch_add(1, Ordering::SeqCst) + 1;
             if let Some(gate) = &up.gate {
                 gate.acquire().await.unwrap().forget();
             }
             (up.answer)(n)
-        }
+        }) as ResponseFuture
     });
     let svc = layer.layer(inner);
     (layer, svc)

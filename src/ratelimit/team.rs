@@ -11,7 +11,7 @@ use tower::{Layer, Service, ServiceExt};
 
 use super::metrics::{LimitMetrics, QuotaMetrics};
 use super::{admit, Quota};
-use crate::body::{response_future, Body, ResponseFuture};
+use crate::body::{Body, ResponseFuture};
 use crate::config;
 use crate::context::ContextExt;
 use crate::deadline::wait_budget;
@@ -67,11 +67,14 @@ impl<S> Layer<S> for TeamLimitLayer {
 
 impl<S> Service<Request<Bytes>> for TeamLimit<S>
 where
-    S: Service<Request<Bytes>, Response = Response<Body>, Error = GatewayError>
-        + Clone
+    S: Service<
+            Request<Bytes>,
+            Response = Response<Body>,
+            Error = GatewayError,
+            Future = ResponseFuture,
+        > + Clone
         + Send
         + 'static,
-    S::Future: Send,
 {
     type Response = Response<Body>;
     type Error = GatewayError;
@@ -88,7 +91,7 @@ where
         if let Some((quota, metrics)) = team.and_then(|t| self.shared.teams.get(t)) {
             if quota.take_free() {
                 metrics.admitted(Duration::ZERO);
-                return response_future(self.inner.call(req));
+                return self.inner.call(req);
             }
         }
         let (mut inner, shared) = (self.inner.clone(), self.shared.clone());

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
 
 use super::*;
-use crate::body::Body;
+use crate::body::{Body, ResponseFuture};
 use crate::config::{self, Rate};
 use crate::context::{Caller, ContextExt, Deadline};
 use crate::secret::SecretSource;
@@ -74,8 +74,12 @@ fn retry_cfg() -> config::Retry {
 fn upstream(
     first: Option<(u16, &'static str, Option<&'static str>)>,
 ) -> (
-    impl Service<Request<Bytes>, Response = Response<Body>, Error = GatewayError, Future: Send>
-        + Clone
+    impl Service<
+            Request<Bytes>,
+            Response = Response<Body>,
+            Error = GatewayError,
+            Future = ResponseFuture,
+        > + Clone
         + Send
         + 'static,
     Log,
@@ -98,7 +102,7 @@ fn upstream(
                 res.headers_mut()
                     .insert(header::RETRY_AFTER, after.parse().unwrap());
             }
-            std::future::ready(Ok::<_, GatewayError>(res))
+            Box::pin(std::future::ready(Ok::<_, GatewayError>(res))) as ResponseFuture
         }
     });
     (svc, log)
@@ -293,6 +297,8 @@ async fn a_noisy_team_does_not_delay_a_quiet_one() {
     let (svc, log) = upstream(None);
     let svc = tower::ServiceBuilder::new()
         .layer(team_limit)
+        // In the stack the retry loop (a boxed future) stands between the two limits.
+        .layer(tower::util::BoxCloneService::layer())
         .layer(account_limit)
         .service(svc);
     let mut flood = JoinSet::new();

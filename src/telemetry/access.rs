@@ -4,16 +4,15 @@
 //! by `log.level`/`RUST_LOG` like every other event. When the gateway's own JSON subscriber is
 //! installed ([`super::init`]), the line is formatted straight into the log buffer, under its
 //! lock (no line of its own, no copy), instead of going through `tracing`'s dispatch and field
-//! visitors: the same bytes (a test pins that), about 3k instructions less per request. With any other subscriber (the human format, a library
-//! user's own, tests) it is an ordinary event.
+//! visitors: the same bytes (a test pins that), about 3k instructions less per request. With
+//! any other subscriber (the human format, a library user's own, tests) it is an ordinary
+//! event. Either way the filter decides, asked with `tracing::enabled!` for the event's target
+//! and level.
 
 use std::sync::OnceLock;
 use std::time::SystemTime;
 
-use tracing::callsite::{DefaultCallsite, Identifier};
-use tracing::field::FieldSet;
-use tracing::metadata::Kind;
-use tracing::{Level, Metadata};
+use tracing::Level;
 
 use super::LogWriter;
 
@@ -41,34 +40,6 @@ pub(super) fn write_directly_to(writer: LogWriter) {
     let _ = DIRECT.set(writer);
 }
 
-/// The direct line's callsite, described as [`event`]'s is (level, target, field names), for
-/// the filter to judge like that event.
-static CALLSITE: DefaultCallsite = DefaultCallsite::new(&META);
-static META: Metadata<'static> = Metadata::new(
-    "access line",
-    "idenfy_gateway::front",
-    Level::INFO,
-    Some(file!()),
-    Some(line!()),
-    Some(module_path!()),
-    FieldSet::new(
-        &[
-            "message",
-            "request_id",
-            "team",
-            "route",
-            "method",
-            "status",
-            "attempts",
-            "dedup",
-            "error",
-            "latency_ms",
-        ],
-        Identifier(&CALLSITE),
-    ),
-    Kind::EVENT,
-);
-
 /// Logs `record`, if `idenfy_gateway::front` logs at info.
 pub fn log(record: &AccessRecord<'_>) {
     match DIRECT.get() {
@@ -83,16 +54,9 @@ pub fn log(record: &AccessRecord<'_>) {
     }
 }
 
-/// Whether the subscriber wants the access line, asked as `tracing`'s event macros ask: the
-/// callsite's cached interest, and the subscriber itself only when that is "sometimes" (a
-/// filter on spans). `tracing::enabled!` asks the subscriber every time, ~90 instructions.
+/// Whether the subscriber wants the access line: `idenfy_gateway::front` at info.
 fn enabled() -> bool {
-    if !tracing::level_enabled!(Level::INFO) {
-        return false;
-    }
-    let interest = CALLSITE.interest();
-    interest.is_always()
-        || (!interest.is_never() && tracing::dispatcher::get_default(|d| d.enabled(&META)))
+    tracing::enabled!(target: "idenfy_gateway::front", Level::INFO)
 }
 
 /// The access log line as a `tracing` event.
