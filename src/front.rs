@@ -334,7 +334,7 @@ impl Answer {
         let started = Instant::now();
         let _in_flight = GaugeGuard::enter(&shared.metrics.in_flight);
         let request_id = request_id(req.headers().get(REQUEST_ID));
-        // In place when the caller sent its own: the listener sizes the map for what it adds.
+        // In place when the caller sent its own.
         set_single(req.headers_mut(), REQUEST_ID, request_id.clone());
         Answer {
             shared,

@@ -12,12 +12,6 @@ use http::{Method, Request, Uri};
 use super::framing::{self, Framing, Message};
 use super::{same_token, span, Span, MAX_HEADERS};
 use crate::error::GatewayError;
-/// The one header the stack sets in the request's map on its way (`front`; the account's
-/// `authorization` is written by the upstream client, not set in the map). It is a new entry
-/// unless the client sent one (then it is replaced in place, `headers::set_single`): room for it
-/// is made up front, so that the map does not grow (rehash, reallocate) on the way, and no more,
-/// as the map's allocation steps up at 7 and 13 entries.
-const SET_BY_STACK: &[u8] = b"x-request-id";
 
 /// What the loop may take as the plain case. A `content-length` over `limits.max_body` is
 /// still the plain case: `front` refuses it (413) from the head, before the loop reads a byte of
@@ -67,8 +61,6 @@ pub struct RawRequest {
     pub body: u64,
     /// The client sent `connection: close`.
     pub close: bool,
-    /// The client did not send [`SET_BY_STACK`]: the stack adds an entry.
-    adds_one: bool,
 }
 
 /// What the start of the buffer holds.
@@ -114,10 +106,10 @@ pub fn parse(buf: &[u8], limits: &Limits, indices: &mut Vec<HeaderIndices>) -> P
     if !target.starts_with('/') || method == "CONNECT" {
         return Parsed::Fallback;
     }
-    let mut hints = Hints::default();
+    let mut hints = framing::Headers::default();
     indices.clear();
     for line in req.headers.iter() {
-        if !hints.note(line.name.as_bytes(), line.value) {
+        if !plain_line(&mut hints, line.name.as_bytes(), line.value) {
             return Parsed::Fallback;
         }
         indices.push(HeaderIndices {
@@ -126,9 +118,9 @@ pub fn parse(buf: &[u8], limits: &Limits, indices: &mut Vec<HeaderIndices>) -> P
         });
     }
     // One plain `content-length`, or none; chunked bodies and repeated lengths are hyper's.
-    let body = match framing::body(Message::Request, &hints.framing) {
+    let body = match framing::body(Message::Request, &hints) {
         Some(Framing::Empty) => 0,
-        Some(Framing::Length(n)) if hints.framing.lengths == 1 => n,
+        Some(Framing::Length(n)) if hints.lengths == 1 => n,
         _ => return Parsed::Fallback,
     };
     Parsed::Plain(RawRequest {
@@ -136,32 +128,17 @@ pub fn parse(buf: &[u8], limits: &Limits, indices: &mut Vec<HeaderIndices>) -> P
         method: span(buf, method.as_bytes()),
         target: span(buf, target.as_bytes()),
         body,
-        close: hints.framing.close,
-        adds_one: !hints.sent_set_by_stack,
+        close: hints.close,
     })
 }
 
-/// What the framing and connection headers say, and whether the client sent
-/// [`SET_BY_STACK`], gathered while the head is checked.
-#[derive(Debug, Default)]
-struct Hints {
-    framing: framing::Headers,
-    sent_set_by_stack: bool,
-}
-
-impl Hints {
-    /// Notes one header line; `false` when it takes the request out of the plain case: a
-    /// transfer coding, `expect`, an upgrade.
-    fn note(&mut self, name: &[u8], value: &[u8]) -> bool {
-        if self.framing.note(name, value) {
-            return !self.framing.transfer_encoding && !self.framing.upgrade;
-        }
-        if same_token(name, b"expect") || same_token(name, b"upgrade") {
-            return false;
-        }
-        self.sent_set_by_stack |= same_token(name, SET_BY_STACK);
-        true
+/// Notes one header line in `hints`; `false` when it takes the request out of the plain case:
+/// a transfer coding, `expect`, an upgrade.
+fn plain_line(hints: &mut framing::Headers, name: &[u8], value: &[u8]) -> bool {
+    if hints.note(name, value) {
+        return !hints.transfer_encoding && !hints.upgrade;
     }
+    !(same_token(name, b"expect") || same_token(name, b"upgrade"))
 }
 
 /// Takes the head of `raw` out of `buf` and builds the request, with an empty body (the body
@@ -189,7 +166,7 @@ fn build<B: Default>(
     *req.uri_mut() = uri;
     // Filled in place: a map built aside would be moved in, and the empty one dropped.
     let headers = req.headers_mut();
-    headers.reserve(lines.len() + usize::from(raw.adds_one));
+    headers.reserve(lines.len());
     for line in lines {
         let name = header_name(at(line.name))?;
         let value = HeaderValue::from_maybe_shared(head.slice(line.value.0..line.value.1))

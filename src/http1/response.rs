@@ -23,9 +23,6 @@ use super::{same_token, span, CodecError, Span, MAX_HEADERS};
 
 /// Largest response head accepted: 64 KiB.
 pub const MAX_HEAD: usize = 64 * 1024;
-/// Headers the stack adds to every answer on its way back (`x-request-id`, `x-gateway-attempts`): room
-/// for them is made up front, so that the map does not grow (rehash, reallocate) on the way.
-const ADDED_BY_STACK: usize = 2;
 
 /// Where a header line's name and value lie in the head's bytes.
 #[derive(Debug, Clone, Copy, Default)]
@@ -123,7 +120,7 @@ pub fn build_head(
     request_method: &Method,
 ) -> Result<ResponseHead, CodecError> {
     let status = StatusCode::from_u16(raw.status).map_err(|_| CodecError::Malformed)?;
-    let mut headers = HeaderMap::with_capacity(raw.kept + ADDED_BY_STACK);
+    let mut headers = HeaderMap::with_capacity(raw.kept);
     let mut hints = framing::Headers::default();
     for line in indices {
         let name = &head[line.name.0..line.name.1];
