@@ -1,4 +1,4 @@
-//! The listener's own request-head parser (`src/server/h1/head.rs`) against hyper's HTTP/1
+//! The listener's own request-head parser (`src/http1/request.rs`) against hyper's HTTP/1
 //! server parser, on ~2,000 requests generated from a small grammar (seeded, so every run sees
 //! the same ones) and on the fuzz seed corpora.
 //!
