@@ -120,7 +120,9 @@ pub fn build_head(
     request_method: &Method,
 ) -> Result<ResponseHead, CodecError> {
     let status = StatusCode::from_u16(raw.status).map_err(|_| CodecError::Malformed)?;
-    let mut headers = HeaderMap::with_capacity(raw.kept);
+    // Room for the two headers the stack adds on the way back (`x-request-id`,
+    // `x-gateway-attempts`), so that the map does not grow then.
+    let mut headers = HeaderMap::with_capacity(raw.kept + 2);
     let mut hints = framing::Headers::default();
     for line in indices {
         let name = &head[line.name.0..line.name.1];
