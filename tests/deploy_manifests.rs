@@ -504,3 +504,65 @@ fn every_overlay_passes_checkov() {
     let (ok, report) = scan(&[("sidecar".to_owned(), writable)]);
     assert!(!ok && report.contains("CKV_K8S_22"), "{report}");
 }
+
+/// Whether every `matchLabels` pair of `selector` is among `labels`.
+fn selects(selector: &Value, labels: &Value) -> bool {
+    let wanted = at(selector, "matchLabels")
+        .as_mapping()
+        .expect("matchLabels");
+    wanted
+        .iter()
+        .all(|(k, v)| &labels[k.as_str().unwrap()] == v)
+}
+
+/// The Prometheus Operator's kinds have no schema to validate against: the ServiceMonitor must
+/// select the admin Service and name its port, and the PodMonitor must select the sidecar's pods
+/// and name the sidecar's admin port.
+#[test]
+fn monitors_select_the_admin_ports() {
+    let Some(rendered) = rendered() else { return };
+    let docs = documents(&rendered["shared-gateway"]);
+    let monitor = docs
+        .iter()
+        .find(|d| str_at(d, "kind") == "ServiceMonitor")
+        .unwrap();
+    let port = str_at(&list_at(monitor, "spec.endpoints")[0], "port");
+    let services: Vec<&Value> = docs
+        .iter()
+        .filter(|d| str_at(d, "kind") == "Service")
+        .filter(|s| selects(at(monitor, "spec.selector"), at(s, "metadata.labels")))
+        .collect();
+    assert_eq!(
+        services.len(),
+        1,
+        "the ServiceMonitor selects {} Services",
+        services.len()
+    );
+    let target = list_at(services[0], "spec.ports")
+        .iter()
+        .find(|p| str_at(p, "name") == port)
+        .unwrap_or_else(|| panic!("no port {port} on {}", id(services[0])));
+    assert_eq!(str_at(target, "targetPort"), "admin");
+
+    for overlay in ["sidecar", "sidecar-plain"] {
+        let docs = documents(&rendered[overlay]);
+        let monitor = docs
+            .iter()
+            .find(|d| str_at(d, "kind") == "PodMonitor")
+            .unwrap();
+        let app = docs
+            .iter()
+            .find(|d| str_at(d, "kind") == "Deployment")
+            .unwrap();
+        assert!(selects(
+            at(monitor, "spec.selector"),
+            at(app, "spec.template.metadata.labels")
+        ));
+        let port = str_at(&list_at(monitor, "spec.podMetricsEndpoints")[0], "port");
+        let named = containers(at(app, "spec.template.spec"))
+            .filter(|c| str_at(c, "name") == "idenfy-gateway")
+            .flat_map(|c| list_at(c, "ports"))
+            .any(|p| str_at(p, "name") == port);
+        assert!(named, "{overlay}: the sidecar has no port {port}");
+    }
+}
