@@ -13,6 +13,8 @@ fn sidecar_example_loads() {
     assert_eq!(config.teams.len(), 1);
     assert!(config.teams[0].token.is_none());
     assert!(config.listen.proxy.ip().is_loopback());
+    // Probes and scrapes reach the admin listener on the pod IP (the file says why).
+    assert!(config.listen.admin.ip().is_unspecified());
     assert_eq!(config.state, State::Memory);
 }
 
