@@ -1,5 +1,6 @@
-//! The chart: three panels of grouped bars (sessions billed, upstream calls, errors the app saw),
-//! direct against gateway for each scenario, as SVG (plotters' SVG backend, no fonts needed).
+//! The chart: panels of grouped bars (sessions billed, upstream calls, errors the app saw, and
+//! for context the visits that got a token), direct against gateway for each scenario, as SVG
+//! (plotters' SVG backend, no fonts needed).
 
 use std::path::Path;
 
@@ -10,13 +11,14 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 pub struct Bars {
     pub label: String,
     /// (direct, gateway) for each panel, in [`PANELS`]' order.
-    pub values: [(u64, u64); 3],
+    pub values: [(u64, u64); 4],
 }
 
-pub const PANELS: [&str; 3] = [
-    "Sessions billed (iDenfy's count)",
+pub const PANELS: [&str; 4] = [
+    "Sessions billed (iDenfy's count; lower is cheaper, unless users went unserved: see the last panel)",
     "Upstream calls iDenfy received",
     "Errors the app saw (409, 429, 5xx: every answer that was not a token)",
+    "User visits that got a token (higher is better), of",
 ];
 
 const DIRECT: RGBColor = RGBColor(160, 160, 160);
@@ -24,12 +26,17 @@ const GATEWAY: RGBColor = RGBColor(31, 119, 180);
 /// x units per scenario: the direct bar spans 2..5, the gateway bar 5..8, the label sits at 5.
 const SLOT: i32 = 10;
 
-pub fn write(path: &Path, bars: &[Bars]) -> Result<(), Box<dyn std::error::Error>> {
-    let root = SVGBackend::new(path, (1200, 1000)).into_drawing_area();
+/// Writes the chart; `visits` is the number of user visits of every run.
+pub fn write(path: &Path, bars: &[Bars], visits: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let root = SVGBackend::new(path, (1200, 1300)).into_drawing_area();
     root.fill(&WHITE)?;
-    let panels = root.split_evenly((3, 1));
+    let panels = root.split_evenly((PANELS.len(), 1));
     for (p, area) in panels.iter().enumerate() {
-        panel(area, PANELS[p], bars, p)?;
+        let title = match p {
+            3 => format!("{} {visits}", PANELS[p]),
+            _ => PANELS[p].to_owned(),
+        };
+        panel(area, &title, bars, p)?;
     }
     root.present()?;
     Ok(())
@@ -57,6 +64,7 @@ fn panel(
     chart
         .configure_mesh()
         .disable_x_mesh()
+        .light_line_style(TRANSPARENT)
         .x_labels((n * SLOT) as usize)
         .x_label_formatter(&|x| {
             let (i, at) = (x / SLOT, x % SLOT);
