@@ -60,7 +60,7 @@ fn panel(
         .margin(8)
         .x_label_area_size(28)
         .y_label_area_size(56)
-        .build_cartesian_2d(0..n * SLOT, 0u64..top + top / 6 + 1)?;
+        .build_cartesian_2d(0..n * SLOT, 0u64..top + top / 4 + 1)?;
     chart
         .configure_mesh()
         .disable_x_mesh()
@@ -103,6 +103,10 @@ fn panel(
             Text::new(v.to_string(), (x, v), style)
         });
         chart.draw_series(values)?;
+    }
+    // One legend, in the first panel: the colours mean the same in every panel.
+    if p > 0 {
+        return Ok(());
     }
     chart
         .configure_series_labels()
