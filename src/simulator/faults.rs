@@ -234,6 +234,22 @@ mod tests {
     }
 
     #[test]
+    fn after_effect_has_a_flag() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            faults: Faults,
+        }
+        let cli =
+            Cli::try_parse_from(["sim", "--fault-rate", "0.3", "--fault-after-effect", "0.2"])
+                .unwrap();
+        assert_eq!((cli.faults.rate, cli.faults.after_effect), (0.3, 0.2));
+        let none = Cli::try_parse_from(["sim"]).unwrap();
+        assert_eq!(none.faults, Faults::default());
+    }
+
+    #[test]
     fn validate_names_the_bad_field() {
         let bad_status = Faults {
             status: 200,
