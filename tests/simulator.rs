@@ -724,3 +724,33 @@ async fn serves_h2c_and_shuts_down() {
         "no longer listening"
     );
 }
+
+#[tokio::test]
+async fn an_error_after_the_effect_leaves_a_billed_session_behind() {
+    let sim = Sim::start().await;
+    let put = sim
+        .control(
+            Method::PUT,
+            "/__sim/faults",
+            json!({"status": 503, "next": 1, "after_effect": 1.0}),
+        )
+        .await;
+    assert_eq!(put.status, StatusCode::OK);
+    let lost = sim.token(json!({"clientId": "c-1"})).await;
+    assert_eq!(lost.status, StatusCode::SERVICE_UNAVAILABLE);
+    let counters = sim.sim.counters();
+    assert_eq!(counters.tokens_created_for("c-1"), 1, "the session exists");
+    assert_eq!(counters.rejections.faults, 1);
+    assert_eq!(counters.rejections.faults_after_effect, 1);
+    // The caller's retry meets the session it never saw.
+    let retry = sim.token(json!({"clientId": "c-1"})).await;
+    assert_eq!(retry.status, StatusCode::CONFLICT);
+    sim.sim.update_settings(|s| s.conflict_on_active = false);
+    let again = sim.token(json!({"clientId": "c-1"})).await;
+    assert_eq!(again.status, StatusCode::CREATED);
+    let counters = sim.sim.counters();
+    assert_eq!(
+        (counters.sessions_created(), counters.duplicate_sessions()),
+        (2, 1)
+    );
+}

@@ -1,6 +1,7 @@
 //! The iDenfy API as the simulator serves it. Each request goes: route table (unknown path → 404),
 //! counted, faults (drop, error answer, latency), Basic auth (401), hourly limit (429), method
-//! (405), then the endpoint.
+//! (405), then the endpoint. An error answer "after the effect" runs all of that, then replaces
+//! the answer.
 
 use std::time::Duration;
 
@@ -68,6 +69,14 @@ pub async fn handle(shared: &Shared, parts: Parts, body: Bytes) -> Result<Reply,
             status,
             retry_after,
         } => Ok(fault_reply(status, retry_after)),
+        Fault::ErrorAfterEffect {
+            status,
+            retry_after,
+        } => {
+            // The endpoint runs (its session is created and counted); its answer is lost.
+            let _lost = serve(shared, route, &parts, &body, parsed);
+            Ok(fault_reply(status, retry_after))
+        }
         Fault::None => Ok(serve(shared, route, &parts, &body, parsed)),
     }
 }
@@ -97,6 +106,10 @@ fn arrive(
     match fault {
         Fault::Drop => st.counters.rejections.dropped += 1,
         Fault::Error { .. } => st.counters.rejections.faults += 1,
+        Fault::ErrorAfterEffect { .. } => {
+            st.counters.rejections.faults += 1;
+            st.counters.rejections.faults_after_effect += 1;
+        }
         Fault::None => {}
     }
     (fault, st.faults.latency())

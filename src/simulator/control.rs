@@ -5,7 +5,7 @@
 //! |---|---|---|---|
 //! | GET | `/__sim/counters` | | [`Counters`] as JSON |
 //! | POST | `/__sim/reset` | | clears counters, sessions, faults and the hourly window |
-//! | GET, PUT, DELETE | `/__sim/faults` | [`Faults`] | read, replace, clear the faults |
+//! | GET, PUT, DELETE | `/__sim/faults` | [`Faults`] | read, replace, clear the faults (`after_effect`: the share of error answers given after the endpoint ran) |
 //! | POST | `/__sim/down` | `{"status"?: 503}` | every API request answered with that status |
 //! | POST | `/__sim/up` | | clears the faults |
 //! | POST | `/__sim/clock/advance` | `{"seconds": n}` | moves simulated time forward |

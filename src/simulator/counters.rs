@@ -51,6 +51,8 @@ pub struct Rejections {
     pub not_found: u64,
     /// Injected error answers.
     pub faults: u64,
+    /// Of `faults`, those given after the endpoint ran (see [`super::Faults::after_effect`]).
+    pub faults_after_effect: u64,
     /// Injected dropped connections.
     pub dropped: u64,
 }
@@ -91,6 +93,19 @@ impl Counters {
     /// KYC tokens created for this clientId.
     pub fn tokens_created_for(&self, client_id: &str) -> u64 {
         self.tokens_created.get(client_id).copied().unwrap_or(0)
+    }
+
+    /// KYC sessions created (billable), every clientId together.
+    pub fn sessions_created(&self) -> u64 {
+        self.tokens_created.values().sum()
+    }
+
+    /// KYC sessions created beyond the first of each clientId: the ones billed twice.
+    pub fn duplicate_sessions(&self) -> u64 {
+        self.tokens_created
+            .values()
+            .map(|n| n.saturating_sub(1))
+            .sum()
     }
 
     /// Whether any API request carried exactly this `Authorization` value.
@@ -159,5 +174,16 @@ mod tests {
         assert_eq!(back, c);
         assert_eq!(back.token_requests_for("client-1"), 2);
         assert_eq!(back.tokens_created_for("client-1"), 0);
+    }
+
+    #[test]
+    fn duplicates_are_the_sessions_past_each_clients_first() {
+        let mut c = Counters::default();
+        assert_eq!((c.sessions_created(), c.duplicate_sessions()), (0, 0));
+        for id in ["a", "b", "b", "c", "c", "c"] {
+            bump(&mut c.tokens_created, id);
+        }
+        assert_eq!(c.sessions_created(), 6);
+        assert_eq!(c.duplicate_sessions(), 3);
     }
 }

@@ -1,5 +1,10 @@
 //! Faults on demand: error answers at a rate or for the next N requests, added latency, and
 //! connections closed without an answer. Set at start (CLI flags) or at run time (`/__sim/faults`).
+//!
+//! An error answer normally replaces the request before iDenfy did anything. A share of them
+//! (`after_effect`) may instead come after the endpoint ran: the session exists, billed, but the
+//! caller sees the error, as when a load balancer gives up on a request iDenfy went on to serve.
+//! That is the case that makes retrying a token request risky (idenfy-api.md §7).
 
 use std::time::Duration;
 
@@ -30,6 +35,10 @@ pub struct Faults {
     /// Milliseconds added before every API answer (and before a drop).
     #[arg(long = "latency-ms", default_value_t = 0)]
     pub latency_ms: u64,
+    /// Fraction (0.0–1.0) of injected error answers given after the endpoint ran (a token request
+    /// created its session; the caller sees only the error).
+    #[arg(long = "fault-after-effect", default_value_t = 0.0)]
+    pub after_effect: f64,
 }
 
 impl Default for Faults {
@@ -42,6 +51,7 @@ impl Default for Faults {
             drop_rate: 0.0,
             drop_next: 0,
             latency_ms: 0,
+            after_effect: 0.0,
         }
     }
 }
@@ -53,6 +63,11 @@ pub enum Fault {
     None,
     /// Answered with this status instead.
     Error {
+        status: u16,
+        retry_after: Option<u64>,
+    },
+    /// Served (a session may be created), then answered with this status instead of the answer.
+    ErrorAfterEffect {
         status: u16,
         retry_after: Option<u64>,
     },
@@ -75,7 +90,12 @@ impl Faults {
         if !(400..=599).contains(&self.status) {
             return Err("status must be from 400 to 599".to_owned());
         }
-        for (name, rate) in [("rate", self.rate), ("drop_rate", self.drop_rate)] {
+        let rates = [
+            ("rate", self.rate),
+            ("drop_rate", self.drop_rate),
+            ("after_effect", self.after_effect),
+        ];
+        for (name, rate) in rates {
             if !(0.0..=1.0).contains(&rate) {
                 return Err(format!("{name} must be from 0.0 to 1.0"));
             }
@@ -91,25 +111,37 @@ impl Faults {
     /// Decides one request's fate, spending one of `drop_next` or `next` first. `roll` draws from
     /// `[0, 1)`; a rate of 1.0 always hits and 0.0 never does, so tests need no luck.
     pub fn decide(&mut self, mut roll: impl FnMut() -> f64) -> Fault {
-        let error = Fault::Error {
-            status: self.status,
-            retry_after: self.retry_after,
-        };
         if self.drop_next > 0 {
             self.drop_next -= 1;
             return Fault::Drop;
         }
         if self.next > 0 {
             self.next -= 1;
-            return error;
+            return self.error(roll);
         }
         if self.drop_rate > 0.0 && roll() < self.drop_rate {
             return Fault::Drop;
         }
         if self.rate > 0.0 && roll() < self.rate {
-            return error;
+            return self.error(roll);
         }
         Fault::None
+    }
+
+    /// An injected error answer: after the effect for a share `after_effect` of them.
+    fn error(&self, mut roll: impl FnMut() -> f64) -> Fault {
+        let (status, retry_after) = (self.status, self.retry_after);
+        if self.after_effect > 0.0 && roll() < self.after_effect {
+            Fault::ErrorAfterEffect {
+                status,
+                retry_after,
+            }
+        } else {
+            Fault::Error {
+                status,
+                retry_after,
+            }
+        }
     }
 }
 
@@ -165,6 +197,56 @@ mod tests {
             ..Faults::default()
         };
         assert_eq!(drops.decide(|| 0.999), Fault::Drop);
+    }
+
+    #[test]
+    fn after_effect_shares_the_error_answers() {
+        let mut late = Faults {
+            next: 2,
+            after_effect: 1.0,
+            retry_after: Some(4),
+            ..Faults::down(503)
+        };
+        let after = Fault::ErrorAfterEffect {
+            status: 503,
+            retry_after: Some(4),
+        };
+        assert_eq!(late.decide(|| 0.999), after, "a `next` answer");
+        assert_eq!(late.decide(|| 0.999), after);
+        assert_eq!(late.decide(|| 0.5), after, "an answer at the rate");
+        let mut some = Faults {
+            after_effect: 0.25,
+            ..Faults::down(502)
+        };
+        assert!(matches!(
+            some.decide(|| 0.25),
+            Fault::Error { status: 502, .. }
+        ));
+        assert!(matches!(
+            some.decide(|| 0.2),
+            Fault::ErrorAfterEffect { status: 502, .. }
+        ));
+        let bad = Faults {
+            after_effect: -0.1,
+            ..Faults::default()
+        };
+        assert!(bad.validate().unwrap_err().contains("after_effect"));
+    }
+
+    #[test]
+    fn after_effect_has_a_flag() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            faults: Faults,
+        }
+        let cli =
+            Cli::try_parse_from(["sim", "--fault-rate", "0.3", "--fault-after-effect", "0.2"])
+                .unwrap();
+        assert_eq!((cli.faults.rate, cli.faults.after_effect), (0.3, 0.2));
+        let none = Cli::try_parse_from(["sim"]).unwrap();
+        assert_eq!(none.faults, Faults::default());
     }
 
     #[test]
