@@ -114,6 +114,9 @@ pub struct Dedup {
     pub max_entries: u64,
     /// Replay store bound, in bytes of stored responses (default 64 MiB).
     pub max_bytes: u64,
+    /// An entry whose session was last known live longer ago than this is rechecked with
+    /// `POST /api/v2/status` before it is replayed (zero: always).
+    pub recheck_after: Duration,
 }
 
 /// `[validation]`

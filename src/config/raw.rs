@@ -150,6 +150,7 @@ pub struct RawDedup {
     pub safety_margin: String,
     pub max_entries: u64,
     pub max_bytes: String,
+    pub recheck_after: String,
 }
 
 impl Default for RawDedup {
@@ -160,6 +161,7 @@ impl Default for RawDedup {
             safety_margin: "30s".into(),
             max_entries: 100_000,
             max_bytes: "64MiB".into(),
+            recheck_after: "1m".into(),
         }
     }
 }

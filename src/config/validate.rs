@@ -177,6 +177,11 @@ fn dedup(p: &mut Problems, raw: &RawDedup) -> Dedup {
         ),
         max_entries: positive(p, "dedup.max_entries", raw.max_entries as usize) as u64,
         max_bytes: p.size("dedup.max_bytes", &raw.max_bytes),
+        recheck_after: p.duration(
+            "dedup.recheck_after",
+            &raw.recheck_after,
+            ranges::RECHECK_AFTER,
+        ),
     }
 }
 
