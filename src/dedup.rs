@@ -94,6 +94,13 @@ use crate::error::{GatewayError, Limit};
 use crate::metrics::GaugeGuard;
 use crate::stack::Inner;
 
+/// Told of every session a token response opened (the webhook queue learns which team each
+/// scanRef belongs to). Called on the request path: it must not block.
+pub trait SessionObserver: Send + Sync + 'static {
+    /// Team index `team` created session `scan_ref`, whose token lives `lifetime`.
+    fn created(&self, team: usize, scan_ref: &str, lifetime: Duration);
+}
+
 /// What a flight hands each of its waiters.
 #[derive(Clone)]
 struct Outcome {
@@ -156,6 +163,7 @@ struct Shared {
     /// How long a flight may take, from its start (`upstream.deadline`).
     deadline: Duration,
     metrics: DedupMetrics,
+    observer: Option<Arc<dyn SessionObserver>>,
 }
 
 /// What the replay store holds for a key.
@@ -279,6 +287,7 @@ impl DedupLayer {
                 // No flight needs longer than a token lives; and no instant arithmetic overflows.
                 deadline: deadline.min(MAX_LIFETIME),
                 metrics,
+                observer: None,
             }),
         }
     }
@@ -286,6 +295,15 @@ impl DedupLayer {
     /// Keys with an upstream call in flight.
     pub fn in_flight(&self) -> usize {
         self.shared.flights.len()
+    }
+
+    /// Tells `observer` of every session created. Call it on a new layer, before cloning it (a
+    /// layer already shared is left as it is).
+    pub fn observed_by(mut self, observer: Arc<dyn SessionObserver>) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.observer = Some(observer);
+        }
+        self
     }
 
     /// The handle that ends replay for a scanRef from outside the layer (a final webhook).
@@ -418,6 +436,15 @@ where
     }
     if response.status().is_success() {
         shared.metrics.session_created(&t.team, t.route);
+        if let Some(observer) = &shared.observer {
+            observe(
+                observer.as_ref(),
+                &t,
+                &response,
+                &request_body,
+                &shared.lifetimes,
+            );
+        }
     }
     shared.remember(&t, &response, &request_body);
     Outcome {
@@ -425,6 +452,25 @@ where
         fingerprint: t.fingerprint,
         replayed: false,
     }
+}
+
+/// Tells `observer` of the session a successful token response opened, if it names a scanRef.
+fn observe(
+    observer: &dyn SessionObserver,
+    t: &Ticketed,
+    response: &SharedResponse,
+    request: &[u8],
+    lifetimes: &LifetimePolicy,
+) {
+    let Ok(answer) = serde_json::from_slice::<serde_json::Value>(response.body()) else {
+        return;
+    };
+    let Some(scan_ref) = answer.get("scanRef").and_then(|s| s.as_str()) else {
+        return;
+    };
+    let request = serde_json::from_slice(request).unwrap_or(serde_json::Value::Null);
+    let lifetime = token_lifetime(&answer, &request, lifetimes.default);
+    observer.created(t.team_index, scan_ref, lifetime);
 }
 
 /// Rechecks the stored session `scan_ref` of `t`'s key: `true` to replay it (still `ACTIVE`, or
