@@ -11,6 +11,7 @@
 //! - [`delivery`]: delivers each webhook to its team's `webhook_url`, byte for byte, re-signed with
 //!   the team's `webhook_key`, at least once and in order per scanRef, with retries and dead
 //!   letters (listed and re-sent on the admin listener);
+//! - [`schedule`]: what is due when, in memory (O(log n) per webhook, whatever the backlog);
 //! - [`store`]: the storage trait; [`disk`]: redb under `webhooks.dir` (`state.backend =
 //!   "memory"`); a Redis backend implements the same trait;
 //! - [`signature`], [`metrics`].
@@ -19,11 +20,12 @@ pub mod delivery;
 pub mod disk;
 pub mod intake;
 pub mod metrics;
+pub mod schedule;
 pub mod signature;
 pub mod store;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
@@ -35,6 +37,7 @@ use crate::dedup::{SessionEnds, SessionObserver};
 pub use delivery::{DeadLetters, HttpTransport, Queue, Transport, X_GATEWAY_DELIVERY_ID};
 pub use intake::{Intake, WebhookKey};
 pub use metrics::WebhookMetrics;
+pub use schedule::Schedule;
 pub use signature::{sign, IDENFY_SIGNATURE};
 pub use store::WebhookStore;
 
@@ -129,6 +132,7 @@ pub struct Webhooks {
     metrics: WebhookMetrics,
     clock: Clock,
     wake: Arc<Notify>,
+    schedule: Arc<Mutex<Schedule>>,
 }
 
 impl Webhooks {
@@ -162,6 +166,7 @@ impl Webhooks {
             metrics: WebhookMetrics::new(registry)?,
             clock,
             wake: Arc::new(Notify::new()),
+            schedule: Arc::default(),
         })
     }
 
@@ -174,6 +179,7 @@ impl Webhooks {
     pub fn dead_letters(&self) -> DeadLetters {
         DeadLetters {
             store: Arc::clone(&self.store),
+            schedule: Arc::clone(&self.schedule),
             wake: Arc::clone(&self.wake),
             clock: self.clock,
         }
@@ -192,6 +198,7 @@ impl Webhooks {
             ends,
             metrics: self.metrics.clone(),
             wake: Arc::clone(&self.wake),
+            schedule: Arc::clone(&self.schedule),
             max_body: config.limits.max_body,
             body_timeout: config.listen.body_read_timeout,
             clock: self.clock,
@@ -212,22 +219,23 @@ impl Webhooks {
             })
             .collect();
         let w = &config.webhooks;
-        Arc::new(Queue::new(
-            Arc::clone(&self.store),
+        Arc::new(Queue {
+            store: Arc::clone(&self.store),
             teams,
-            w.unknown.clone(),
-            Arc::clone(&self.recent),
-            delivery::Timing {
+            unknown: w.unknown.clone(),
+            recent: Arc::clone(&self.recent),
+            timing: delivery::Timing {
                 retry_base: w.retry_base,
                 retry_cap: w.retry_cap,
                 max_age: w.max_age,
                 delivery_timeout: w.delivery_timeout,
             },
             transport,
-            self.metrics.clone(),
-            self.clock,
-            Arc::clone(&self.wake),
-        ))
+            metrics: self.metrics.clone(),
+            clock: self.clock,
+            wake: Arc::clone(&self.wake),
+            schedule: Arc::clone(&self.schedule),
+        })
     }
 
     /// Starts the route writer and the delivery queue; both stop with `stop` (the writer when the

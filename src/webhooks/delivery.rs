@@ -1,9 +1,10 @@
 //! The delivery queue: each stored webhook goes to the team that created its scanRef, re-signed
 //! with the team's key, at least once and in order per scanRef.
 //!
-//! One loop reads the queue, starts the deliveries that are due (only the oldest undelivered
-//! webhook of each scanRef, so a scanRef's webhooks arrive in the order iDenfy sent them), and
-//! sleeps until the next is due or a new webhook arrives. A failed attempt is tried again after a
+//! One loop loads the store's pending deliveries into the [`Schedule`] at start, then starts the
+//! deliveries that are due (only the oldest undelivered webhook of each scanRef, so a scanRef's
+//! webhooks arrive in the order iDenfy sent them), and sleeps until the next is due or a new
+//! webhook arrives. A failed attempt is tried again after a
 //! full-jitter backoff between `webhooks.retry_base` and `webhooks.retry_cap`, until
 //! `webhooks.max_age` after receipt; then it goes to dead letters. Every state change is stored
 //! before the next step, so a restart resumes where the last process stopped (a delivery that
@@ -15,7 +16,6 @@
 //! re-sends it from dead letters after fixing the endpoint). Every other answer (401/403 during a
 //! key rotation, 404 during a deploy, 408, 409, 429, 5xx) and every error or timeout is retried.
 
-use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -31,6 +31,7 @@ use tokio::sync::{watch, Notify};
 
 use super::intake::{WebhookKey, IDENFY_EVENT_TYPE};
 use super::metrics::WebhookMetrics;
+use super::schedule::Schedule;
 use super::signature::{sign, IDENFY_SIGNATURE};
 use super::store::{Burial, DeadLetter, Pending, StoreError, WebhookStore};
 use super::Clock;
@@ -122,7 +123,8 @@ pub struct Queue {
     pub metrics: WebhookMetrics,
     pub clock: Clock,
     pub wake: Arc<Notify>,
-    in_flight: Mutex<HashSet<u64>>,
+    /// What is due when; shared with the intake and the dead letters, which add to it.
+    pub schedule: Arc<Mutex<Schedule>>,
 }
 
 /// How one attempt ended.
@@ -152,36 +154,38 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| StoreError(format!("store task failed: {e}")))?
 }
 
+/// Locks the schedule (a poisoned lock is still a consistent schedule: every change is one call).
+pub(super) fn lock(schedule: &Mutex<Schedule>) -> std::sync::MutexGuard<'_, Schedule> {
+    schedule.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl Queue {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        store: Arc<dyn WebhookStore>,
-        teams: Vec<Target>,
-        unknown: UnknownScanRef,
-        recent: Arc<DashMap<String, String>>,
-        timing: Timing,
-        transport: Arc<dyn Transport>,
-        metrics: WebhookMetrics,
-        clock: Clock,
-        wake: Arc<Notify>,
-    ) -> Self {
-        Queue {
-            store,
-            teams,
-            unknown,
-            recent,
-            timing,
-            transport,
-            metrics,
-            clock,
-            wake,
-            in_flight: Mutex::default(),
-        }
+    fn schedule(&self) -> std::sync::MutexGuard<'_, Schedule> {
+        lock(&self.schedule)
     }
 
-    /// Runs until `stop` turns true: deliveries due are started, then it sleeps until the next
-    /// is due or a webhook arrives.
+    /// Runs until `stop` turns true: loads what the store has pending, then starts deliveries as
+    /// they fall due, sleeping until the next is due or a webhook arrives.
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        loop {
+            let store = Arc::clone(&self.store);
+            match blocking(move || store.pending()).await {
+                Ok(pending) => {
+                    let mut schedule = self.schedule();
+                    for p in pending {
+                        schedule.add(p);
+                    }
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "webhook queue unreadable; trying again in 1s")
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
         let mut next_prune = self.clock.now_ms();
         loop {
             let now = self.clock.now_ms();
@@ -189,13 +193,7 @@ impl Queue {
                 self.prune(now).await;
                 next_prune = now + PRUNE_EVERY.as_millis() as u64;
             }
-            let next = match self.dispatch().await {
-                Ok(next) => next,
-                Err(e) => {
-                    tracing::warn!(error = %e, "webhook queue unreadable; trying again in 1s");
-                    Some(now + 1000)
-                }
-            };
+            let next = self.dispatch(now);
             let until = next.unwrap_or(u64::MAX).min(next_prune);
             let sleep = Duration::from_millis(until.saturating_sub(self.clock.now_ms()));
             tokio::select! {
@@ -214,44 +212,32 @@ impl Queue {
         }
     }
 
-    /// Starts every due delivery that heads its scanRef; the time the next one is due.
-    async fn dispatch(self: &Arc<Self>) -> Result<Option<u64>, StoreError> {
-        let store = Arc::clone(&self.store);
-        let pending = blocking(move || store.pending()).await?;
-        let now = self.clock.now_ms();
-        self.metrics.depth.set(pending.len() as i64);
-        let oldest = pending.iter().map(|p| p.received_ms).min();
+    /// Starts every delivery due at `now`; the time the next one is due.
+    fn dispatch(self: &Arc<Self>, now: u64) -> Option<u64> {
+        let (due, next, depth, oldest) = {
+            let mut schedule = self.schedule();
+            let due = schedule.take_due(now);
+            let next = schedule.next_due();
+            (due, next, schedule.depth(), schedule.oldest_received())
+        };
+        self.metrics.depth.set(depth as i64);
         let age = oldest.map_or(0, |t| now.saturating_sub(t) / 1000);
         self.metrics.oldest.set(age as i64);
-        let mut heads = HashSet::new();
-        let mut next: Option<u64> = None;
-        let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-        for p in pending {
-            if !heads.insert(p.scan_ref.clone()) || in_flight.contains(&p.seq) {
-                continue;
-            }
-            if p.next_at_ms <= now {
-                in_flight.insert(p.seq);
-                tokio::spawn(Arc::clone(self).deliver(p));
-            } else {
-                next = Some(next.map_or(p.next_at_ms, |n| n.min(p.next_at_ms)));
-            }
+        for p in due {
+            tokio::spawn(Arc::clone(self).deliver(p));
         }
-        Ok(next)
+        next
     }
 
-    /// One attempt of `p`, and its consequence stored.
+    /// One attempt of `p`, and its consequence stored, then scheduled.
     async fn deliver(self: Arc<Self>, p: Pending) {
         let attempted = self.attempt(&p).await;
         if let Err(e) = self.settle(&p, attempted).await {
             tracing::warn!(error = %e, "webhook delivery state not stored; it will be sent again");
-            // A store that fails would otherwise be asked again at once, in a loop.
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            // The store still has it as it was: due again in a second (not at once, in a loop).
+            let again = self.clock.now_ms() + 1000;
+            self.schedule().release(p.seq, again);
         }
-        self.in_flight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&p.seq);
         self.wake.notify_one();
     }
 
@@ -260,9 +246,13 @@ impl Queue {
         let (seq, now) = (p.seq, self.clock.now_ms());
         let attempts = p.attempts + 1;
         match attempted {
-            Attempted::Gone => Ok(()),
+            Attempted::Gone => {
+                self.schedule().finished(seq);
+                Ok(())
+            }
             Attempted::Delivered(team) => {
                 blocking(move || store.delivered(seq)).await?;
+                self.schedule().finished(seq);
                 self.metrics.delivered.with_label_values(&[&team]).inc();
                 Ok(())
             }
@@ -275,6 +265,7 @@ impl Queue {
                 let delay = backoff(attempts, self.timing.retry_base, self.timing.retry_cap);
                 let next = (now + delay.as_millis() as u64).min(age_limit);
                 blocking(move || store.retry_later(seq, attempts, next)).await?;
+                self.schedule().retry_at(seq, attempts, next);
                 self.metrics.retries.with_label_values(&[&team]).inc();
                 Ok(())
             }
@@ -297,6 +288,7 @@ impl Queue {
         };
         let (store, seq) = (Arc::clone(&self.store), p.seq);
         blocking(move || store.bury(seq, &burial)).await?;
+        self.schedule().finished(seq);
         tracing::warn!(team = %label, reason = %reason, attempts, "webhook delivery given up: in dead letters");
         self.metrics
             .dead
@@ -388,6 +380,7 @@ fn delivery_headers(meta: &super::store::Meta, key: &[u8], body: &[u8]) -> Heade
 #[derive(Clone)]
 pub struct DeadLetters {
     pub store: Arc<dyn WebhookStore>,
+    pub schedule: Arc<Mutex<Schedule>>,
     pub wake: Arc<Notify>,
     pub clock: Clock,
 }
@@ -401,11 +394,12 @@ impl DeadLetters {
     /// Queues dead letter `id` again, due now. `false`: no such dead letter.
     pub async fn retry(&self, id: &str) -> Result<bool, StoreError> {
         let (store, id, now) = (Arc::clone(&self.store), id.to_owned(), self.clock.now_ms());
-        let revived = blocking(move || store.revive(&id, now)).await?;
-        if revived {
-            self.wake.notify_one();
-        }
-        Ok(revived)
+        let Some(revived) = blocking(move || store.revive(&id, now)).await? else {
+            return Ok(false);
+        };
+        lock(&self.schedule).add(revived);
+        self.wake.notify_one();
+        Ok(true)
     }
 }
 

@@ -74,7 +74,7 @@ impl WebhookStore for DiskStore {
         let meta =
             serde_json::to_string(&event.meta).map_err(|e| StoreError(format!("encode: {e}")))?;
         let w = tx!("accept", self.db.begin_write());
-        {
+        let seq = {
             let mut seen = tx!("accept", w.open_table(SEEN));
             if tx!("accept", seen.get(&event.dedup_key[..])).is_some() {
                 return Ok(Accepted::Duplicate);
@@ -91,9 +91,10 @@ impl WebhookStore for DiskStore {
             );
             let mut pending = tx!("accept", w.open_table(PENDING));
             tx!("accept", pending.insert(seq, (0u32, received)));
-        }
+            seq
+        };
         tx!("accept", w.commit());
-        Ok(Accepted::Queued)
+        Ok(Accepted::Queued(seq))
     }
 
     fn pending(&self) -> Result<Vec<Pending>, StoreError> {
@@ -197,9 +198,9 @@ impl WebhookStore for DiskStore {
         Ok(out)
     }
 
-    fn revive(&self, id: &str, now_ms: u64) -> Result<bool, StoreError> {
+    fn revive(&self, id: &str, now_ms: u64) -> Result<Option<Pending>, StoreError> {
         let w = tx!("revive", self.db.begin_write());
-        {
+        let revived = {
             let mut dead = tx!("revive", w.open_table(DEAD));
             let mut events = tx!("revive", w.open_table(EVENTS));
             let mut found = None;
@@ -216,7 +217,7 @@ impl WebhookStore for DiskStore {
                 }
             }
             let Some((seq, mut meta, body)) = found else {
-                return Ok(false);
+                return Ok(None);
             };
             // A fresh age, so that `max_age` of retries starts again from the re-send.
             meta.received_ms = now_ms;
@@ -228,9 +229,16 @@ impl WebhookStore for DiskStore {
                 "revive",
                 tx!("revive", w.open_table(PENDING)).insert(seq, (0u32, now_ms))
             );
-        }
+            Pending {
+                seq,
+                scan_ref: meta.scan_ref,
+                attempts: 0,
+                next_at_ms: now_ms,
+                received_ms: now_ms,
+            }
+        };
         tx!("revive", w.commit());
-        Ok(true)
+        Ok(Some(revived))
     }
 
     fn learn(&self, routes: &[(String, String, u64)]) -> Result<(), StoreError> {
@@ -293,11 +301,11 @@ mod tests {
             let store = DiskStore::open(dir.path()).unwrap();
             assert_eq!(
                 store.accept(&event("a", "s1", "{1}", 1)).unwrap(),
-                Accepted::Queued
+                Accepted::Queued(0)
             );
             assert_eq!(
                 store.accept(&event("b", "s1", "{2}", 2)).unwrap(),
-                Accepted::Queued
+                Accepted::Queued(1)
             );
             assert_eq!(
                 store.accept(&event("a2", "s1", "{1}", 1)).unwrap(),
@@ -339,8 +347,8 @@ mod tests {
             (dead[0].id.as_str(), dead[0].reason.as_str()),
             ("a", "expired")
         );
-        assert!(!store.revive("nope", 10_000).unwrap());
-        assert!(store.revive("a", 10_000).unwrap());
+        assert!(store.revive("nope", 10_000).unwrap().is_none());
+        assert_eq!(store.revive("a", 10_000).unwrap().unwrap().seq, 0);
         assert!(store.dead().unwrap().is_empty());
         let pending = store.pending().unwrap();
         assert_eq!((pending[0].attempts, pending[0].received_ms), (0, 10_000));

@@ -19,8 +19,9 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::metrics::WebhookMetrics;
+use super::schedule::Schedule;
 use super::signature::{verify, IDENFY_SIGNATURE};
-use super::store::{Accepted, Meta, NewEvent, WebhookStore};
+use super::store::{Accepted, Meta, NewEvent, Pending, WebhookStore};
 use super::Clock;
 use crate::body::Body;
 use crate::dedup::SessionEnds;
@@ -83,6 +84,8 @@ pub struct Intake {
     pub metrics: WebhookMetrics,
     /// Wakes the delivery queue.
     pub wake: Arc<Notify>,
+    /// The delivery queue's schedule: a stored webhook is added to it.
+    pub schedule: Arc<std::sync::Mutex<Schedule>>,
     pub max_body: u64,
     pub body_timeout: Duration,
     pub clock: Clock,
@@ -141,6 +144,7 @@ impl Intake {
             return Err(GatewayError::WebhookBadSignature);
         }
         let facts = Facts::of(&body);
+        let received_ms = self.clock.now_ms();
         let event = NewEvent {
             dedup_key: dedup_key(&account, &facts.scan_ref, &event_type, &body),
             meta: Meta {
@@ -149,7 +153,7 @@ impl Intake {
                 scan_ref: facts.scan_ref.clone(),
                 event_type,
                 content_type,
-                received_ms: self.clock.now_ms(),
+                received_ms,
             },
             body,
         };
@@ -163,7 +167,16 @@ impl Intake {
             })?;
         self.metrics.received.with_label_values(&[&account]).inc();
         match stored {
-            Accepted::Queued => self.wake.notify_one(),
+            Accepted::Queued(seq) => {
+                super::delivery::lock(&self.schedule).add(Pending {
+                    seq,
+                    scan_ref: facts.scan_ref.clone(),
+                    attempts: 0,
+                    next_at_ms: received_ms,
+                    received_ms,
+                });
+                self.wake.notify_one();
+            }
             Accepted::Duplicate => self.metrics.duplicates.with_label_values(&[&account]).inc(),
         }
         if facts.is_final && !facts.scan_ref.is_empty() {

@@ -43,8 +43,8 @@ pub struct NewEvent {
 /// What storing a webhook did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Accepted {
-    /// Stored and queued for delivery.
-    Queued,
+    /// Stored and queued for delivery, as `seq`.
+    Queued(u64),
     /// The same event was already received: nothing stored.
     Duplicate,
 }
@@ -104,8 +104,9 @@ pub trait WebhookStore: Send + Sync + 'static {
     /// The dead letters, oldest first.
     fn dead(&self) -> Result<Vec<DeadLetter>, StoreError>;
     /// Moves dead letter `id` back to the queue, due now, its age counted from `now_ms` (so that
-    /// it gets a full `max_age` of retries again). `false` when there is no such dead letter.
-    fn revive(&self, id: &str, now_ms: u64) -> Result<bool, StoreError>;
+    /// it gets a full `max_age` of retries again): the delivery queued, or `None` when there is
+    /// no such dead letter.
+    fn revive(&self, id: &str, now_ms: u64) -> Result<Option<Pending>, StoreError>;
     /// Remembers which team created each scanRef, until the given time.
     fn learn(&self, routes: &[(String, String, u64)]) -> Result<(), StoreError>;
     /// The team that created `scan_ref`, if remembered.

@@ -1,13 +1,14 @@
 //! The queue over a scripted transport and the real disk store, on paused time: retries, the
 //! order per scanRef, giving up, dead letters and their re-send, the delivery's headers.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU16, Ordering};
 
 use super::*;
 use crate::secret::{Secret, SecretSource};
 use crate::webhooks::disk::DiskStore;
 use crate::webhooks::signature::verify;
-use crate::webhooks::store::{Meta, NewEvent};
+use crate::webhooks::store::{Accepted, Meta, NewEvent};
 
 /// Answers every delivery with `status` (0: a connection error) and records what it was sent.
 #[derive(Default)]
@@ -71,12 +72,12 @@ fn setup(transport: Arc<Scripted>, max_age: Duration) -> Setup {
         )),
     }];
     let metrics = WebhookMetrics::new(&prometheus::Registry::new()).unwrap();
-    let queue = Arc::new(Queue::new(
-        Arc::clone(&store),
+    let queue = Arc::new(Queue {
+        store: Arc::clone(&store),
         teams,
-        UnknownScanRef::Team(0),
-        Arc::default(),
-        Timing {
+        unknown: UnknownScanRef::Team(0),
+        recent: Arc::default(),
+        timing: Timing {
             retry_base: Duration::from_secs(1),
             retry_cap: Duration::from_secs(60),
             max_age,
@@ -84,9 +85,10 @@ fn setup(transport: Arc<Scripted>, max_age: Duration) -> Setup {
         },
         transport,
         metrics,
-        Clock::new(),
-        Arc::new(Notify::new()),
-    ));
+        clock: Clock::new(),
+        wake: Arc::new(Notify::new()),
+        schedule: Arc::default(),
+    });
     let (stop, rx) = watch::channel(false);
     tokio::spawn(Arc::clone(&queue).run(rx));
     Setup {
@@ -111,13 +113,24 @@ impl Setup {
             body: Bytes::from_static(body.as_bytes()),
             dedup_key: *sha2_key(id),
         };
-        self.store.accept(&event).unwrap();
+        // As the intake does: stored, then scheduled.
+        let Accepted::Queued(seq) = self.store.accept(&event).unwrap() else {
+            panic!("a duplicate");
+        };
+        lock(&self.queue.schedule).add(Pending {
+            seq,
+            scan_ref: scan_ref.into(),
+            attempts: 0,
+            next_at_ms: event.meta.received_ms,
+            received_ms: event.meta.received_ms,
+        });
         self.queue.wake.notify_one();
     }
 
     fn dead_letters(&self) -> DeadLetters {
         DeadLetters {
             store: Arc::clone(&self.store),
+            schedule: Arc::clone(&self.queue.schedule),
             wake: Arc::clone(&self.queue.wake),
             clock: self.queue.clock,
         }
