@@ -3,14 +3,23 @@
 //! in one file, `webhooks.redb`, under `webhooks.dir`. Pure Rust, maintained, and small: no
 //! hand-written log and no recovery code of our own.
 //!
+//! Durability: a webhook is committed with an fsync (`Durability::Immediate`, redb's default)
+//! before its 200, and so are dead letters, re-sends and routes. The bookkeeping of attempts —
+//! `delivered` and `retry_later` — is committed *lazily* (`Durability::None`, but one in 64
+//! durable): it reaches the disk with the next durable commit. A crash can only forget such a step, and a forgotten step
+//! means a webhook sent once more (still at least once, same `x-gateway-delivery-id`) or retried
+//! sooner; never one lost. Without it, a receiver that is down makes every retry an fsync,
+//! queued in front of the fsync that acknowledges the next webhook (docs/benchmarks.md §7).
+//!
 //! Tables: `events` (seq → metadata JSON and raw body), `pending` (seq → attempts, next time),
 //! `dead` (seq → burial JSON), `seen` (redelivery key → seq, time), `routes` (scanRef → team,
 //! kept until), `counters` (the next seq).
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use super::store::{
     Accepted, Burial, DeadLetter, Meta, NewEvent, Pending, StoreError, WebhookStore,
@@ -29,7 +38,13 @@ pub const FILE: &str = "webhooks.redb";
 /// The redb-backed [`WebhookStore`].
 pub struct DiskStore {
     db: Database,
+    /// Lazy commits so far: every [`DURABLE_EVERY`]th is durable after all.
+    lazy: AtomicU64,
 }
+
+/// A lazy commit keeps the pages it frees until a durable one: during an outage without new
+/// webhooks (only retries), the file would grow; one bookkeeping commit in this many is durable.
+const DURABLE_EVERY: u64 = 64;
 
 fn err(op: &'static str) -> impl Fn(redb::Error) -> StoreError {
     move |e| StoreError(format!("{op}: {e}"))
@@ -49,7 +64,10 @@ impl DiskStore {
         let path = dir.join(FILE);
         let db = Database::create(&path)
             .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
-        let store = DiskStore { db };
+        let store = DiskStore {
+            db,
+            lazy: AtomicU64::new(0),
+        };
         // Create every table once, so that readers never meet a missing one.
         let w = tx!("open", store.db.begin_write());
         {
@@ -62,6 +80,16 @@ impl DiskStore {
         }
         tx!("open", w.commit());
         Ok(store)
+    }
+}
+
+impl DiskStore {
+    /// The durability of a bookkeeping commit (see the module docs).
+    fn bookkeeping(&self) -> Durability {
+        match self.lazy.fetch_add(1, Ordering::Relaxed) % DURABLE_EVERY {
+            0 => Durability::Immediate,
+            _ => Durability::None,
+        }
     }
 }
 
@@ -131,7 +159,8 @@ impl WebhookStore for DiskStore {
     }
 
     fn delivered(&self, seq: u64) -> Result<(), StoreError> {
-        let w = tx!("delivered", self.db.begin_write());
+        let mut w = tx!("delivered", self.db.begin_write());
+        w.set_durability(self.bookkeeping());
         {
             tx!(
                 "delivered",
@@ -147,7 +176,8 @@ impl WebhookStore for DiskStore {
     }
 
     fn retry_later(&self, seq: u64, attempts: u32, next_at_ms: u64) -> Result<(), StoreError> {
-        let w = tx!("retry", self.db.begin_write());
+        let mut w = tx!("retry", self.db.begin_write());
+        w.set_durability(self.bookkeeping());
         {
             let mut pending = tx!("retry", w.open_table(PENDING));
             tx!("retry", pending.insert(seq, (attempts, next_at_ms)));
