@@ -47,6 +47,7 @@ fn service() -> impl Service<
         safety_margin: Duration::from_secs(60),
         max_entries: 10_000,
         max_bytes: 16 << 20,
+        recheck_after: Duration::from_secs(60),
     };
     let metrics = DedupMetrics::new(&prometheus::Registry::new()).unwrap();
     let upstream = tower::service_fn(|_req: Request<Bytes>| -> ResponseFuture {

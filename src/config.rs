@@ -33,6 +33,7 @@ pub struct Config {
     pub routes: Routes,
     pub state: State,
     pub log: Log,
+    pub webhooks: Webhooks,
 }
 
 /// `[listen]`
@@ -52,6 +53,8 @@ pub struct Listen {
     pub max_header_bytes: usize,
     /// SIGTERM/SIGINT: how long in-flight requests may take to finish.
     pub shutdown_grace: Duration,
+    /// Where iDenfy posts webhooks (`POST /webhooks/idenfy/{account}`); `None`: no listener.
+    pub webhook: Option<SocketAddr>,
 }
 
 /// `[upstream]`
@@ -75,6 +78,8 @@ pub struct Account {
     pub api_secret: SecretSource,
     pub rate: Rate,
     pub burst: NonZeroU32,
+    /// Verifies `Idenfy-Signature` of the account's webhooks; `None`: its webhooks are refused.
+    pub webhook_key: Option<SecretSource>,
 }
 
 /// `[[team]]`: one caller of the gateway.
@@ -87,6 +92,40 @@ pub struct Team {
     pub token: Option<Secret>,
     pub rate: Rate,
     pub burst: NonZeroU32,
+    /// Where the team's webhooks are delivered, re-signed with `webhook_key`.
+    pub webhook: Option<TeamWebhook>,
+}
+
+/// A team's webhook endpoint and the key its deliveries are signed with.
+#[derive(Debug, Clone)]
+pub struct TeamWebhook {
+    pub url: http::Uri,
+    pub key: SecretSource,
+}
+
+/// `[webhooks]`: the durable queue between iDenfy's webhooks and the teams' endpoints.
+#[derive(Debug, Clone)]
+pub struct Webhooks {
+    /// The embedded store (queue, scanRef→team map) with `state.backend = "memory"`.
+    pub dir: PathBuf,
+    pub retry_base: Duration,
+    pub retry_cap: Duration,
+    /// A delivery is retried this long after receipt, then dead-lettered; and a scanRef's team is
+    /// remembered this long past its token's expiry.
+    pub max_age: Duration,
+    /// What becomes of a webhook whose scanRef no token response named.
+    pub unknown: UnknownScanRef,
+    /// One delivery attempt's bound.
+    pub delivery_timeout: Duration,
+}
+
+/// `webhooks.unknown`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnknownScanRef {
+    /// Straight to dead letters.
+    Dead,
+    /// Delivered to this team (an index into `Config::teams`).
+    Team(usize),
 }
 
 /// `[retry]`
@@ -114,6 +153,9 @@ pub struct Dedup {
     pub max_entries: u64,
     /// Replay store bound, in bytes of stored responses (default 64 MiB).
     pub max_bytes: u64,
+    /// An entry whose session was last known live longer ago than this is rechecked with
+    /// `POST /api/v2/status` before it is replayed (zero: always).
+    pub recheck_after: Duration,
 }
 
 /// `[validation]`

@@ -291,6 +291,7 @@ mod tests {
             api_secret: secret,
             rate: crate::config::values::rate("10/s").unwrap(),
             burst: std::num::NonZeroU32::MIN,
+            webhook_key: None,
         }
     }
 

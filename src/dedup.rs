@@ -32,6 +32,23 @@
 //! `client_id_in_use` (what iDenfy would answer to a second session), at once, whether the
 //! session is stored or still being created. It never gets that team's answer.
 //!
+//! # Sessions end
+//!
+//! Replay exists to spare a second bill for one *live* session, not to pin a clientId to its
+//! past. An entry ends as soon as its session is known to be over ([`session`]):
+//! - a proxied answer of `POST /api/v2/status` or `/api/v2/data` with a status other than
+//!   `ACTIVE` for the entry's scanRef (the store indexes entries by scanRef);
+//! - a recheck: an entry whose session was last known live longer ago than
+//!   `dedup.recheck_after` is checked with `POST /api/v2/status` before it is replayed, as a
+//!   flight (one recheck per key at a time; the waiters share its outcome). It goes through the
+//!   team limit, the retry loop and the account limit like any call, so it is the account's
+//!   attempt. If it fails (error, timeout, quota), the entry is replayed all the same: a failed
+//!   recheck says nothing about the session, and the alternative, a new token, would bill a
+//!   second session or meet iDenfy's 409 for a clientId that may well still be live;
+//! - a final webhook ([`SessionEnds`], called by the webhook listener).
+//!
+//! Once an entry has ended, the next request for its key leads a new upstream call.
+//!
 //! # Limits
 //!
 //! A flight runs with the configured `upstream.deadline` from its start, its body read included,
@@ -45,6 +62,7 @@ mod flight;
 mod key;
 mod metrics;
 mod replay;
+mod session;
 mod shared;
 
 use std::future::Future;
@@ -61,11 +79,13 @@ use tracing::Instrument;
 pub use self::flight::{Entered, Flights, Ticket};
 pub use self::metrics::DedupMetrics;
 pub use self::replay::{
-    replay_ttl, token_lifetime, LifetimePolicy, Replay, ReplayStore, MAX_LIFETIME,
+    replay_ttl, token_lifetime, Freshness, LifetimePolicy, Replay, ReplayStore, MAX_LIFETIME,
 };
+pub use self::session::SessionEnds;
 pub use self::shared::{DedupOutcome, SharedResponse, X_GATEWAY_DEDUP, X_GATEWAY_DEDUP_MISMATCH};
 
 use self::key::{DedupKey, Ticketed};
+use self::session::Verdict;
 
 use crate::body::{Body, ResponseFuture};
 use crate::config;
@@ -73,6 +93,13 @@ use crate::context::{ContextExt, Deadline};
 use crate::error::{GatewayError, Limit};
 use crate::metrics::GaugeGuard;
 use crate::stack::Inner;
+
+/// Told of every session a token response opened (the webhook queue learns which team each
+/// scanRef belongs to). Called on the request path: it must not block.
+pub trait SessionObserver: Send + Sync + 'static {
+    /// Team index `team` created session `scan_ref`, whose token lives `lifetime`.
+    fn created(&self, team: usize, scan_ref: &str, lifetime: Duration);
+}
 
 /// What a flight hands each of its waiters.
 #[derive(Clone)]
@@ -128,24 +155,64 @@ struct Shared {
     /// Each flight owned by its leader's team index.
     flights: Flights<DedupKey, Outcome, usize>,
     /// `None` when `dedup.replay` is off.
-    replay: Option<ReplayStore<DedupKey>>,
+    replay: Option<Arc<ReplayStore<DedupKey>>>,
     lifetimes: LifetimePolicy,
+    /// Entries last known live longer ago are rechecked before a replay (`dedup.recheck_after`).
+    recheck_after: Duration,
     max_body: u64,
     /// How long a flight may take, from its start (`upstream.deadline`).
     deadline: Duration,
     metrics: DedupMetrics,
+    observer: Option<Arc<dyn SessionObserver>>,
+}
+
+/// What the replay store holds for a key.
+enum Stored {
+    /// Nothing: the request goes upstream.
+    Miss,
+    /// An answer to give at once.
+    Answer(Outcome),
+    /// An entry to recheck first (its session's scanRef), as a flight.
+    Recheck(Replay, Arc<str>),
 }
 
 impl Shared {
     /// The stored answer for `t`'s key: its team's live token, or `client_id_in_use` when another
-    /// team's request created it.
-    fn replay_for(&self, t: &Ticketed) -> Option<Outcome> {
-        let hit = self.replay.as_ref()?.get(&t.key)?;
-        Some(if hit.team == t.team_index {
+    /// team's request created it; or the entry to recheck first when its session was last known
+    /// live `recheck_after` ago or longer.
+    fn stored_for(&self, t: &Ticketed) -> Stored {
+        let Some((hit, fresh)) = self.replay.as_ref().and_then(|s| s.lookup(&t.key)) else {
+            return Stored::Miss;
+        };
+        match fresh.scan_ref {
+            Some(scan_ref) if fresh.confirmed_at.elapsed() >= self.recheck_after => {
+                Stored::Recheck(hit, scan_ref)
+            }
+            _ => Stored::Answer(self.answer_from(t, hit)),
+        }
+    }
+
+    fn answer_from(&self, t: &Ticketed, hit: Replay) -> Outcome {
+        if hit.team == t.team_index {
             Outcome::replayed(hit)
         } else {
             Outcome::in_use()
-        })
+        }
+    }
+
+    /// The stored answer for `t`'s key, without a recheck (after a 409: the session is live).
+    fn replay_for(&self, t: &Ticketed) -> Option<Outcome> {
+        let hit = self.replay.as_ref()?.get(&t.key)?;
+        Some(self.answer_from(t, hit))
+    }
+
+    /// The session `scan_ref` is over: its entry goes (counted under `signal`).
+    fn end(&self, scan_ref: &str, signal: &'static str) {
+        if let Some(store) = &self.replay {
+            if store.end(scan_ref) {
+                self.metrics.replay_ended.with_label_values(&[signal]).inc();
+            }
+        }
     }
 
     /// Stores `response` for replay, as `t`'s team's, if it is a live token.
@@ -201,11 +268,11 @@ impl DedupLayer {
         metrics: DedupMetrics,
     ) -> Self {
         let replay = cfg.replay.then(|| {
-            ReplayStore::new(
+            Arc::new(ReplayStore::new(
                 cfg.max_entries,
                 cfg.max_bytes,
                 metrics.replay_entries.clone(),
-            )
+            ))
         });
         DedupLayer {
             shared: Arc::new(Shared {
@@ -215,10 +282,12 @@ impl DedupLayer {
                     default: cfg.default_lifetime,
                     margin: cfg.safety_margin,
                 },
+                recheck_after: cfg.recheck_after,
                 max_body,
                 // No flight needs longer than a token lives; and no instant arithmetic overflows.
                 deadline: deadline.min(MAX_LIFETIME),
                 metrics,
+                observer: None,
             }),
         }
     }
@@ -226,6 +295,23 @@ impl DedupLayer {
     /// Keys with an upstream call in flight.
     pub fn in_flight(&self) -> usize {
         self.shared.flights.len()
+    }
+
+    /// Tells `observer` of every session created. Call it on a new layer, before cloning it (a
+    /// layer already shared is left as it is).
+    pub fn observed_by(mut self, observer: Arc<dyn SessionObserver>) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.observer = Some(observer);
+        }
+        self
+    }
+
+    /// The handle that ends replay for a scanRef from outside the layer (a final webhook).
+    pub fn session_ends(&self) -> SessionEnds {
+        SessionEnds {
+            store: self.shared.replay.clone(),
+            ended: self.shared.metrics.replay_ended.clone(),
+        }
     }
 }
 
@@ -264,9 +350,18 @@ where
     fn call(&mut self, req: Request<Bytes>) -> ResponseFuture {
         let Some(t) = Ticketed::of(&req) else {
             // Not deduplicated: readiness was the inner service's, call it in place.
+            let watch =
+                self.shared.replay.is_some() && req.route().is_some_and(session::reports_status);
+            if watch {
+                return Box::pin(watch_status(
+                    Arc::clone(&self.shared),
+                    req.body().clone(),
+                    self.inner.call(req),
+                ));
+            }
             return self.inner.call(req);
         };
-        if let Some(outcome) = self.shared.replay_for(&t) {
+        if let Stored::Answer(outcome) = self.shared.stored_for(&t) {
             let res = self.shared.deliver(&t, DedupOutcome::Replayed, outcome);
             return Box::pin(std::future::ready(res));
         }
@@ -303,16 +398,23 @@ where
 /// Bounded by the configured deadline from now, the whole call: the head, and the body read.
 async fn lead<S>(shared: Arc<Shared>, inner: S, mut req: Request<Bytes>, t: Ticketed) -> Outcome
 where
-    S: Service<Request<Bytes>, Response = Response<Body>, Error = GatewayError>,
+    S: Service<Request<Bytes>, Response = Response<Body>, Error = GatewayError> + Clone,
 {
-    // A flight for this key may have stored its token between our look-up and our lead.
-    if let Some(outcome) = shared.replay_for(&t) {
-        return outcome;
-    }
     // The flight answers every waiter: it runs on the configured deadline, not on its leader's
     // `x-gateway-timeout` (each caller's own deadline bounds only its own wait).
     let deadline = Instant::now() + shared.deadline;
     req.context_mut().deadline = Some(Deadline(deadline));
+    // A flight for this key may have stored its token between our look-up and our lead; or the
+    // stored entry is due for a recheck, which this flight makes.
+    match shared.stored_for(&t) {
+        Stored::Answer(outcome) => return outcome,
+        Stored::Recheck(hit, scan_ref) => {
+            if recheck(&shared, inner.clone(), &req, &t, &scan_ref, deadline).await {
+                return shared.answer_from(&t, hit);
+            }
+        }
+        Stored::Miss => {}
+    }
     let request_body = req.body().clone();
     let call = async {
         let res = inner.oneshot(req).await?;
@@ -334,6 +436,15 @@ where
     }
     if response.status().is_success() {
         shared.metrics.session_created(&t.team, t.route);
+        if let Some(observer) = &shared.observer {
+            observe(
+                observer.as_ref(),
+                &t,
+                &response,
+                &request_body,
+                &shared.lifetimes,
+            );
+        }
     }
     shared.remember(&t, &response, &request_body);
     Outcome {
@@ -341,6 +452,99 @@ where
         fingerprint: t.fingerprint,
         replayed: false,
     }
+}
+
+/// Tells `observer` of the session a successful token response opened, if it names a scanRef.
+fn observe(
+    observer: &dyn SessionObserver,
+    t: &Ticketed,
+    response: &SharedResponse,
+    request: &[u8],
+    lifetimes: &LifetimePolicy,
+) {
+    let Ok(answer) = serde_json::from_slice::<serde_json::Value>(response.body()) else {
+        return;
+    };
+    let Some(scan_ref) = answer.get("scanRef").and_then(|s| s.as_str()) else {
+        return;
+    };
+    let request = serde_json::from_slice(request).unwrap_or(serde_json::Value::Null);
+    let lifetime = token_lifetime(&answer, &request, lifetimes.default);
+    observer.created(t.team_index, scan_ref, lifetime);
+}
+
+/// Rechecks the stored session `scan_ref` of `t`'s key: `true` to replay it (still `ACTIVE`, or
+/// the recheck failed), `false` when it is over (the entry is gone: lead).
+async fn recheck<S>(
+    shared: &Shared,
+    inner: S,
+    token_request: &Request<Bytes>,
+    t: &Ticketed,
+    scan_ref: &str,
+    deadline: Instant,
+) -> bool
+where
+    S: Service<Request<Bytes>, Response = Response<Body>, Error = GatewayError>,
+{
+    let req = session::recheck_request(token_request, scan_ref);
+    let call = async {
+        let res = inner.oneshot(req).await?;
+        SharedResponse::buffer(res, shared.max_body).await
+    };
+    let answer = tokio::time::timeout_at(deadline, call).await;
+    let verdict = match answer {
+        Ok(Ok(res)) => session::verdict(res.status(), res.body()),
+        _ => Verdict::Unknown,
+    };
+    let result = match verdict {
+        Verdict::Live => "live",
+        Verdict::Over { .. } => "over",
+        Verdict::Unknown => "failed",
+    };
+    shared.metrics.rechecks.with_label_values(&[result]).inc();
+    match verdict {
+        Verdict::Live => {
+            if let Some(store) = &shared.replay {
+                store.confirm(&t.key, scan_ref);
+            }
+            true
+        }
+        Verdict::Over { .. } => {
+            shared.end(scan_ref, "recheck");
+            false
+        }
+        Verdict::Unknown => true,
+    }
+}
+
+/// A proxied status or data answer, passed on unchanged; one that shows its session over ends
+/// that session's replay entry. Only an answer held whole is read (iDenfy's small JSON answers
+/// are; a streamed one passes unread, and the recheck or the webhook ends its session instead).
+async fn watch_status(
+    shared: Arc<Shared>,
+    request: Bytes,
+    answer: impl Future<Output = Result<Response<Body>, GatewayError>>,
+) -> Result<Response<Body>, GatewayError> {
+    /// Larger answers are passed on without being read.
+    const MAX_READ: u64 = 64 * 1024;
+    let res = answer.await?;
+    let small = http_body::Body::size_hint(res.body())
+        .exact()
+        .is_some_and(|n| n <= MAX_READ);
+    if res.status() != StatusCode::OK || !small {
+        return Ok(res);
+    }
+    let (parts, body) = res.into_parts();
+    let bytes = match http_body_util::BodyExt::collect(body).await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => return Err(GatewayError::UpstreamProtocol),
+    };
+    if let Verdict::Over { scan_ref } = session::verdict(parts.status, &bytes) {
+        if let Some(scan_ref) = scan_ref.or_else(|| session::scan_ref_of(&request)) {
+            shared.end(&scan_ref, "answer");
+        }
+    }
+    Ok(Response::from_parts(parts, Body::full(bytes)))
 }
 
 /// One caller's answer from the flight it entered. A caller that joined another team's flight
@@ -375,7 +579,12 @@ where
         let outcome = ticket.outcome().await.ok_or(GatewayError::Internal)?;
         drop(waiting);
         if !outcome.refused_by_team_limit() {
-            return shared.deliver(&t, DedupOutcome::Coalesced, outcome);
+            // A flight that rechecked and replayed a stored session gave a stored answer.
+            let label = match outcome.replayed {
+                true => DedupOutcome::Replayed,
+                false => DedupOutcome::Coalesced,
+            };
+            return shared.deliver(&t, label, outcome);
         }
         entered = shared
             .flights

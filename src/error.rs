@@ -82,6 +82,18 @@ pub enum GatewayError {
     UpstreamProtocol,
     #[error("internal gateway error")]
     Internal,
+    /// A webhook without `Idenfy-Signature`.
+    #[error("the webhook has no Idenfy-Signature")]
+    WebhookUnsigned,
+    /// A webhook whose `Idenfy-Signature` is not the account's HMAC of its body.
+    #[error("the webhook signature does not match")]
+    WebhookBadSignature,
+    /// A webhook for an account the gateway does not have (or that has no `webhook_key`).
+    #[error("no account with a webhook key at this path")]
+    WebhookUnknownAccount,
+    /// The webhook could not be stored: not acknowledged, so that iDenfy sends it again.
+    #[error("the webhook could not be stored; send it again")]
+    WebhookNotStored,
 }
 
 fn retry_after_secs(d: Duration) -> u64 {
@@ -107,6 +119,9 @@ impl GatewayError {
             DeadlineExceeded | UpstreamTimedOut => StatusCode::GATEWAY_TIMEOUT,
             UpstreamConnect | UpstreamProtocol => StatusCode::BAD_GATEWAY,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            WebhookUnsigned | WebhookBadSignature => StatusCode::UNAUTHORIZED,
+            WebhookUnknownAccount => StatusCode::NOT_FOUND,
+            WebhookNotStored => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -132,6 +147,9 @@ impl GatewayError {
             DeadlineExceeded | UpstreamTimedOut => "GATEWAY_TIMEOUT",
             UpstreamConnect | UpstreamProtocol => "BAD_GATEWAY",
             Internal => "INTERNAL_ERROR",
+            WebhookUnsigned | WebhookBadSignature => "UNAUTHORIZED",
+            WebhookUnknownAccount => "NOT_FOUND",
+            WebhookNotStored => "SERVICE_UNAVAILABLE",
         }
     }
 
@@ -163,6 +181,10 @@ impl GatewayError {
             UpstreamConnect => "upstream_connect",
             UpstreamProtocol => "upstream_protocol",
             Internal => "internal",
+            WebhookUnsigned => "webhook_unsigned",
+            WebhookBadSignature => "webhook_bad_signature",
+            WebhookUnknownAccount => "webhook_unknown_account",
+            WebhookNotStored => "webhook_not_stored",
         }
     }
 
@@ -180,6 +202,7 @@ impl GatewayError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             GatewayError::RateLimited { retry_after, .. } => Some(*retry_after),
+            GatewayError::WebhookNotStored => Some(Duration::from_secs(1)),
             _ => None,
         }
     }

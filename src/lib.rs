@@ -38,6 +38,8 @@
 //! - [`headers`]: hop-by-hop headers removed; a header set without growing a full map
 //! - [`simulator`]: a faithful stand-in for iDenfy on loopback (tests, demo, benchmarks)
 //! - [`demo`]: the simulator with the gateway in front of it, for trying things with curl
+//! - [`webhooks`]: the third listener: iDenfy's webhooks verified, stored durably, acknowledged,
+//!   and delivered to the team that created each scanRef (retries, dead letters)
 //! - `fuzzing` (feature `fuzzing`): the parsers, reachable from `fuzz/` and the differential test
 
 #![forbid(unsafe_code)]
@@ -70,3 +72,4 @@ pub mod stack;
 pub mod telemetry;
 pub mod upstream;
 pub mod validate;
+pub mod webhooks;

@@ -25,6 +25,7 @@ use crate::admin::Admin;
 use crate::config::{Config, Listen};
 use crate::credentials::Credentials;
 use crate::stack::App;
+use crate::webhooks::{HttpTransport, Webhooks};
 
 mod h1;
 mod slots;
@@ -35,6 +36,8 @@ pub struct Running {
     pub proxy_addr: SocketAddr,
     /// Where the admin endpoints listen.
     pub admin_addr: SocketAddr,
+    /// Where iDenfy's webhooks are received (`listen.webhook`), if anywhere.
+    pub webhook_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     proxy_task: JoinHandle<()>,
     /// Stopped last: `/readyz` answers 503 and `/metrics` stays up while the proxy drains.
@@ -58,7 +61,12 @@ impl Running {
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let registry = crate::metrics::registry()?;
     let credentials = Credentials::load(&config.accounts, &registry)?;
-    let app = crate::stack::app(&config, &registry, credentials.clone())?;
+    let mut webhooks = match config.listen.webhook {
+        Some(_) => Some(Webhooks::open(&config, &registry)?),
+        None => None,
+    };
+    let observer = webhooks.as_ref().map(Webhooks::route_book);
+    let (app, ends) = crate::stack::app_with(&config, &registry, credentials.clone(), observer)?;
     let ready = Arc::new(AtomicBool::new(false));
 
     let proxy = TcpListener::bind(config.listen.proxy)
@@ -70,12 +78,33 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let (stop, stop_signal) = watch::channel(false);
     let (admin_stop, admin_stop_signal) = watch::channel(false);
     let (proxy_addr, admin_addr) = (proxy.local_addr()?, admin_listener.local_addr()?);
-    tracing::info!(proxy = %proxy_addr, admin = %admin_addr, upstream = %config.upstream.url, "gateway listening");
 
     let admin = Admin {
         registry,
         ready: ready.clone(),
+        webhooks: webhooks.as_ref().map(Webhooks::dead_letters),
     };
+    let mut tasks = Vec::new();
+    let mut webhook_addr = None;
+    if let (Some(w), Some(addr)) = (webhooks.as_mut(), config.listen.webhook) {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on listen.webhook {addr}"))?;
+        webhook_addr = Some(listener.local_addr()?);
+        let intake = w.intake(&config, ends);
+        let queue = w.queue(&config, Arc::new(HttpTransport::new()));
+        tasks.extend(w.spawn(queue, stop_signal.clone()));
+        let service = hyper::service::service_fn(move |req| {
+            let intake = Arc::clone(&intake);
+            async move { Ok::<_, std::convert::Infallible>(intake.handle(req).await) }
+        });
+        tasks.push(tokio::spawn(serve(
+            listener,
+            service,
+            config.listen.clone(),
+            stop_signal.clone(),
+        )));
+    }
     let mut stop_rx = stop_signal.clone();
     let creds_task = tokio::spawn(credentials.watch(async move {
         stopped(&mut stop_rx).await;
@@ -108,13 +137,17 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         stopped(&mut stop_rx).await;
         ready.store(false, Ordering::Release);
     });
+    tasks.extend([admin_task, creds_task, readiness]);
+    let webhook = webhook_addr.map(|a| a.to_string()).unwrap_or_default();
+    tracing::info!(proxy = %proxy_addr, admin = %admin_addr, webhook = %webhook, upstream = %config.upstream.url, "gateway listening");
     Ok(Running {
         proxy_addr,
         admin_addr,
+        webhook_addr,
         stop,
         proxy_task,
         admin_stop,
-        tasks: vec![admin_task, creds_task, readiness],
+        tasks,
     })
 }
 

@@ -2,6 +2,7 @@
 //! sees the request earlier. Each line says why the layer is there and what must come before it.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -12,7 +13,7 @@ use tower::{Service, ServiceBuilder};
 use crate::body::Body;
 use crate::config::Config;
 use crate::credentials::{Credentials, SetCredentialsLayer};
-use crate::dedup::{DedupLayer, DedupMetrics};
+use crate::dedup::{DedupLayer, DedupMetrics, SessionEnds, SessionObserver};
 use crate::error::GatewayError;
 use crate::front::{Admit, FrontLayer};
 use crate::identify::Callers;
@@ -67,10 +68,31 @@ pub fn app(
     registry: &Registry,
     credentials: Credentials,
 ) -> anyhow::Result<impl App> {
+    Ok(app_with(config, registry, credentials, None)?.0)
+}
+
+/// [`app`], with dedup telling `observer` of every session created (the webhook queue's
+/// scanRef→team routes), and the handle that ends replay for a scanRef (a final webhook).
+pub fn app_with(
+    config: &Config,
+    registry: &Registry,
+    credentials: Credentials,
+    observer: Option<Arc<dyn SessionObserver>>,
+) -> anyhow::Result<(impl App, SessionEnds)> {
+    let mut dedup = DedupLayer::new(
+        &config.dedup,
+        config.limits.max_body,
+        config.upstream.deadline,
+        DedupMetrics::new(registry)?.for_teams(config.teams.len()),
+    );
+    if let Some(observer) = observer {
+        dedup = dedup.observed_by(observer);
+    }
+    let ends = dedup.session_ends();
     let limit_metrics = LimitMetrics::new(registry)?;
     let upstream_metrics = UpstreamMetrics::new(registry)?.for_accounts(config.accounts.len());
     let upstream = Upstream::new(&config.upstream, upstream_metrics)?;
-    Ok(ServiceBuilder::new()
+    let app = ServiceBuilder::new()
         // Identify (401), route (404/400) and the body limit (413) first: a request the gateway
         // will refuse costs nothing and never reaches iDenfy. Also the request id, the deadline,
         // the log line, the request metrics, and the one place errors become responses.
@@ -91,12 +113,7 @@ pub fn app(
         // Coalesce concurrent token requests per (account, route, clientId) and replay live
         // tokens: followers and replays never reach the limits, so they spend no quota.
         // Needs the caller and route (front) and the clientId (validate).
-        .layer(DedupLayer::new(
-            &config.dedup,
-            config.limits.max_body,
-            config.upstream.deadline,
-            DedupMetrics::new(registry)?.for_teams(config.teams.len()),
-        ))
+        .layer(dedup)
         // The team's quota on logical requests: wait briefly in line, or 429. After dedup, so
         // coalesced and replayed requests spend nothing.
         .layer(TeamLimitLayer::new(
@@ -119,5 +136,6 @@ pub fn app(
         // shared by the attempts and not edited; front removed the hop-by-hop headers).
         .layer(SetCredentialsLayer::new(credentials))
         // One attempt against iDenfy, with the attempt timeout.
-        .service(upstream))
+        .service(upstream);
+    Ok((app, ends))
 }

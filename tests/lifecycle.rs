@@ -275,7 +275,7 @@ async fn demo_serves_the_printed_curl_commands() {
         .filter(|l| l.trim_start().starts_with("curl"))
         .filter_map(|l| l.split_whitespace().find(|w| w.starts_with("http://")))
         .collect();
-    assert_eq!(curl_urls.len(), 3, "{text}");
+    assert_eq!(curl_urls.len(), 5, "{text}");
     let body = r#"{"clientId":"demo-user-1"}"#;
     let json = [("content-type", "application/json")];
     let first = send(Method::POST, curl_urls[0], &json, body).await;
@@ -289,6 +289,19 @@ async fn demo_serves_the_printed_curl_commands() {
     assert!(
         String::from_utf8_lossy(&metrics.body).contains("idenfy_gateway_sessions_created_total")
     );
+    // 4. and 5.: finishing the session sends its webhook through the gateway, which ends replay.
+    let scan_ref = first.json()["scanRef"].as_str().unwrap().to_owned();
+    let finish_url = curl_urls[3].replace("SCANREF", &scan_ref);
+    let finished = send(Method::POST, &finish_url, &[], r#"{"status":"APPROVED"}"#).await;
+    assert_eq!(finished.status, StatusCode::OK);
+    assert_eq!(
+        finished.json()["webhook"]["delivered"],
+        true,
+        "the gateway acknowledged"
+    );
+    let third = send(Method::POST, curl_urls[4], &json, body).await;
+    assert_eq!(third.header("x-gateway-dedup"), "leader");
+    assert_ne!(third.json()["scanRef"], first.json()["scanRef"]);
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

@@ -42,6 +42,13 @@ pub(crate) const TOKEN_LIFETIME: Range = Range::new(SECOND, Duration::from_secs(
 /// `dedup.safety_margin`: 0..1h.
 pub(crate) const SAFETY_MARGIN: Range = Range::new(Duration::ZERO, HOUR);
 
+/// `dedup.recheck_after`: 0..30d (zero: recheck before every replay; 30 days: never, as no
+/// token lives longer).
+pub(crate) const RECHECK_AFTER: Range = Range::new(Duration::ZERO, Duration::from_secs(2_592_000));
+
+/// `webhooks.max_age`: 1s..30d (short values are for tests and drills).
+pub(crate) const WEBHOOK_MAX_AGE: Range = Range::new(SECOND, Duration::from_secs(2_592_000));
+
 /// `limits.max_wait`: 0..1h (zero: never queue, answer 429 at once), and never more than
 /// `upstream.deadline` (checked in `validate`).
 pub(crate) const MAX_WAIT: Range = Range::new(Duration::ZERO, HOUR);

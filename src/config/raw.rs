@@ -17,6 +17,7 @@ pub struct RawConfig {
     pub routes: RawRoutes,
     pub state: RawState,
     pub log: RawLog,
+    pub webhooks: RawWebhooks,
 }
 
 #[derive(Debug, Deserialize)]
@@ -31,6 +32,7 @@ pub struct RawListen {
     pub idle_timeout: String,
     pub max_header_bytes: String,
     pub shutdown_grace: String,
+    pub webhook: Option<String>,
 }
 
 impl Default for RawListen {
@@ -45,6 +47,7 @@ impl Default for RawListen {
             idle_timeout: "60s".into(),
             max_header_bytes: "64KiB".into(),
             shutdown_grace: "30s".into(),
+            webhook: None,
         }
     }
 }
@@ -87,6 +90,8 @@ pub struct RawAccount {
     pub rate: String,
     #[serde(default = "default_account_burst")]
     pub burst: u32,
+    pub webhook_key: Option<String>,
+    pub webhook_key_file: Option<String>,
 }
 
 fn default_account_rate() -> String {
@@ -108,6 +113,9 @@ pub struct RawTeam {
     pub rate: String,
     #[serde(default = "default_team_burst")]
     pub burst: u32,
+    pub webhook_url: Option<String>,
+    pub webhook_key: Option<String>,
+    pub webhook_key_file: Option<String>,
 }
 
 fn default_team_rate() -> String {
@@ -150,6 +158,7 @@ pub struct RawDedup {
     pub safety_margin: String,
     pub max_entries: u64,
     pub max_bytes: String,
+    pub recheck_after: String,
 }
 
 impl Default for RawDedup {
@@ -160,6 +169,7 @@ impl Default for RawDedup {
             safety_margin: "30s".into(),
             max_entries: 100_000,
             max_bytes: "64MiB".into(),
+            recheck_after: "1m".into(),
         }
     }
 }
@@ -235,6 +245,30 @@ impl Default for RawState {
         RawState {
             backend: "memory".into(),
             redis_url: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawWebhooks {
+    pub dir: String,
+    pub retry_base: String,
+    pub retry_cap: String,
+    pub max_age: String,
+    pub unknown: String,
+    pub delivery_timeout: String,
+}
+
+impl Default for RawWebhooks {
+    fn default() -> Self {
+        RawWebhooks {
+            dir: "/var/lib/idenfy-gateway".into(),
+            retry_base: "1s".into(),
+            retry_cap: "5m".into(),
+            max_age: "72h".into(),
+            unknown: "dead".into(),
+            delivery_timeout: "10s".into(),
         }
     }
 }

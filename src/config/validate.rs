@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use super::load::Problems;
 use super::raw::{
     RawAccount, RawConfig, RawDedup, RawLimits, RawListen, RawLog, RawRetry, RawTeam, RawUpstream,
-    DEFAULT_MAX_WAIT,
+    RawWebhooks, DEFAULT_MAX_WAIT,
 };
 use super::*;
 use super::{ranges, values};
@@ -40,7 +40,9 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     }
     unique_names(&mut p, "team", teams.iter().map(|t| t.name.as_str()));
     check_team_tokens(&mut p, &teams, &listen);
+    let webhooks = webhooks(&mut p, &raw.webhooks, &teams);
     let config = Config {
+        webhooks,
         retry: retry(&mut p, &raw.retry),
         dedup: dedup(&mut p, &raw.dedup),
         validation: Validation {
@@ -84,6 +86,54 @@ fn listen(p: &mut Problems, raw: &RawListen) -> Listen {
             "listen.shutdown_grace",
             &raw.shutdown_grace,
             ranges::SHUTDOWN_GRACE,
+        ),
+        webhook: raw.webhook.as_deref().map(|a| addr(p, "listen.webhook", a)),
+    }
+}
+
+/// `[webhooks]`: the backoff bounds (base ≤ cap), the age limit, and `unknown` as `"dead"` or a
+/// team's name.
+fn webhooks(p: &mut Problems, raw: &RawWebhooks, teams: &[Team]) -> Webhooks {
+    let base = p.duration_checked("webhooks.retry_base", &raw.retry_base, ranges::BACKOFF);
+    let cap = p.duration_checked("webhooks.retry_cap", &raw.retry_cap, ranges::BACKOFF);
+    if let (Some(base), Some(cap)) = (base, cap) {
+        if base > cap {
+            p.add(
+                "webhooks.retry_base",
+                format!(
+                    "must not exceed webhooks.retry_cap, got {:?}",
+                    raw.retry_base
+                ),
+            );
+        }
+    }
+    let min = ranges::BACKOFF.min;
+    let unknown = match raw.unknown.as_str() {
+        "dead" => UnknownScanRef::Dead,
+        name => match teams.iter().position(|t| t.name == name) {
+            Some(i) => UnknownScanRef::Team(i),
+            None => {
+                p.add(
+                    "webhooks.unknown",
+                    format!("expected \"dead\" or a team's name, got {name:?}"),
+                );
+                UnknownScanRef::Dead
+            }
+        },
+    };
+    if raw.dir.is_empty() {
+        p.add("webhooks.dir", "must not be empty");
+    }
+    Webhooks {
+        dir: PathBuf::from(&raw.dir),
+        retry_base: base.unwrap_or(min),
+        retry_cap: cap.unwrap_or(min).max(base.unwrap_or(min)),
+        max_age: p.duration("webhooks.max_age", &raw.max_age, ranges::WEBHOOK_MAX_AGE),
+        unknown,
+        delivery_timeout: p.duration(
+            "webhooks.delivery_timeout",
+            &raw.delivery_timeout,
+            ranges::TIMEOUT,
         ),
     }
 }
@@ -177,6 +227,11 @@ fn dedup(p: &mut Problems, raw: &RawDedup) -> Dedup {
         ),
         max_entries: positive(p, "dedup.max_entries", raw.max_entries as usize) as u64,
         max_bytes: p.size("dedup.max_bytes", &raw.max_bytes),
+        recheck_after: p.duration(
+            "dedup.recheck_after",
+            &raw.recheck_after,
+            ranges::RECHECK_AFTER,
+        ),
     }
 }
 
@@ -317,12 +372,75 @@ fn account(p: &mut Problems, i: usize, raw: &RawAccount) -> Account {
         &raw.api_secret_file,
     );
     let (rate, burst) = rate_burst(p, &path, &raw.rate, raw.burst);
+    let webhook_key = optional_secret(
+        p,
+        &path,
+        "webhook_key",
+        &raw.webhook_key,
+        &raw.webhook_key_file,
+    );
     Account {
         name: raw.name.clone(),
         api_key,
         api_secret,
         rate,
         burst,
+        webhook_key,
+    }
+}
+
+/// A secret that may be absent: `None` when neither `{key}` nor `{key}_file` is given.
+fn optional_secret(
+    p: &mut Problems,
+    path: &str,
+    key: &str,
+    inline: &Option<String>,
+    file: &Option<String>,
+) -> Option<SecretSource> {
+    if inline.is_none() && file.is_none() {
+        return None;
+    }
+    Some(secret_source(p, path, key, inline, file))
+}
+
+/// `team[i].webhook_url` (an http(s) URL) with its `webhook_key`: both or neither.
+fn team_webhook(p: &mut Problems, path: &str, raw: &RawTeam) -> Option<TeamWebhook> {
+    let key = optional_secret(
+        p,
+        path,
+        "webhook_key",
+        &raw.webhook_key,
+        &raw.webhook_key_file,
+    );
+    let url = raw.webhook_url.as_deref().map(|s| {
+        let parsed = s
+            .parse::<http::Uri>()
+            .ok()
+            .filter(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
+        p.check(
+            format!("{path}.webhook_url"),
+            parsed.ok_or(format!("expected an http(s) URL, got {s:?}")),
+        )
+        .unwrap_or_else(|| http::Uri::from_static("http://invalid"))
+    });
+    match (url, key) {
+        (Some(url), Some(key)) => Some(TeamWebhook { url, key }),
+        (None, None) => None,
+        (Some(_), None) => {
+            p.add(
+                format!("{path}.webhook_key"),
+                "missing: deliveries to webhook_url are signed with the team's webhook_key \
+                 (or webhook_key_file)",
+            );
+            None
+        }
+        (None, Some(_)) => {
+            p.add(
+                format!("{path}.webhook_url"),
+                "missing: webhook_key is set but there is no webhook_url",
+            );
+            None
+        }
     }
 }
 
@@ -405,12 +523,14 @@ fn team(p: &mut Problems, i: usize, raw: &RawTeam, accounts: &[Account]) -> Team
         None => None,
     };
     let (rate, burst) = rate_burst(p, &path, &raw.rate, raw.burst);
+    let webhook = team_webhook(p, &path, raw);
     Team {
         name: raw.name.clone(),
         account,
         token,
         rate,
         burst,
+        webhook,
     }
 }
 

@@ -31,6 +31,10 @@ pub struct DedupMetrics {
     pub(super) replay_entries: IntGauge,
     /// `idenfy_gateway_dedup_waiting`
     pub(super) waiting: IntGauge,
+    /// `idenfy_gateway_dedup_rechecks_total{result}`: live | over | failed
+    pub(super) rechecks: IntCounterVec,
+    /// `idenfy_gateway_dedup_replay_ended_total{signal}`: answer | recheck | webhook
+    pub(super) replay_ended: IntCounterVec,
     /// `requests` handles by team index, then (route kind, outcome): resolved on first use.
     answered: Arc<HandleTable<IntCounter>>,
 }
@@ -81,6 +85,23 @@ impl DedupMetrics {
                 "idenfy_gateway_dedup_waiting",
                 "Token requests waiting for a concurrent request's answer (coalesced followers)",
             )?,
+            rechecks: IntCounterVec::new(
+                Opts::new(
+                    "idenfy_gateway_dedup_rechecks_total",
+                    "Rechecks of a stored session (POST /api/v2/status) before replaying it: \
+                     live (replayed), over (replay ended, the request went upstream), failed \
+                     (error, timeout or quota: replayed anyway)",
+                ),
+                &["result"],
+            )?,
+            replay_ended: IntCounterVec::new(
+                Opts::new(
+                    "idenfy_gateway_dedup_replay_ended_total",
+                    "Replay entries removed because their session is over, by the signal that \
+                     said so: answer (a proxied status/data answer), recheck, webhook (final)",
+                ),
+                &["signal"],
+            )?,
             answered: Arc::new(HandleTable::new(0, 0)),
         };
         registry.register(Box::new(metrics.requests.clone()))?;
@@ -90,6 +111,8 @@ impl DedupMetrics {
         registry.register(Box::new(metrics.in_flight.clone()))?;
         registry.register(Box::new(metrics.replay_entries.clone()))?;
         registry.register(Box::new(metrics.waiting.clone()))?;
+        registry.register(Box::new(metrics.rechecks.clone()))?;
+        registry.register(Box::new(metrics.replay_ended.clone()))?;
         Ok(metrics)
     }
 
@@ -156,6 +179,8 @@ mod tests {
         metrics.session_created("payments", "/api/v2/token");
         metrics.conflict("payments", "/api/v2/token");
         metrics.client_id_in_use("payments", "/api/v2/token");
+        metrics.rechecks.with_label_values(&["live"]).inc();
+        metrics.replay_ended.with_label_values(&["answer"]).inc();
         let names: Vec<_> = registry
             .gather()
             .iter()
@@ -169,6 +194,8 @@ mod tests {
             "idenfy_gateway_dedup_in_flight",
             "idenfy_gateway_dedup_replay_entries",
             "idenfy_gateway_dedup_waiting",
+            "idenfy_gateway_dedup_rechecks_total",
+            "idenfy_gateway_dedup_replay_ended_total",
         ] {
             assert!(names.iter().any(|n| n == name), "{name} missing");
         }

@@ -5,10 +5,19 @@
 //! Bounded in entries and bytes (moka, LRU). Expiry is checked against `tokio::time::Instant`,
 //! stored with each entry, so that paused-time tests see it; moka's own expiry, on the wall clock
 //! with the same lifetime, only frees the memory.
+//!
+//! An entry also ends with its session: the store keeps an index from the token's `scanRef` to
+//! its key, so that a signal naming only the scanRef (a final webhook, a status answer other than
+//! `ACTIVE`, a recheck) removes the entry ([`ReplayStore::end`]). Each entry remembers when its
+//! session was last known to be live (stored, or confirmed by a recheck): `dedup` rechecks an
+//! entry older than `dedup.recheck_after` before replaying it.
 
 use std::hash::Hash;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use dashmap::DashMap;
 
 use http::StatusCode;
 use moka::ops::compute::Op;
@@ -19,6 +28,7 @@ use prometheus::IntGauge;
 use serde_json::Value;
 use tokio::time::Instant;
 
+use super::session::scan_ref_of;
 use super::shared::SharedResponse;
 
 /// iDenfy's longest token lifetime (30 days, the maximum of `expiryTime` and `lifetime`). Longer
@@ -95,16 +105,33 @@ pub struct Replay {
     pub team: usize,
 }
 
+/// What the store knows of an entry's session besides its answer.
+#[derive(Debug, Clone)]
+pub struct Freshness {
+    /// The session's `scanRef`, from the stored token response (`None`: the body named none).
+    pub scan_ref: Option<Arc<str>>,
+    /// When the session was last known live: stored, or confirmed `ACTIVE` by a recheck.
+    pub confirmed_at: Instant,
+}
+
 struct Stored {
+    /// Tells this entry from a later one for the same key and scanRef, in the index.
+    id: u64,
     replay: Replay,
+    scan_ref: Option<Arc<str>>,
+    confirmed_at: Mutex<Instant>,
     expires_at: Instant,
     ttl: Duration,
     weight: u32,
 }
 
-/// Live token responses by key.
+/// Live token responses by key, and the key of each session by its scanRef.
 pub struct ReplayStore<K> {
     cache: Cache<K, Arc<Stored>>,
+    /// scanRef → key (and id) of the entry holding that session; an entry's removal removes its
+    /// own mapping (the eviction listener), never a newer entry's.
+    index: Arc<DashMap<Arc<str>, (K, u64)>>,
+    next_id: AtomicU64,
     /// Bytes one entry weighs at least: `max_bytes / max_entries`.
     slot: u32,
     entries: IntGauge,
@@ -118,15 +145,24 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> ReplayStore<K> {
     pub fn new(max_entries: u64, max_bytes: u64, entries: IntGauge) -> Self {
         let slot = (max_bytes / max_entries.max(1)).clamp(1, u64::from(u32::MAX));
         let gauge = entries.clone();
+        let index: Arc<DashMap<Arc<str>, (K, u64)>> = Arc::default();
+        let unindex = Arc::clone(&index);
         let cache = Cache::builder()
             .max_capacity(slot.saturating_mul(max_entries))
             .weigher(|_, stored: &Arc<Stored>| stored.weight)
             .expire_after(TokenExpiry)
             .eviction_policy(EvictionPolicy::lru())
-            .eviction_listener(move |_, _, _| gauge.dec())
+            .eviction_listener(move |_, stored: Arc<Stored>, _| {
+                gauge.dec();
+                if let Some(scan_ref) = &stored.scan_ref {
+                    unindex.remove_if(scan_ref, |_, (_, id)| *id == stored.id);
+                }
+            })
             .build();
         ReplayStore {
             cache,
+            index,
+            next_id: AtomicU64::new(0),
             slot: slot as u32,
             entries,
         }
@@ -136,30 +172,94 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> ReplayStore<K> {
     pub fn insert(&self, key: K, replay: Replay, ttl: Duration) {
         let ttl = ttl.min(MAX_LIFETIME);
         let size = u32::try_from(replay.response.weight()).unwrap_or(u32::MAX);
+        let scan_ref = scan_ref_of(replay.response.body());
+        let now = Instant::now();
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let stored = Stored {
+            id,
             replay,
-            expires_at: Instant::now() + ttl,
+            scan_ref: scan_ref.clone(),
+            confirmed_at: Mutex::new(now),
+            expires_at: now + ttl,
             ttl,
             weight: size.max(self.slot),
         };
         self.entries.inc();
+        if let Some(scan_ref) = scan_ref {
+            self.index.insert(scan_ref, (key.clone(), id));
+        }
         self.cache.insert(key, Arc::new(stored));
     }
 
     /// The live replay for `key`, if any. An entry past its expiry is removed (that entry only: a
     /// fresh one stored meanwhile stays).
     pub fn get(&self, key: &K) -> Option<Replay> {
+        self.lookup(key).map(|(replay, _)| replay)
+    }
+
+    /// [`Self::get`], with what the store knows of the session's liveness.
+    pub fn lookup(&self, key: &K) -> Option<(Replay, Freshness)> {
         let stored = self.cache.get(key)?;
         if Instant::now() < stored.expires_at {
-            return Some(stored.replay.clone());
+            let confirmed_at = *stored
+                .confirmed_at
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let freshness = Freshness {
+                scan_ref: stored.scan_ref.clone(),
+                confirmed_at,
+            };
+            return Some((stored.replay.clone(), freshness));
         }
+        self.remove_if_same(key, &stored);
+        None
+    }
+
+    /// Removes the entry for `key` if it is still `stored` (not a newer one).
+    fn remove_if_same(&self, key: &K, stored: &Arc<Stored>) {
         self.cache
             .entry(key.clone())
             .and_compute_with(|current| match current {
-                Some(entry) if Arc::ptr_eq(entry.value(), &stored) => Op::Remove,
+                Some(entry) if Arc::ptr_eq(entry.value(), stored) => Op::Remove,
                 _ => Op::Nop,
             });
-        None
+    }
+
+    /// The session `scan_ref` is over: its entry is removed, so the next request for its key goes
+    /// upstream. `true` if an entry was removed.
+    pub fn end(&self, scan_ref: &str) -> bool {
+        let Some((key, id)) = self.index.get(scan_ref).map(|e| e.value().clone()) else {
+            return false;
+        };
+        self.index
+            .remove_if(scan_ref, |_, (_, indexed)| *indexed == id);
+        let Some(stored) = self.cache.get(&key) else {
+            return false;
+        };
+        if stored.id != id {
+            return false;
+        }
+        self.remove_if_same(&key, &stored);
+        true
+    }
+
+    /// A recheck found the session of `key`'s entry (`scan_ref`) still `ACTIVE`: its age starts
+    /// again from now.
+    pub fn confirm(&self, key: &K, scan_ref: &str) {
+        if let Some(stored) = self.cache.get(key) {
+            if stored.scan_ref.as_deref() == Some(scan_ref) {
+                *stored
+                    .confirmed_at
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Instant::now();
+            }
+        }
+    }
+
+    /// scanRefs indexed (tests and diagnostics).
+    pub fn indexed(&self) -> usize {
+        self.cache.run_pending_tasks();
+        self.index.len()
     }
 
     /// Entries held, after pending housekeeping (tests and diagnostics).

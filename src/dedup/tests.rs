@@ -95,6 +95,7 @@ fn config(replay: bool) -> config::Dedup {
         safety_margin: Duration::from_secs(60),
         max_entries: 1000,
         max_bytes: 1 << 20,
+        recheck_after: Duration::from_secs(60),
     }
 }
 
@@ -271,6 +272,7 @@ fn stores_then_conflicts(
 }
 
 mod coalescing;
+mod ending;
 mod limits;
 mod replaying;
 mod teams;

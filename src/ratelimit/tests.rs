@@ -39,6 +39,7 @@ fn team(name: &str, per_second: u32, burst: u32) -> config::Team {
         token: None,
         rate: rate(per_second),
         burst: NonZeroU32::new(burst).unwrap(),
+        webhook: None,
     }
 }
 
@@ -49,6 +50,7 @@ fn account(per_second: u32, burst: u32) -> config::Account {
         api_secret: SecretSource::File("/run/secrets/idenfy/api-secret".into()),
         rate: rate(per_second),
         burst: NonZeroU32::new(burst).unwrap(),
+        webhook_key: None,
     }
 }
 

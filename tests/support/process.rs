@@ -12,6 +12,8 @@ pub struct GatewayProcess {
     pub child: Child,
     pub proxy: SocketAddr,
     pub admin: SocketAddr,
+    /// The webhook listener, when the config opens one.
+    pub webhook: Option<SocketAddr>,
     log: Arc<Mutex<String>>,
     reader: Option<std::thread::JoinHandle<()>>,
 }
@@ -52,6 +54,7 @@ impl GatewayProcess {
             child,
             proxy: json["proxy"].as_str().unwrap().parse().unwrap(),
             admin: json["admin"].as_str().unwrap().parse().unwrap(),
+            webhook: json["webhook"].as_str().and_then(|a| a.parse().ok()),
             log,
             reader: Some(reader),
         }

@@ -218,3 +218,48 @@ async fn is_bounded_in_bytes() {
     assert!(store.len() <= 3, "{} entries kept", store.len());
     assert!(store.get(&"f").is_some(), "the newest entry is kept");
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_scan_ref_index_follows_replacements_expiry_and_ends() {
+    let (store, gauge) = store(100, 1 << 20);
+    store.insert("k", replay(r#"{"authToken":"a","scanRef":"s1"}"#, 1), HOUR);
+    store.insert("k", replay(r#"{"authToken":"b","scanRef":"s2"}"#, 2), HOUR);
+    assert_eq!(store.indexed(), 1, "the replaced session's scanRef is gone");
+    assert!(!store.end("s1"), "s1 is no longer stored");
+    assert_eq!(store.get(&"k").unwrap().fingerprint, 2);
+    // The same session stored again (as a 409 path may) keeps its mapping.
+    store.insert("k", replay(r#"{"authToken":"b","scanRef":"s2"}"#, 2), HOUR);
+    assert_eq!(store.indexed(), 1);
+    assert!(store.end("s2"));
+    assert!(store.get(&"k").is_none());
+    assert_eq!((store.indexed(), gauge.get()), (0, 0));
+    // An entry that expires takes its mapping with it.
+    store.insert(
+        "j",
+        replay(r#"{"authToken":"c","scanRef":"s3"}"#, 3),
+        secs(10),
+    );
+    tokio::time::advance(secs(10)).await;
+    assert!(store.get(&"j").is_none());
+    assert_eq!(store.indexed(), 0);
+    assert!(!store.end("s3"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_confirmed_session_is_fresh_again() {
+    let (store, _) = store(100, 1 << 20);
+    store.insert("k", replay(r#"{"authToken":"a","scanRef":"s1"}"#, 1), HOUR);
+    tokio::time::advance(secs(90)).await;
+    let (_, fresh) = store.lookup(&"k").unwrap();
+    assert_eq!(fresh.confirmed_at.elapsed(), secs(90));
+    store.confirm(&"k", "other-scan");
+    assert_eq!(
+        store.lookup(&"k").unwrap().1.confirmed_at.elapsed(),
+        secs(90)
+    );
+    store.confirm(&"k", "s1");
+    assert_eq!(
+        store.lookup(&"k").unwrap().1.confirmed_at.elapsed(),
+        secs(0)
+    );
+}
