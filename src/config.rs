@@ -11,13 +11,17 @@ use std::time::Duration;
 use crate::secret::{Secret, SecretSource};
 
 mod load;
+mod locate;
 mod ranges;
 mod raw;
+mod show;
+mod structure;
 mod validate;
 pub(crate) mod values;
 
-pub use load::{ConfigError, ConfigErrors};
+pub use load::{read, ConfigError, ConfigErrors, LoadError, LoadOptions, ProblemKind};
 pub use raw::DEFAULT_PREFIXES;
+pub use show::{is_secret, show, starter, REDACTED};
 
 /// The validated configuration.
 #[derive(Debug, Clone)]

@@ -1,9 +1,9 @@
 //! The file's shape: serde structs that refuse unknown keys. Values that need parsing
 //! (durations, rates, sizes, addresses) stay strings here; `validate` turns them into types.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawConfig {
     pub listen: RawListen,
@@ -19,7 +19,7 @@ pub struct RawConfig {
     pub log: RawLog,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawListen {
     pub proxy: String,
@@ -49,7 +49,7 @@ impl Default for RawListen {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawUpstream {
     pub url: String,
@@ -75,9 +75,12 @@ impl Default for RawUpstream {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAccount {
+    /// Defaults to empty, which `validate` refuses: a missing name is one problem, not a file
+    /// that cannot be read at all.
+    #[serde(default)]
     pub name: String,
     pub api_key: Option<String>,
     pub api_key_file: Option<String>,
@@ -97,9 +100,11 @@ fn default_account_burst() -> u32 {
     50
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTeam {
+    /// Defaults to empty, which `validate` refuses (as for `RawAccount::name`).
+    #[serde(default)]
     pub name: String,
     /// May be omitted when exactly one account is configured.
     pub account: Option<String>,
@@ -118,7 +123,7 @@ fn default_team_burst() -> u32 {
     40
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawRetry {
     pub max_attempts: u32,
@@ -142,7 +147,7 @@ impl Default for RawRetry {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawDedup {
     pub replay: bool,
@@ -164,7 +169,7 @@ impl Default for RawDedup {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawValidation {
     pub enabled: bool,
@@ -176,7 +181,7 @@ impl Default for RawValidation {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawLimits {
     /// `None`: [`DEFAULT_MAX_WAIT`], shortened to the deadline when that is shorter; only a
@@ -196,7 +201,7 @@ impl Default for RawLimits {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawRoutes {
     pub prefixes: Vec<String>,
@@ -223,7 +228,7 @@ impl Default for RawRoutes {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawState {
     pub backend: String,
@@ -239,7 +244,7 @@ impl Default for RawState {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawLog {
     pub format: String,

@@ -15,8 +15,11 @@ use super::*;
 use super::{ranges, values};
 use crate::secret::{Secret, SecretSource};
 
-pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
-    let mut p = Problems::default();
+/// The typed config, and every problem found in the values. Offline, no file the config names
+/// is read. Values found wrong stand in as their defaults (or the nearest valid value), so that
+/// the others are still checked.
+pub(super) fn validate(raw: &RawConfig, offline: bool) -> (Config, Vec<ConfigError>) {
+    let mut p = Problems(Vec::new(), offline);
     let listen = listen(&mut p, &raw.listen);
     let upstream = upstream(&mut p, &raw.upstream);
     let accounts: Vec<Account> = raw
@@ -47,7 +50,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             enabled: raw.validation.enabled,
         },
         limits: limits(&mut p, &raw.limits, &raw.upstream.deadline),
-        routes: routes(&mut p, raw.routes.prefixes),
+        routes: routes(&mut p, raw.routes.prefixes.clone()),
         state: state(&mut p, &raw.state.backend),
         log: log(&mut p, &raw.log),
         listen,
@@ -55,11 +58,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         accounts,
         teams,
     };
-    if p.0.is_empty() {
-        Ok(config)
-    } else {
-        Err(ConfigErrors(p.0))
-    }
+    (config, p.0)
 }
 
 fn listen(p: &mut Problems, raw: &RawListen) -> Listen {
@@ -90,9 +89,9 @@ fn listen(p: &mut Problems, raw: &RawListen) -> Listen {
 
 fn upstream(p: &mut Problems, raw: &RawUpstream) -> Upstream {
     let ca_file = raw.ca_file.as_ref().map(PathBuf::from);
-    if let Some(ca) = &ca_file {
+    if let Some(ca) = ca_file.as_ref().filter(|_| !p.offline()) {
         if let Err(e) = std::fs::metadata(ca) {
-            p.add(
+            p.environment(
                 "upstream.ca_file",
                 format!("cannot read {}: {e}", ca.display()),
             );
@@ -306,7 +305,7 @@ fn rate_burst(p: &mut Problems, path: &str, rate: &str, burst: u32) -> (Rate, No
 fn account(p: &mut Problems, i: usize, raw: &RawAccount) -> Account {
     let path = format!("account[{i}]");
     if raw.name.is_empty() {
-        p.add(format!("{path}.name"), "must not be empty");
+        p.add(format!("{path}.name"), "missing or empty");
     }
     let api_key = secret_source(p, &path, "api_key", &raw.api_key, &raw.api_key_file);
     let api_secret = secret_source(
@@ -342,9 +341,10 @@ fn secret_source(
             SecretSource::Inline(Secret::new(""))
         }
         (None, Some(file)) => {
-            match crate::credentials::read_secret_file(Path::new(file)) {
-                Ok(_) => {}
-                Err(e) => p.add(format!("{path}.{key}_file"), e),
+            if !p.offline() {
+                if let Err(e) = crate::credentials::read_secret_file(Path::new(file)) {
+                    p.environment(format!("{path}.{key}_file"), e);
+                }
             }
             SecretSource::File(PathBuf::from(file))
         }
@@ -374,6 +374,8 @@ fn team(p: &mut Problems, i: usize, raw: &RawTeam, accounts: &[Account]) -> Team
         );
     }
     let account = match &raw.account {
+        // No account at all is reported once, at `account`.
+        _ if accounts.is_empty() => 0,
         Some(name) => accounts
             .iter()
             .position(|a| &a.name == name)
