@@ -10,6 +10,7 @@ use idenfy_gateway::config::{
 };
 use idenfy_gateway::demo::{Demo, DemoAddrs};
 use idenfy_gateway::simulator::{Simulator, SimulatorConfig};
+use idenfy_gateway::telemetry::LogGuard;
 use mimalloc::MiMalloc;
 
 /// mimalloc: per-thread free lists make the request path's small, short-lived allocations a few
@@ -290,32 +291,31 @@ fn run(args: RunArgs) -> ExitCode {
             LogFormat::Human
         };
     }
-    let _logs = idenfy_gateway::telemetry::init(config.log.format, &config.log.level);
+    let logs = idenfy_gateway::telemetry::init(config.log.format, &config.log.level);
     let result = runtime(args.workers)
         .map_err(anyhow::Error::from)
         .and_then(|rt| rt.block_on(idenfy_gateway::server::run(config, shutdown_signal())));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!(error = format!("{error:#}"), "gateway failed");
-            eprintln!("idenfy-gateway: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    exit(logs, result)
 }
 
-/// Runs an async main on a fresh runtime; an error is printed and exits 1.
+/// Runs an async main on a fresh runtime, then [`exit`]s.
 fn block_on(
-    workers: Option<usize>,
+    logs: LogGuard,
     main: impl std::future::Future<Output = anyhow::Result<()>>,
 ) -> ExitCode {
-    let result = runtime(workers)
+    let result = runtime(None)
         .map_err(anyhow::Error::from)
         .and_then(|rt| rt.block_on(main));
+    exit(logs, result)
+}
+
+/// Flushes the logs, then prints a fatal error once (a plain line for a person, after every log
+/// line: not also a log event) and exits 1.
+fn exit(logs: LogGuard, result: anyhow::Result<()>) -> ExitCode {
+    drop(logs);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!(error = format!("{error:#}"), "failed");
             eprintln!("idenfy-gateway: {error:#}");
             ExitCode::FAILURE
         }
@@ -323,8 +323,8 @@ fn block_on(
 }
 
 fn simulate(config: SimulatorConfig) -> ExitCode {
-    let _logs = idenfy_gateway::telemetry::init(LogFormat::Human, "info");
-    block_on(None, async move {
+    let logs = idenfy_gateway::telemetry::init(LogFormat::Human, "info");
+    block_on(logs, async move {
         let sim = Simulator::start(config).await?;
         println!(
             "iDenfy simulator on {} (control API under {}/__sim/)",
@@ -338,8 +338,8 @@ fn simulate(config: SimulatorConfig) -> ExitCode {
 }
 
 fn demo(args: DemoArgs) -> ExitCode {
-    let _logs = idenfy_gateway::telemetry::init(LogFormat::Human, "warn");
-    block_on(None, async move {
+    let logs = idenfy_gateway::telemetry::init_demo();
+    block_on(logs, async move {
         let addrs = DemoAddrs {
             proxy: args.proxy,
             admin: args.admin,

@@ -24,8 +24,10 @@ use tracing_subscriber::EnvFilter;
 use crate::config::LogFormat;
 
 pub mod access;
+mod demo;
 mod json;
 
+pub use self::demo::DemoFormat;
 pub use self::json::FastJson;
 
 /// How long the writer thread lets lines gather after the first one before writing them: at
@@ -56,6 +58,29 @@ pub fn init(format: LogFormat, level: &str) -> LogGuard {
     init_to(format, level, Box::new(io::stderr()))
 }
 
+/// Whether the human format may colour its lines: only on a terminal, and not when `NO_COLOR`
+/// is set (no escape codes in a file, a pipe or a container log).
+pub fn stderr_wants_colour() -> bool {
+    use std::io::IsTerminal;
+    io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// The log of `idenfy-gateway demo`: one line a person reads per request ([`DemoFormat`]),
+/// and warnings; `RUST_LOG` overrides which.
+pub fn init_demo() -> LogGuard {
+    let writer = LogWriter::stderr();
+    let guard = writer.guard();
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("warn,idenfy_gateway::front=info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_ansi(stderr_wants_colour())
+        .event_format(DemoFormat)
+        .try_init();
+    guard
+}
+
 /// [`init`], with the lines going to `out` instead of stderr (benchmarks send them to
 /// `io::sink()` to pay for every log line without printing it).
 pub fn init_to(format: LogFormat, level: &str, out: Box<dyn Write + Send>) -> LogGuard {
@@ -64,6 +89,7 @@ pub fn init_to(format: LogFormat, level: &str, out: Box<dyn Write + Send>) -> Lo
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(stderr_wants_colour())
         .with_writer(writer.clone());
     match format {
         LogFormat::Json => {
