@@ -16,6 +16,7 @@ mod ranges;
 mod raw;
 mod show;
 mod structure;
+mod tokens;
 mod validate;
 pub(crate) mod values;
 
@@ -87,10 +88,20 @@ pub struct Team {
     pub name: String,
     /// Index into `Config::accounts`.
     pub account: usize,
-    /// `None`: no caller authentication (requests without credentials belong to this team).
-    pub token: Option<Secret>,
+    /// The tokens the file gives (`token` and `tokens`), each valid. None here and no
+    /// `token_file`: no caller authentication (requests without credentials belong to this team).
+    pub tokens: Vec<Secret>,
+    /// `token_file`: more valid tokens, one per line, re-read when the file changes.
+    pub token_file: Option<PathBuf>,
     pub rate: Rate,
     pub burst: NonZeroU32,
+}
+
+impl Team {
+    /// Whether callers must present one of the team's tokens.
+    pub fn authenticates(&self) -> bool {
+        !self.tokens.is_empty() || self.token_file.is_some()
+    }
 }
 
 /// `[retry]`

@@ -28,7 +28,7 @@ use crate::error::GatewayError;
 use crate::secret::SecretSource;
 use crate::upstream::Authorized;
 
-mod watch;
+pub(crate) mod watch;
 
 pub use watch::{DEBOUNCE, POLL_INTERVAL};
 

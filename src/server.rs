@@ -24,6 +24,7 @@ use tokio::task::JoinHandle;
 use crate::admin::Admin;
 use crate::config::{Config, Listen};
 use crate::credentials::Credentials;
+use crate::identify::Callers;
 use crate::stack::App;
 
 mod h1;
@@ -58,7 +59,8 @@ impl Running {
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let registry = crate::metrics::registry()?;
     let credentials = Credentials::load(&config.accounts, &registry)?;
-    let app = crate::stack::app(&config, &registry, credentials.clone())?;
+    let callers = Callers::new(&config);
+    let app = crate::stack::app(&config, &registry, credentials.clone(), callers.clone())?;
     let ready = Arc::new(AtomicBool::new(false));
 
     let proxy = TcpListener::bind(config.listen.proxy)
@@ -78,6 +80,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
     let mut stop_rx = stop_signal.clone();
     let creds_task = tokio::spawn(credentials.watch(async move {
+        stopped(&mut stop_rx).await;
+    }));
+    let mut stop_rx = stop_signal.clone();
+    let tokens_task = tokio::spawn(callers.watch(async move {
         stopped(&mut stop_rx).await;
     }));
     let listen = config.listen.clone();
@@ -114,7 +120,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         stop,
         proxy_task,
         admin_stop,
-        tasks: vec![admin_task, creds_task, readiness],
+        tasks: vec![admin_task, creds_task, tokens_task, readiness],
     })
 }
 

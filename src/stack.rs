@@ -61,11 +61,14 @@ pub trait App: Serves<Incoming> + Admit + Clone + Send + Sync + 'static {}
 
 impl<T> App for T where T: Serves<Incoming> + Admit + Clone + Send + Sync + 'static {}
 
-/// Builds the proxy's service: one per gateway, cloned per connection.
+/// Builds the proxy's service: one per gateway, cloned per connection. `callers` and
+/// `credentials` are built from `config` by the caller, which keeps them fresh (token and
+/// secret files re-read on change).
 pub fn app(
     config: &Config,
     registry: &Registry,
     credentials: Credentials,
+    callers: Callers,
 ) -> anyhow::Result<impl App> {
     let limit_metrics = LimitMetrics::new(registry)?;
     let upstream_metrics = UpstreamMetrics::new(registry)?.for_accounts(config.accounts.len());
@@ -75,7 +78,7 @@ pub fn app(
         // will refuse costs nothing and never reaches iDenfy. Also the request id, the deadline,
         // the log line, the request metrics, and the one place errors become responses.
         .layer(FrontLayer::new(
-            Callers::new(config),
+            callers,
             Routes::new(&config.routes.prefixes),
             config.limits.max_body,
             config.listen.body_read_timeout,

@@ -109,6 +109,11 @@ pub struct RawTeam {
     /// May be omitted when exactly one account is configured.
     pub account: Option<String>,
     pub token: Option<String>,
+    /// Several tokens valid at once (a rotation: add the new one, move the callers, remove the
+    /// old one), beside or instead of `token`.
+    pub tokens: Option<Vec<String>>,
+    /// A file of tokens, one per line (`#` comments and blank lines skipped), re-read on change.
+    pub token_file: Option<String>,
     #[serde(default = "default_team_rate")]
     pub rate: String,
     #[serde(default = "default_team_burst")]

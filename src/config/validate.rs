@@ -395,22 +395,13 @@ fn team(p: &mut Problems, i: usize, raw: &RawTeam, accounts: &[Account]) -> Team
             0
         }
     };
-    let token = match raw.token.as_deref() {
-        Some("") => {
-            p.add(
-                format!("{path}.token"),
-                "must not be empty (omit it for no caller authentication)",
-            );
-            None
-        }
-        Some(t) => Some(Secret::new(t)),
-        None => None,
-    };
+    let (tokens, token_file) = super::tokens::team_tokens(p, &path, raw);
     let (rate, burst) = rate_burst(p, &path, &raw.rate, raw.burst);
     Team {
         name: raw.name.clone(),
         account,
-        token,
+        tokens,
+        token_file,
         rate,
         burst,
     }
@@ -430,7 +421,7 @@ fn unique_names<'a>(p: &mut Problems, section: &str, names: impl Iterator<Item =
 
 fn check_team_tokens(p: &mut Problems, teams: &[Team], listen: &Listen) {
     let tokenless: Vec<usize> = (0..teams.len())
-        .filter(|&i| teams[i].token.is_none())
+        .filter(|&i| !teams[i].authenticates())
         .collect();
     if tokenless.len() > 1 {
         p.add(
@@ -447,12 +438,5 @@ fn check_team_tokens(p: &mut Problems, teams: &[Team], listen: &Listen) {
             );
         }
     }
-    let mut seen = HashSet::new();
-    for (i, team) in teams.iter().enumerate() {
-        if let Some(token) = &team.token {
-            if !seen.insert(token.expose()) {
-                p.add(format!("team[{i}].token"), "two teams share this token");
-            }
-        }
-    }
+    super::tokens::check_unique(p, teams);
 }
