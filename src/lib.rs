@@ -32,6 +32,7 @@
 //! - [`secret`]: secrets that cannot be printed, and their sources
 //! - [`idenfy`]: iDenfy's facts in code: token field rules and the `clientId` key
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`
+//! - [`reload`]: SIGHUP: the config file read again, validated whole, swapped in live
 //! - [`metrics`]: the registry and the whole-request metrics
 //! - [`telemetry`]: structured logs, never blocking a request (dropped and counted instead)
 //! - `token`: header names compared as both HTTP/1.1 parsers compare them
@@ -60,6 +61,7 @@ pub mod idenfy;
 pub mod identify;
 pub mod metrics;
 pub mod ratelimit;
+pub mod reload;
 pub mod retry;
 pub mod route;
 pub mod secret;

@@ -294,7 +294,13 @@ fn run(args: RunArgs) -> ExitCode {
     let logs = idenfy_gateway::telemetry::init(config.log.format, &config.log.level);
     let result = runtime(args.workers)
         .map_err(anyhow::Error::from)
-        .and_then(|rt| rt.block_on(idenfy_gateway::server::run(config, shutdown_signal())));
+        .and_then(|rt| {
+            rt.block_on(idenfy_gateway::server::run_from(
+                path,
+                config,
+                shutdown_signal(),
+            ))
+        });
     exit(logs, result)
 }
 

@@ -9,6 +9,7 @@
 //! listener lets new ones wait in the backlog.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,8 +24,7 @@ use tokio::task::JoinHandle;
 
 use crate::admin::Admin;
 use crate::config::{Config, Listen};
-use crate::credentials::Credentials;
-use crate::identify::Callers;
+use crate::reload::{Outcome, Reload, Reloader};
 use crate::stack::App;
 
 mod h1;
@@ -41,11 +41,13 @@ pub struct Running {
     /// Stopped last: `/readyz` answers 503 and `/metrics` stays up while the proxy drains.
     admin_stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    reloader: Arc<dyn Reload>,
 }
 
 impl Running {
     /// Stops accepting, waits for in-flight requests (up to the grace period), and returns.
     pub async fn shutdown(self) {
+        self.reloader.stop();
         let _ = self.stop.send(true);
         let _ = self.proxy_task.await;
         let _ = self.admin_stop.send(true);
@@ -55,38 +57,45 @@ impl Running {
     }
 }
 
+impl Running {
+    /// Reads the config file again and swaps it in if it is valid ([`crate::reload`]).
+    pub async fn reload(&self) -> Outcome {
+        self.reloader.reload().await
+    }
+}
+
 /// Builds the gateway from a validated config, binds its listeners and serves in the background.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
+    start_with(config, None).await
+}
+
+/// [`start`], with `config` read from `path`: [`Running::reload`] reads it again.
+pub async fn start_from(path: PathBuf, config: Config) -> anyhow::Result<Running> {
+    start_with(config, Some(path)).await
+}
+
+async fn start_with(config: Config, path: Option<PathBuf>) -> anyhow::Result<Running> {
     let registry = crate::metrics::registry()?;
-    let credentials = Credentials::load(&config.accounts, &registry)?;
-    let callers = Callers::new(&config);
-    let app = crate::stack::app(&config, &registry, credentials.clone(), callers.clone())?;
+    let listen = config.listen.clone();
+    let upstream_url = config.upstream.url.clone();
+    let (app, reloader) = Reloader::start(config, path, &registry, crate::stack::build)?;
     let ready = Arc::new(AtomicBool::new(false));
 
-    let proxy = TcpListener::bind(config.listen.proxy)
+    let proxy = TcpListener::bind(listen.proxy)
         .await
-        .with_context(|| format!("cannot listen on listen.proxy {}", config.listen.proxy))?;
-    let admin_listener = TcpListener::bind(config.listen.admin)
+        .with_context(|| format!("cannot listen on listen.proxy {}", listen.proxy))?;
+    let admin_listener = TcpListener::bind(listen.admin)
         .await
-        .with_context(|| format!("cannot listen on listen.admin {}", config.listen.admin))?;
+        .with_context(|| format!("cannot listen on listen.admin {}", listen.admin))?;
     let (stop, stop_signal) = watch::channel(false);
     let (admin_stop, admin_stop_signal) = watch::channel(false);
     let (proxy_addr, admin_addr) = (proxy.local_addr()?, admin_listener.local_addr()?);
-    tracing::info!(proxy = %proxy_addr, admin = %admin_addr, upstream = %config.upstream.url, "gateway listening");
+    tracing::info!(proxy = %proxy_addr, admin = %admin_addr, upstream = %upstream_url, "gateway listening");
 
     let admin = Admin {
         registry,
         ready: ready.clone(),
     };
-    let mut stop_rx = stop_signal.clone();
-    let creds_task = tokio::spawn(credentials.watch(async move {
-        stopped(&mut stop_rx).await;
-    }));
-    let mut stop_rx = stop_signal.clone();
-    let tokens_task = tokio::spawn(callers.watch(async move {
-        stopped(&mut stop_rx).await;
-    }));
-    let listen = config.listen.clone();
     let limits = h1::Limits {
         max_head: listen.max_header_bytes,
     };
@@ -120,7 +129,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         stop,
         proxy_task,
         admin_stop,
-        tasks: vec![admin_task, creds_task, tokens_task, readiness],
+        tasks: vec![admin_task, readiness],
+        reloader,
     })
 }
 
@@ -246,6 +256,38 @@ async fn drain<T>(listen: &Listen, drained: impl std::future::Future<Output = T>
 /// Resolves once the stop flag is set.
 async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
+}
+
+/// Runs the gateway from the config file at `path` until `signal` resolves, then shuts down
+/// gracefully. SIGHUP reloads the file ([`crate::reload`]).
+pub async fn run_from(
+    path: PathBuf,
+    config: Config,
+    signal: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    // Handled before the listeners open: SIGHUP's default action ends the process.
+    #[cfg(unix)]
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot handle SIGHUP")?;
+    let running = start_from(path, config).await?;
+    tokio::pin!(signal);
+    loop {
+        #[cfg(unix)]
+        let hangup = hangups.recv();
+        #[cfg(not(unix))]
+        let hangup = std::future::pending::<Option<()>>();
+        tokio::select! {
+            _ = &mut signal => break,
+            Some(()) = hangup => {
+                tracing::info!("SIGHUP: reloading the config");
+                running.reload().await;
+            }
+        }
+    }
+    tracing::info!("shutting down: no new connections, finishing in-flight requests");
+    running.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
 }
 
 /// Runs the gateway until `signal` resolves, then shuts down gracefully.

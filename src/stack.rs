@@ -17,7 +17,8 @@ use crate::error::GatewayError;
 use crate::front::{Admit, FrontLayer};
 use crate::identify::Callers;
 use crate::metrics::RequestMetrics;
-use crate::ratelimit::{AccountLimitLayer, LimitMetrics, TeamLimitLayer};
+use crate::ratelimit::carry::{account_key, team_key};
+use crate::ratelimit::{AccountLimitLayer, LimitMetrics, Quotas, TeamLimitLayer};
 use crate::retry::{RetryLayer, RetryMetrics};
 use crate::route::Routes;
 use crate::upstream::{Upstream, UpstreamMetrics};
@@ -70,10 +71,100 @@ pub fn app(
     credentials: Credentials,
     callers: Callers,
 ) -> anyhow::Result<impl App> {
-    let limit_metrics = LimitMetrics::new(registry)?;
-    let upstream_metrics = UpstreamMetrics::new(registry)?.for_accounts(config.accounts.len());
-    let upstream = Upstream::new(&config.upstream, upstream_metrics)?;
-    Ok(ServiceBuilder::new()
+    let parts = Parts::new(registry)?;
+    build(config, &parts, credentials, callers, None).map(|(app, _)| app)
+}
+
+/// What outlives a config reload: the metrics (registered once) and the quotas of unchanged
+/// teams and accounts.
+#[derive(Clone)]
+pub struct Parts {
+    request: RequestMetrics,
+    validation: ValidationMetrics,
+    dedup: DedupMetrics,
+    limit: LimitMetrics,
+    retry: RetryMetrics,
+    upstream: UpstreamMetrics,
+    quotas: Quotas,
+}
+
+impl Parts {
+    pub fn new(registry: &Registry) -> anyhow::Result<Self> {
+        Ok(Parts {
+            request: RequestMetrics::new(registry)?,
+            validation: ValidationMetrics::new(registry)?,
+            dedup: DedupMetrics::new(registry)?,
+            limit: LimitMetrics::new(registry)?,
+            retry: RetryMetrics::new(registry)?,
+            upstream: UpstreamMetrics::new(registry)?,
+            quotas: Quotas::default(),
+        })
+    }
+}
+
+/// The stateful layers of one build, which the next build keeps while what they were built from
+/// is unchanged: the dedup state (flights in progress, live tokens to replay) and the upstream
+/// connection pool.
+#[derive(Clone)]
+pub struct Kept {
+    dedup: (String, DedupLayer),
+    upstream: (String, Upstream),
+}
+
+/// [`app`] from kept parts: quotas of unchanged teams and accounts keep their state, and the
+/// dedup state and the upstream pool are `previous`'s when their settings, teams and accounts
+/// are the same (dedup keys and owners are team and account positions).
+pub fn build(
+    config: &Config,
+    parts: &Parts,
+    credentials: Credentials,
+    callers: Callers,
+    previous: Option<&Kept>,
+) -> anyhow::Result<(impl App, Kept)> {
+    let names = |names: Vec<&str>| names.join("\n");
+    let dedup_key = format!(
+        "{:?} {} {:?} teams {} accounts {}",
+        config.dedup,
+        config.limits.max_body,
+        config.upstream.deadline,
+        names(config.teams.iter().map(|t| t.name.as_str()).collect()),
+        names(config.accounts.iter().map(|a| a.name.as_str()).collect()),
+    );
+    let dedup = match previous {
+        Some(Kept { dedup, .. }) if dedup.0 == dedup_key => dedup.1.clone(),
+        _ => DedupLayer::new(
+            &config.dedup,
+            config.limits.max_body,
+            config.upstream.deadline,
+            parts.dedup.clone().for_teams(config.teams.len()),
+        ),
+    };
+    let upstream_key = format!("{:?} {}", config.upstream, config.accounts.len());
+    let upstream = match previous {
+        Some(Kept { upstream, .. }) if upstream.0 == upstream_key => upstream.1.clone(),
+        _ => {
+            let metrics = parts.upstream.clone().for_accounts(config.accounts.len());
+            Upstream::new(&config.upstream, metrics)?
+        }
+    };
+    let kept = Kept {
+        dedup: (dedup_key, dedup.clone()),
+        upstream: (upstream_key, upstream.clone()),
+    };
+    let quota_keys = (config.teams.iter().map(|t| team_key(&t.name)))
+        .chain(config.accounts.iter().map(|a| account_key(&a.name)))
+        .collect();
+    let team_limit =
+        TeamLimitLayer::keeping(&config.teams, &config.limits, &parts.limit, &parts.quotas);
+    let account_limit = AccountLimitLayer::keeping(
+        &config.accounts,
+        &config.limits,
+        &config.retry,
+        &parts.limit,
+        &parts.quotas,
+    );
+    parts.quotas.keep_only(&quota_keys);
+    let app = ServiceBuilder::new()
         // Identify (401), route (404/400) and the body limit (413) first: a request the gateway
         // will refuse costs nothing and never reaches iDenfy. Also the request id, the deadline,
         // the log line, the request metrics, and the one place errors become responses.
@@ -83,44 +174,31 @@ pub fn app(
             config.limits.max_body,
             config.listen.body_read_timeout,
             config.upstream.deadline,
-            RequestMetrics::new(registry)?,
+            parts.request.clone(),
         ))
         // Answer locally what iDenfy would refuse with 400 (no quota spent), and find the
         // clientId that dedup keys on. Token routes only; needs the route (front).
         .layer(ValidateLayer::new(
             &config.validation,
-            ValidationMetrics::new(registry)?,
+            parts.validation.clone(),
         ))
         // Coalesce concurrent token requests per (account, route, clientId) and replay live
         // tokens: followers and replays never reach the limits, so they spend no quota.
         // Needs the caller and route (front) and the clientId (validate).
-        .layer(DedupLayer::new(
-            &config.dedup,
-            config.limits.max_body,
-            config.upstream.deadline,
-            DedupMetrics::new(registry)?.for_teams(config.teams.len()),
-        ))
+        .layer(dedup)
         // The team's quota on logical requests: wait briefly in line, or 429. After dedup, so
         // coalesced and replayed requests spend nothing.
-        .layer(TeamLimitLayer::new(
-            &config.teams,
-            &config.limits,
-            &limit_metrics,
-        ))
+        .layer(team_limit)
         // Retries 429/5xx/connection failures with full-jitter backoff, within the budget and
         // the deadline; everything inside runs once per attempt, on the same shared request.
-        .layer(RetryLayer::new(&config.retry, RetryMetrics::new(registry)?))
+        .layer(RetryLayer::new(&config.retry, parts.retry.clone()))
         // The account's quota on upstream attempts (retries included), and the account-wide
         // pause after iDenfy says 429. Inside the retry loop: every attempt counts at iDenfy.
-        .layer(AccountLimitLayer::new(
-            &config.accounts,
-            &config.limits,
-            &config.retry,
-            &limit_metrics,
-        ))
+        .layer(account_limit)
         // Per attempt: the account's credentials in place of the caller's (the request itself is
         // shared by the attempts and not edited; front removed the hop-by-hop headers).
         .layer(SetCredentialsLayer::new(credentials))
         // One attempt against iDenfy, with the attempt timeout.
-        .service(upstream))
+        .service(upstream);
+    Ok((app, kept))
 }

@@ -13,7 +13,7 @@
 //! straight into the shared buffer (`access`), and a batch is one `write(2)`.
 
 use std::io::{self, Write};
-use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -86,28 +86,64 @@ pub fn init_demo() -> LogGuard {
 pub fn init_to(format: LogFormat, level: &str, out: Box<dyn Write + Send>) -> LogGuard {
     let writer = LogWriter::new(out);
     let guard = writer.guard();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let from_env = EnvFilter::try_from_default_env().ok();
+    let overridden = from_env.is_some();
+    let filter = from_env.unwrap_or_else(|| EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(stderr_wants_colour())
         .with_writer(writer.clone());
     match format {
         LogFormat::Json => {
-            let installed = builder
+            let builder = builder
                 .json()
                 .flatten_event(true)
                 .with_current_span(false)
                 .event_format(FastJson::new(json_format()))
-                .try_init();
-            if installed.is_ok() {
+                .with_filter_reloading();
+            let handle = builder.reload_handle();
+            if builder.try_init().is_ok() {
                 access::write_directly_to(writer);
+                remember_level(overridden, move |f| handle.reload(f));
             }
         }
         LogFormat::Human => {
-            let _ = builder.try_init();
+            let builder = builder.with_filter_reloading();
+            let handle = builder.reload_handle();
+            if builder.try_init().is_ok() {
+                remember_level(overridden, move |f| handle.reload(f));
+            }
         }
     }
     guard
+}
+
+/// Sets the filter of the installed subscriber (a config reload's `log.level`), when
+/// [`init`] installed it and `RUST_LOG` did not set it.
+type SetFilter =
+    Box<dyn Fn(EnvFilter) -> Result<(), tracing_subscriber::reload::Error> + Send + Sync>;
+
+static LEVEL: OnceLock<(bool, SetFilter)> = OnceLock::new();
+
+fn remember_level(
+    overridden: bool,
+    set: impl Fn(EnvFilter) -> Result<(), tracing_subscriber::reload::Error> + Send + Sync + 'static,
+) {
+    let _ = LEVEL.set((overridden, Box::new(set)));
+}
+
+/// Changes the log filter to `level` (a `tracing` filter directive, as `log.level`): `Ok(true)`
+/// when it now applies, `Ok(false)` when `RUST_LOG` overrides it or the gateway's subscriber is
+/// not the one installed.
+pub fn set_level(level: &str) -> Result<bool, String> {
+    let Some((overridden, set)) = LEVEL.get() else {
+        return Ok(false);
+    };
+    if *overridden {
+        return Ok(false);
+    }
+    let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+    set(filter).map(|()| true).map_err(|e| e.to_string())
 }
 
 /// `tracing-subscriber`'s JSON format as the gateway configures it: one flat object per line.
