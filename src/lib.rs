@@ -37,8 +37,10 @@
 //! - [`telemetry`]: structured logs, never blocking a request (dropped and counted instead)
 //! - `token`: header names compared as both HTTP/1.1 parsers compare them
 //! - [`headers`]: hop-by-hop headers removed; a header set without growing a full map
-//! - [`simulator`]: a faithful stand-in for iDenfy on loopback (tests, demo, benchmarks)
-//! - [`demo`]: the simulator with the gateway in front of it, for trying things with curl
+//! - `simulator` (feature `simulator`, on by default): a faithful stand-in for iDenfy on loopback
+//!   (tests, demo, benchmarks)
+//! - `demo` (feature `simulator`): the simulator with the gateway in front of it, for trying
+//!   things with curl
 //! - `fuzzing` (feature `fuzzing`): the parsers, reachable from `fuzz/` and the differential test
 
 #![forbid(unsafe_code)]
@@ -50,6 +52,7 @@ pub mod context;
 pub mod credentials;
 pub mod deadline;
 pub mod dedup;
+#[cfg(feature = "simulator")]
 pub mod demo;
 pub mod error;
 pub mod front;
@@ -66,6 +69,7 @@ pub mod retry;
 pub mod route;
 pub mod secret;
 pub mod server;
+#[cfg(feature = "simulator")]
 pub mod simulator;
 pub mod stack;
 pub mod telemetry;

@@ -1,5 +1,6 @@
 //! The `idenfy-gateway` command line.
 
+#[cfg(feature = "simulator")]
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -8,7 +9,9 @@ use clap::{Args, Parser, Subcommand};
 use idenfy_gateway::config::{
     Config, ConfigErrors, LoadError, LoadOptions, LogFormat, ProblemKind,
 };
+#[cfg(feature = "simulator")]
 use idenfy_gateway::demo::{Demo, DemoAddrs};
+#[cfg(feature = "simulator")]
 use idenfy_gateway::simulator::{Simulator, SimulatorConfig};
 use idenfy_gateway::telemetry::LogGuard;
 use mimalloc::MiMalloc;
@@ -52,8 +55,10 @@ enum Command {
     #[command(subcommand)]
     Config(ConfigCommand),
     /// Serve the iDenfy simulator alone (for developing and testing against iDenfy offline).
+    #[cfg(feature = "simulator")]
     Simulate(SimulatorConfig),
     /// The simulator, with the gateway in front of it, on loopback; prints what to try with curl.
+    #[cfg(feature = "simulator")]
     Demo(DemoArgs),
 }
 
@@ -84,6 +89,7 @@ enum ConfigCommand {
     },
 }
 
+#[cfg(feature = "simulator")]
 #[derive(Args)]
 struct DemoArgs {
     /// Where the gateway listens.
@@ -119,7 +125,9 @@ fn main() -> ExitCode {
         Some(Command::Config(ConfigCommand::Init { shared, output })) => {
             init_config(shared, output.as_deref())
         }
+        #[cfg(feature = "simulator")]
         Some(Command::Simulate(config)) => simulate(config),
+        #[cfg(feature = "simulator")]
         Some(Command::Demo(args)) => demo(args),
         None if cli.run.config.is_some() => run(cli.run),
         None => {
@@ -305,6 +313,7 @@ fn run(args: RunArgs) -> ExitCode {
 }
 
 /// Runs an async main on a fresh runtime, then [`exit`]s.
+#[cfg(feature = "simulator")]
 fn block_on(
     logs: LogGuard,
     main: impl std::future::Future<Output = anyhow::Result<()>>,
@@ -328,6 +337,7 @@ fn exit(logs: LogGuard, result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
+#[cfg(feature = "simulator")]
 fn simulate(config: SimulatorConfig) -> ExitCode {
     let logs = idenfy_gateway::telemetry::init(LogFormat::Human, "info");
     block_on(logs, async move {
@@ -343,6 +353,7 @@ fn simulate(config: SimulatorConfig) -> ExitCode {
     })
 }
 
+#[cfg(feature = "simulator")]
 fn demo(args: DemoArgs) -> ExitCode {
     let logs = idenfy_gateway::telemetry::init_demo();
     block_on(logs, async move {
