@@ -44,6 +44,7 @@ use crate::metrics::{
 use crate::route::Routes;
 use crate::stack::Inner;
 use crate::telemetry::access::{self, AccessRecord};
+use crate::trace::{self, TraceId};
 
 /// The request id header: kept from the caller when sane, else generated.
 pub const X_REQUEST_ID: &str = "x-request-id";
@@ -54,6 +55,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static(X_REQUEST_ID);
 const ATTEMPTS: HeaderName = HeaderName::from_static(crate::retry::X_GATEWAY_ATTEMPTS);
 const DEDUP: HeaderName = HeaderName::from_static(crate::dedup::X_GATEWAY_DEDUP);
 const ERROR: HeaderName = HeaderName::from_static(crate::error::X_GATEWAY_ERROR);
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// What the front step needs.
 #[derive(Clone)]
@@ -336,6 +338,8 @@ struct Answer {
     started: Instant,
     _in_flight: GaugeGuard,
     request_id: HeaderValue,
+    /// Of the caller's `traceparent`, for the access line.
+    trace_id: Option<TraceId>,
     method: Method,
     /// The caller's team, once identified.
     team: Option<usize>,
@@ -365,6 +369,7 @@ impl Answer {
             started,
             _in_flight,
             request_id,
+            trace_id: trace::trace_id(req.headers().get(TRACEPARENT)),
             method: req.method().clone(),
             team: None,
             route: UNKNOWN,
@@ -422,6 +427,7 @@ impl Answer {
         let [attempts, dedup, error] = gateway_headers(res.headers());
         access::log(&AccessRecord {
             request_id: self.request_id.to_str().unwrap_or(""),
+            trace_id: self.trace_id.as_ref().map_or("", TraceId::as_str),
             team: team.map_or(UNKNOWN, |(_, name)| name),
             route: self.route,
             method: self.method.as_str(),

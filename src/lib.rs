@@ -36,6 +36,7 @@
 //! - [`metrics`]: the registry and the whole-request metrics
 //! - [`telemetry`]: structured logs, never blocking a request (dropped and counted instead)
 //! - `token`: header names compared as both HTTP/1.1 parsers compare them
+//! - [`trace`]: W3C trace context passed through; the trace id in the access line
 //! - [`headers`]: hop-by-hop headers removed; a header set without growing a full map
 //! - `simulator` (feature `simulator`, on by default): a faithful stand-in for iDenfy on loopback
 //!   (tests, demo, benchmarks)
@@ -74,5 +75,6 @@ pub mod simulator;
 pub mod stack;
 pub mod telemetry;
 mod token;
+pub mod trace;
 pub mod upstream;
 pub mod validate;
