@@ -206,3 +206,108 @@ async fn quotas_keep_their_state_across_a_reload_unless_they_change() {
     assert_eq!(status(&url, "tok-b").await, StatusCode::TOO_MANY_REQUESTS);
     running.shutdown().await;
 }
+
+/// The binary with `RUST_LOG` unset (the config's `log.level` applies), its stderr lines
+/// gathered; the proxy address from its "gateway listening" line.
+fn start_without_rust_log(
+    file: &std::path::Path,
+) -> (
+    std::process::Child,
+    std::net::SocketAddr,
+    Arc<std::sync::Mutex<String>>,
+) {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(support::process::BIN)
+        .args(["run", "--log-format", "json", "--config"])
+        .arg(file)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let log = Arc::new(std::sync::Mutex::new(String::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("gateway listening") {
+                let _ = tx.send(line.clone());
+            }
+            sink.lock().unwrap().push_str(&format!("{line}\n"));
+        }
+    });
+    let line = rx.recv_timeout(std::time::Duration::from_secs(30)).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&line).unwrap();
+    (child, json["proxy"].as_str().unwrap().parse().unwrap(), log)
+}
+
+#[tokio::test]
+async fn sighup_applies_a_new_log_level() {
+    let upstream = MockUpstream::start().await;
+    upstream.set_default(Reply::json(200, r#"{"status":"APPROVED"}"#));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gw.toml");
+    // The listener's line, but no access lines.
+    let quiet = config_text(
+        &upstream.url(),
+        &format!("{ACCOUNT}{}", team("\"tok-a\"", "100/s")),
+    )
+    .replace(
+        "level = \"warn\"",
+        "level = \"warn,idenfy_gateway::server=info\"",
+    )
+    .replace("format = \"human\"", "format = \"json\"");
+    std::fs::write(&file, &quiet).unwrap();
+    let (mut child, proxy, log) = start_without_rust_log(&file);
+    let url = format!("http://{proxy}/api/v2/status");
+    let access_lines = || {
+        log.lock()
+            .unwrap()
+            .matches("\"message\":\"request\"")
+            .count()
+    };
+    assert_eq!(status(&url, "tok-a").await, StatusCode::OK);
+
+    std::fs::write(
+        &file,
+        quiet.replace(
+            "level = \"warn,idenfy_gateway::server=info\"",
+            "level = \"info\"",
+        ),
+    )
+    .unwrap();
+    let pid = child.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap();
+    for _ in 0..1000 {
+        if log.lock().unwrap().contains("log level changed") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(
+        log.lock().unwrap().contains("log level changed"),
+        "{}",
+        log.lock().unwrap()
+    );
+    assert_eq!(access_lines(), 0, "no access line at warn");
+    assert_eq!(status(&url, "tok-a").await, StatusCode::OK);
+    for _ in 0..1000 {
+        if access_lines() == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(access_lines(), 1, "{}", log.lock().unwrap());
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
