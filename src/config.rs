@@ -57,6 +57,15 @@ pub struct Listen {
     pub max_header_bytes: usize,
     /// SIGTERM/SIGINT: how long in-flight requests may take to finish.
     pub shutdown_grace: Duration,
+    /// TLS on the proxy listener (`tls_cert_file`, `tls_key_file`).
+    pub tls: Option<Tls>,
+}
+
+/// `listen.tls_cert_file` and `listen.tls_key_file`: PEM files, re-read when they change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 /// `[upstream]`

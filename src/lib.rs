@@ -36,6 +36,7 @@
 //! - [`metrics`]: the registry and the whole-request metrics
 //! - [`telemetry`]: structured logs, never blocking a request (dropped and counted instead)
 //! - `token`: header names compared as both HTTP/1.1 parsers compare them
+//! - [`tls`]: TLS on the proxy listener, the certificate re-read on change
 //! - [`trace`]: W3C trace context passed through; the trace id in the access line
 //! - [`headers`]: hop-by-hop headers removed; a header set without growing a full map
 //! - `simulator` (feature `simulator`, on by default): a faithful stand-in for iDenfy on loopback
@@ -74,6 +75,7 @@ pub mod server;
 pub mod simulator;
 pub mod stack;
 pub mod telemetry;
+pub mod tls;
 mod token;
 pub mod trace;
 pub mod upstream;

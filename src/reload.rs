@@ -348,6 +348,7 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
             "listen.shutdown_grace",
             a.shutdown_grace != b.shutdown_grace,
         ),
+        ("listen.tls_cert_file", a.tls != b.tls),
         ("state", old.state != new.state),
         ("log.format", old.log.format != new.log.format),
     ];

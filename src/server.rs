@@ -18,6 +18,7 @@ use anyhow::Context as _;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
@@ -26,6 +27,7 @@ use crate::admin::Admin;
 use crate::config::{Config, Listen};
 use crate::reload::{Outcome, Reload, Reloader};
 use crate::stack::App;
+use crate::tls::TlsFiles;
 
 mod h1;
 mod slots;
@@ -81,6 +83,7 @@ async fn start_with(config: Config, path: Option<PathBuf>) -> anyhow::Result<Run
     let (app, reloader) = Reloader::start(config, path, &registry, crate::stack::build)?;
     let ready = Arc::new(AtomicBool::new(false));
 
+    let tls = listen.tls.as_ref().map(TlsFiles::load).transpose()?;
     let proxy = TcpListener::bind(listen.proxy)
         .await
         .with_context(|| format!("cannot listen on listen.proxy {}", listen.proxy))?;
@@ -104,13 +107,31 @@ async fn start_with(config: Config, path: Option<PathBuf>) -> anyhow::Result<Run
         body_read: listen.body_read_timeout,
         idle: listen.idle_timeout,
     };
-    let server = h1::Server::new(app, limits, timeouts, builder(&listen));
-    let proxy_task = tokio::spawn(serve_proxy(
-        proxy,
-        Arc::new(server),
-        listen.clone(),
-        stop_signal.clone(),
-    ));
+    let proxy_task = match tls {
+        // TLS: hyper's HTTP/1.1 and h2 (ALPN) behind the handshake. The server's own HTTP/1.1
+        // loop reads plain sockets only, for now.
+        Some(tls) => {
+            let mut stop_rx = stop_signal.clone();
+            let files = tls.clone();
+            tokio::spawn(files.watch(async move { stopped(&mut stop_rx).await }));
+            tokio::spawn(serve_tls(
+                proxy,
+                tls,
+                app,
+                listen.clone(),
+                stop_signal.clone(),
+            ))
+        }
+        None => {
+            let server = h1::Server::new(app, limits, timeouts, builder(&listen));
+            tokio::spawn(serve_proxy(
+                proxy,
+                Arc::new(server),
+                listen.clone(),
+                stop_signal.clone(),
+            ))
+        }
+    };
     let admin_task = tokio::spawn(serve(
         admin_listener,
         admin.service(),
@@ -178,6 +199,46 @@ async fn serve_proxy<S: App>(
     // Each connection holds its slot until its socket closes: every slot back, every
     // connection drained.
     drain(&listen, slots.all_free()).await;
+}
+
+/// The proxy listener with TLS: each connection's handshake (within
+/// `listen.header_read_timeout`, with the certificate current then), then hyper's HTTP/1.1 or
+/// h2 (as ALPN chose). At `listen.max_connections` new connections wait in the backlog. Serves
+/// until `stop` turns true, then drains connections for at most the grace period.
+async fn serve_tls<S: App>(
+    listener: TcpListener,
+    tls: Arc<TlsFiles>,
+    app: S,
+    listen: Listen,
+    mut stop: watch::Receiver<bool>,
+) {
+    let builder = Arc::new(builder(&listen));
+    let graceful = GracefulShutdown::new();
+    let connections = Arc::new(Semaphore::new(listen.max_connections));
+    loop {
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => permit.expect("semaphore never closed"),
+            _ = stopped(&mut stop) => break,
+        };
+        let Some(stream) = accept(&listener, &mut stop).await else {
+            break;
+        };
+        let (acceptor, watcher) = (tls.acceptor(), graceful.watcher());
+        let (builder, service) = (builder.clone(), TowerToHyperService::new(app.clone()));
+        let handshake_timeout = listen.header_read_timeout;
+        tokio::spawn(async move {
+            let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(stream));
+            if let Ok(Ok(stream)) = handshake.await {
+                let conn = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .into_owned();
+                let _ = watcher.watch(conn).await;
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    drain(&listen, graceful.shutdown()).await;
 }
 
 /// The admin listener: serves with hyper until `stop` turns true, then drains connections for

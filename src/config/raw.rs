@@ -31,6 +31,9 @@ pub struct RawListen {
     pub idle_timeout: String,
     pub max_header_bytes: String,
     pub shutdown_grace: String,
+    /// TLS on the proxy listener: a PEM certificate chain and its key (both or neither).
+    pub tls_cert_file: Option<String>,
+    pub tls_key_file: Option<String>,
 }
 
 impl Default for RawListen {
@@ -45,6 +48,8 @@ impl Default for RawListen {
             idle_timeout: "60s".into(),
             max_header_bytes: "64KiB".into(),
             shutdown_grace: "30s".into(),
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }

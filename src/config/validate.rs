@@ -84,7 +84,40 @@ fn listen(p: &mut Problems, raw: &RawListen) -> Listen {
             &raw.shutdown_grace,
             ranges::SHUTDOWN_GRACE,
         ),
+        tls: tls(p, raw),
     }
+}
+
+/// `listen.tls_cert_file` and `listen.tls_key_file`: both or neither; read (unless offline) to
+/// see that they make a certificate and its key.
+fn tls(p: &mut Problems, raw: &RawListen) -> Option<Tls> {
+    let tls = match (&raw.tls_cert_file, &raw.tls_key_file) {
+        (Some(cert), Some(key)) => Tls {
+            cert_file: PathBuf::from(cert),
+            key_file: PathBuf::from(key),
+        },
+        (None, None) => return None,
+        (Some(_), None) => {
+            p.add(
+                "listen.tls_key_file",
+                "missing: tls_cert_file needs its key",
+            );
+            return None;
+        }
+        (None, Some(_)) => {
+            p.add(
+                "listen.tls_cert_file",
+                "missing: tls_key_file needs its certificate",
+            );
+            return None;
+        }
+    };
+    if !p.offline() {
+        if let Err(e) = crate::tls::server_config(&tls.cert_file, &tls.key_file) {
+            p.environment("listen.tls_cert_file", e);
+        }
+    }
+    Some(tls)
 }
 
 fn upstream(p: &mut Problems, raw: &RawUpstream) -> Upstream {
