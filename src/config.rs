@@ -66,6 +66,8 @@ pub struct Listen {
 pub struct Tls {
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
+    /// `listen.tls_client_ca_file`: mutual TLS, client certificates verified against this CA.
+    pub client_ca_file: Option<PathBuf>,
 }
 
 /// `[upstream]`
@@ -102,6 +104,8 @@ pub struct Team {
     pub tokens: Vec<Secret>,
     /// `token_file`: more valid tokens, one per line, re-read when the file changes.
     pub token_file: Option<PathBuf>,
+    /// `client_cert_san`: a verified client certificate with this DNS name is this team's.
+    pub client_cert_san: Option<String>,
     pub rate: Rate,
     pub burst: NonZeroU32,
 }
@@ -109,7 +113,7 @@ pub struct Team {
 impl Team {
     /// Whether callers must present one of the team's tokens.
     pub fn authenticates(&self) -> bool {
-        !self.tokens.is_empty() || self.token_file.is_some()
+        !self.tokens.is_empty() || self.token_file.is_some() || self.client_cert_san.is_some()
     }
 }
 

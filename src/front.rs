@@ -381,7 +381,9 @@ impl Answer {
     /// layers in the request's context.
     fn admit<B>(&mut self, req: &mut Request<B>) -> Result<(), GatewayError> {
         let shared = &*self.shared;
-        let caller = shared.callers.identify_request(req.headers())?;
+        let caller = shared
+            .callers
+            .identify_request_with(req.headers(), req.extensions())?;
         self.team = Some(caller.team);
         // The caller's hop ends here: its hop-by-hop headers (`Connection` and what it names,
         // `Proxy-Authorization`, `TE` …) go no further. Once, before the retry loop shares the

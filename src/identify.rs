@@ -13,6 +13,7 @@
 //! may have several tokens at once (`tokens`, `token_file`), for a rotation without a gap; the
 //! token files are re-read when they change ([`Callers::watch`]).
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -27,11 +28,17 @@ mod tokens;
 
 pub use tokens::read_token_file;
 
+/// The DNS names of the verified client certificate of a request's connection (mutual TLS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertNames(pub Arc<[String]>);
+
 /// The teams as the identify step needs them. Clones share the token table.
 #[derive(Debug, Clone)]
 pub struct Callers {
     teams: Arc<[Caller]>,
     tokens: Arc<tokens::Tokens>,
+    /// Teams by `client_cert_san`.
+    by_san: Arc<HashMap<String, usize>>,
     tokenless: Option<usize>,
 }
 
@@ -49,9 +56,16 @@ impl Callers {
                 account_name: Arc::from(config.accounts[team.account].name.as_str()),
             })
             .collect();
+        let by_san = config
+            .teams
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| Some((t.client_cert_san.clone()?, i)))
+            .collect();
         Callers {
             teams,
             tokens: Arc::new(tokens::Tokens::new(config)),
+            by_san: Arc::new(by_san),
             tokenless: config.teams.iter().position(|t| !t.authenticates()),
         }
     }
@@ -73,13 +87,30 @@ impl Callers {
 
     /// The team of a request, from its `Authorization` header (or its absence).
     pub fn identify(&self, authorization: Option<&[u8]>) -> Result<&Caller, GatewayError> {
+        self.identify_with_cert(authorization, None)
+    }
+
+    /// [`identify`](Self::identify), then by the client certificate's names (mutual TLS): a
+    /// token presented wins over the certificate.
+    pub fn identify_with_cert(
+        &self,
+        authorization: Option<&[u8]>,
+        cert: Option<&ClientCertNames>,
+    ) -> Result<&Caller, GatewayError> {
         // No team has a token (a sidecar): every request is the tokenless team's, whatever it
         // sends; nothing to decode or hash.
         let found = match self.tokens.is_empty() {
             true => None,
             false => authorization.and_then(|value| self.by_credentials(value)),
         };
+        let by_cert = || {
+            cert?
+                .0
+                .iter()
+                .find_map(|name| self.by_san.get(name).copied())
+        };
         found
+            .or_else(by_cert)
             .or(self.tokenless)
             .map(|i| &self.teams[i])
             .ok_or(GatewayError::Unauthorized)
@@ -88,13 +119,27 @@ impl Callers {
     /// [`identify`](Self::identify) on a request's headers: `Authorization` is looked up only
     /// when some team has a token.
     pub fn identify_request(&self, headers: &http::HeaderMap) -> Result<&Caller, GatewayError> {
+        self.identify_request_with(headers, &http::Extensions::new())
+    }
+
+    /// [`identify_request`](Self::identify_request), with the request's [`ClientCertNames`]
+    /// from its `extensions` (set on a mutual-TLS connection).
+    pub fn identify_request_with(
+        &self,
+        headers: &http::HeaderMap,
+        extensions: &http::Extensions,
+    ) -> Result<&Caller, GatewayError> {
         let authorization = match self.tokens.is_empty() {
             true => None,
             false => headers
                 .get(http::header::AUTHORIZATION)
                 .map(http::HeaderValue::as_bytes),
         };
-        self.identify(authorization)
+        let cert = match self.by_san.is_empty() {
+            true => None,
+            false => extensions.get::<ClientCertNames>(),
+        };
+        self.identify_with_cert(authorization, cert)
     }
 
     fn by_credentials(&self, value: &[u8]) -> Option<usize> {

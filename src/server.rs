@@ -27,7 +27,7 @@ use crate::admin::Admin;
 use crate::config::{Config, Listen};
 use crate::reload::{Outcome, Reload, Reloader};
 use crate::stack::App;
-use crate::tls::TlsFiles;
+use crate::tls::{TlsFiles, WithClientCert};
 
 mod h1;
 mod slots;
@@ -224,11 +224,14 @@ async fn serve_tls<S: App>(
             break;
         };
         let (acceptor, watcher) = (tls.acceptor(), graceful.watcher());
-        let (builder, service) = (builder.clone(), TowerToHyperService::new(app.clone()));
+        let (builder, app) = (builder.clone(), app.clone());
         let handshake_timeout = listen.header_read_timeout;
         tokio::spawn(async move {
             let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(stream));
             if let Ok(Ok(stream)) = handshake.await {
+                // The verified client certificate's names go with each request (mutual TLS).
+                let names = crate::tls::client_cert_names(stream.get_ref().1);
+                let service = TowerToHyperService::new(WithClientCert { inner: app, names });
                 let conn = builder
                     .serve_connection(TokioIo::new(stream), service)
                     .into_owned();

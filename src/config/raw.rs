@@ -34,6 +34,8 @@ pub struct RawListen {
     /// TLS on the proxy listener: a PEM certificate chain and its key (both or neither).
     pub tls_cert_file: Option<String>,
     pub tls_key_file: Option<String>,
+    /// Mutual TLS: client certificates signed by this CA (PEM) are asked for and verified.
+    pub tls_client_ca_file: Option<String>,
 }
 
 impl Default for RawListen {
@@ -50,6 +52,7 @@ impl Default for RawListen {
             shutdown_grace: "30s".into(),
             tls_cert_file: None,
             tls_key_file: None,
+            tls_client_ca_file: None,
         }
     }
 }
@@ -119,6 +122,8 @@ pub struct RawTeam {
     pub tokens: Option<Vec<String>>,
     /// A file of tokens, one per line (`#` comments and blank lines skipped), re-read on change.
     pub token_file: Option<String>,
+    /// Mutual TLS: a client certificate with this DNS name (SAN) is this team's.
+    pub client_cert_san: Option<String>,
     #[serde(default = "default_team_rate")]
     pub rate: String,
     #[serde(default = "default_team_burst")]

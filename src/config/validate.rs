@@ -95,8 +95,17 @@ fn tls(p: &mut Problems, raw: &RawListen) -> Option<Tls> {
         (Some(cert), Some(key)) => Tls {
             cert_file: PathBuf::from(cert),
             key_file: PathBuf::from(key),
+            client_ca_file: raw.tls_client_ca_file.as_ref().map(PathBuf::from),
         },
-        (None, None) => return None,
+        (None, None) => {
+            if raw.tls_client_ca_file.is_some() {
+                p.add(
+                    "listen.tls_client_ca_file",
+                    "needs listen.tls_cert_file and listen.tls_key_file",
+                );
+            }
+            return None;
+        }
         (Some(_), None) => {
             p.add(
                 "listen.tls_key_file",
@@ -113,8 +122,12 @@ fn tls(p: &mut Problems, raw: &RawListen) -> Option<Tls> {
         }
     };
     if !p.offline() {
-        if let Err(e) = crate::tls::server_config(&tls.cert_file, &tls.key_file) {
-            p.environment("listen.tls_cert_file", e);
+        if let Err(e) = crate::tls::server_config(&tls) {
+            let key = match e.starts_with("client CA") {
+                true => "listen.tls_client_ca_file",
+                false => "listen.tls_cert_file",
+            };
+            p.environment(key, e);
         }
     }
     Some(tls)
@@ -429,12 +442,16 @@ fn team(p: &mut Problems, i: usize, raw: &RawTeam, accounts: &[Account]) -> Team
         }
     };
     let (tokens, token_file) = super::tokens::team_tokens(p, &path, raw);
+    if raw.client_cert_san.as_deref() == Some("") {
+        p.add(format!("{path}.client_cert_san"), "must not be empty");
+    }
     let (rate, burst) = rate_burst(p, &path, &raw.rate, raw.burst);
     Team {
         name: raw.name.clone(),
         account,
         tokens,
         token_file,
+        client_cert_san: raw.client_cert_san.clone(),
         rate,
         burst,
     }
@@ -472,4 +489,26 @@ fn check_team_tokens(p: &mut Problems, teams: &[Team], listen: &Listen) {
         }
     }
     super::tokens::check_unique(p, teams);
+    let mutual = listen
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.client_ca_file.is_some());
+    let mut sans = HashSet::new();
+    for (i, team) in teams.iter().enumerate() {
+        let Some(san) = &team.client_cert_san else {
+            continue;
+        };
+        if !mutual {
+            p.add(
+                format!("team[{i}].client_cert_san"),
+                "needs listen.tls_client_ca_file (mutual TLS)",
+            );
+        }
+        if !sans.insert(san) {
+            p.add(
+                format!("team[{i}].client_cert_san"),
+                format!("two teams have {san:?}"),
+            );
+        }
+    }
 }

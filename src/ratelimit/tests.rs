@@ -38,6 +38,7 @@ fn team(name: &str, per_second: u32, burst: u32) -> config::Team {
         account: 0,
         tokens: Vec::new(),
         token_file: None,
+        client_cert_san: None,
         rate: rate(per_second),
         burst: NonZeroU32::new(burst).unwrap(),
     }
