@@ -16,6 +16,7 @@ mod ranges;
 mod raw;
 mod show;
 mod structure;
+mod tls;
 mod tokens;
 mod validate;
 pub(crate) mod values;
