@@ -126,6 +126,22 @@ pub trait Reload: Send + Sync {
     fn stop(&self);
 }
 
+/// A config read for a reload, with its secrets and tokens.
+struct Loaded {
+    config: Config,
+    hash: String,
+    credentials: Credentials,
+    callers: Callers,
+}
+
+/// Why a reload read nothing to swap in.
+enum NotLoaded {
+    /// The file is not a valid config (or cannot be read).
+    Invalid(LoadError),
+    /// The config is valid but its secrets could not be read meanwhile.
+    Failed(anyhow::Error),
+}
+
 /// The config in use and what was built from it.
 struct Generation {
     config: Config,
@@ -219,21 +235,38 @@ impl<A: App> Reloader<A> {
             return Outcome::NoSource;
         };
         let mut generation = self.generation.lock().await;
-        let read = path.clone();
+        // Every file read off the runtime's workers: the config, then the secret and token
+        // files it names.
+        let (read, reloads) = (path.clone(), self.credential_reloads.clone());
         let loaded = tokio::task::spawn_blocking(move || {
-            let config = Config::load_with(&read, LoadOptions::default())?;
-            Ok::<_, LoadError>((config, config_hash(Some(&read))))
+            let config =
+                Config::load_with(&read, LoadOptions::default()).map_err(NotLoaded::Invalid)?;
+            let credentials =
+                Credentials::load_counting(&config.accounts, reloads).map_err(NotLoaded::Failed)?;
+            let callers = Callers::new(&config);
+            Ok(Loaded {
+                hash: config_hash(Some(&read)),
+                config,
+                credentials,
+                callers,
+            })
         })
         .await;
-        let (config, hash) = match loaded {
+        let loaded = match loaded {
             Ok(Ok(loaded)) => loaded,
-            Ok(Err(error)) => {
+            Ok(Err(NotLoaded::Invalid(error))) => {
                 log_refused(&path, &error);
                 return Outcome::Invalid;
             }
+            Ok(Err(NotLoaded::Failed(error))) => {
+                let error = format!("{error:#}");
+                tracing::warn!(file = %path.display(), %error, "config reload failed; the running config stays");
+                return Outcome::Failed;
+            }
             Err(_) => return Outcome::Failed,
         };
-        match self.swap(&mut generation, config) {
+        let hash = loaded.hash.clone();
+        match self.swap(&mut generation, loaded) {
             Ok(()) => {
                 crate::metrics::set_config_hash(&self.build_info, &hash);
                 tracing::info!(file = %path.display(), config_hash = %hash, "config reloaded");
@@ -247,11 +280,14 @@ impl<A: App> Reloader<A> {
         }
     }
 
-    /// Builds the stack of `config` and puts it in use.
-    fn swap(&self, generation: &mut Generation, config: Config) -> anyhow::Result<()> {
-        let credentials =
-            Credentials::load_counting(&config.accounts, self.credential_reloads.clone())?;
-        let callers = Callers::new(&config);
+    /// Builds the stack of a loaded config and puts it in use.
+    fn swap(&self, generation: &mut Generation, loaded: Loaded) -> anyhow::Result<()> {
+        let Loaded {
+            config,
+            credentials,
+            callers,
+            ..
+        } = loaded;
         let kept = Some(&generation.kept);
         let (app, kept) = (self.build)(
             &config,
