@@ -6,7 +6,8 @@
 //! The proxy listener serves plain HTTP/1.1 requests with its own loop ([`h1`]) and hands
 //! everything else to hyper; the admin listener is hyper's. At `listen.max_connections` the
 //! proxy listener closes its longest-idle connection to admit a new one ([`slots`]); the admin
-//! listener lets new ones wait in the backlog.
+//! listener lets new ones wait in the backlog. With `listen.tls_cert_file`, the proxy listener
+//! speaks TLS ([`crate::tls`]) and hands every connection to hyper (HTTP/1.1 or h2 by ALPN).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -57,9 +58,7 @@ impl Running {
             let _ = task.await;
         }
     }
-}
 
-impl Running {
     /// Reads the config file again and swaps it in if it is valid ([`crate::reload`]).
     pub async fn reload(&self) -> Outcome {
         self.reloader.reload().await
