@@ -183,12 +183,9 @@ fn print_problems(path: &Path, errors: &ConfigErrors, kind: ProblemKind, title: 
     );
     for e in problems {
         match e.location {
-            Some((line, column)) => eprintln!(
-                "  {}:{line}:{column}: {}: {}",
-                path.display(),
-                e.path,
-                e.message
-            ),
+            Some((line, column)) => {
+                eprintln!("  line {line}, column {column}: {}: {}", e.path, e.message)
+            }
             None => eprintln!("  {}: {}", e.path, e.message),
         }
     }
