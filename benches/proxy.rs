@@ -7,7 +7,12 @@
 //! closed-loop load generator (hyper client, N keep-alive connections, fixed duration).
 //!
 //! Cases: direct (load → upstream) and through the gateway, for the status path (always
-//! proxied) and the token path (1024 clientIds cycled: the gateway replays live tokens). Per
+//! proxied) and the token path (1024 clientIds cycled: the gateway replays live tokens); and
+//! `status-gateway-tls`, the status path through a second gateway serving TLS
+//! (`listen.tls_cert_file`, the test fixture's P-256 certificate; one handshake per connection,
+//! then keep-alive), for what TLS costs per request. Not in the default set. TLS connections
+//! are served by hyper, not by the gateway's own HTTP/1.1 loop, so the difference to
+//! `status-gateway` is TLS plus hyper's HTTP/1.1 in place of the loop's. Per
 //! case: requests/s, p50/p99 latency, the gateway thread's CPU per request and the process's
 //! peak resident memory (VmHWM, reset before each case).
 //!
@@ -120,6 +125,17 @@ fn gateway_config(upstream: SocketAddr, teams: usize, conns: usize) -> Config {
     Config::parse(&text, &|_| None).expect("bench config is valid")
 }
 
+/// `config` serving TLS with the test fixture's certificate.
+fn tls_config(mut config: Config) -> Config {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    config.listen.tls = Some(idenfy_gateway::config::Tls {
+        cert_file: fixtures.join("localhost.pem"),
+        key_file: fixtures.join("localhost.key"),
+        client_ca_file: None,
+    });
+    config
+}
+
 /// The gateway on its own thread, on the runtime `main.rs` gives a one-worker sidecar.
 struct Gateway {
     addr: SocketAddr,
@@ -198,20 +214,64 @@ struct Outcome {
     latencies_us: Vec<u32>,
 }
 
+/// A TLS client trusting the test fixture certificate (HTTP/1.1 by ALPN).
+fn tls_client() -> tokio_rustls::TlsConnector {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = format!(
+        "{}/tests/fixtures/localhost.pem",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(pem).expect("fixture") {
+        roots.add(cert.expect("fixture")).expect("fixture");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+/// An HTTP/1.1 connection to `target`, over TLS with `tls`.
+async fn open(
+    target: SocketAddr,
+    tls: Option<tokio_rustls::TlsConnector>,
+) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+    let stream = TcpStream::connect(target).await.expect("connect");
+    let _ = stream.set_nodelay(true);
+    match tls {
+        None => {
+            let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .expect("handshake");
+            tokio::spawn(conn);
+            send
+        }
+        Some(tls) => {
+            let name = rustls_pki_types::ServerName::try_from("localhost").expect("a name");
+            let stream = tls.connect(name, stream).await.expect("TLS handshake");
+            let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .expect("handshake");
+            tokio::spawn(conn);
+            send
+        }
+    }
+}
+
 /// One connection's closed loop until `stop`: send, read the whole answer, record.
 async fn connection(
     target: SocketAddr,
+    tls: Option<tokio_rustls::TlsConnector>,
     path: &'static str,
     auth: &'static str,
     first: usize,
     stop: Arc<AtomicBool>,
 ) -> Outcome {
-    let stream = TcpStream::connect(target).await.expect("connect");
-    let _ = stream.set_nodelay(true);
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .expect("handshake");
-    tokio::spawn(conn);
+    let mut send = open(target, tls).await;
     let field = if path.contains("status") {
         "scanRef"
     } else {
@@ -264,6 +324,7 @@ async fn connection(
 /// Runs `conns` connections against `target` for `secs` seconds on a load-generator runtime.
 fn load(
     target: SocketAddr,
+    tls: Option<tokio_rustls::TlsConnector>,
     path: &'static str,
     auth: &'static str,
     conns: usize,
@@ -276,7 +337,10 @@ fn load(
     rt.block_on(async move {
         let stop = Arc::new(AtomicBool::new(false));
         let tasks: Vec<_> = (0..conns)
-            .map(|c| tokio::spawn(connection(target, path, auth, c * 16, stop.clone())))
+            .map(|c| {
+                let tls = tls.clone();
+                tokio::spawn(connection(target, tls, path, auth, c * 16, stop.clone()))
+            })
             .collect();
         tokio::time::sleep(Duration::from_secs_f64(secs)).await;
         stop.store(true, Ordering::Relaxed);
@@ -318,6 +382,7 @@ struct Row {
 fn run_case(
     name: &str,
     target: SocketAddr,
+    tls: Option<tokio_rustls::TlsConnector>,
     path: &'static str,
     auth: &'static str,
     gw: Option<&Gateway>,
@@ -325,10 +390,17 @@ fn run_case(
     let conns = env("PROXY_BENCH_CONNS", 64usize);
     let secs = env("PROXY_BENCH_SECS", 3.0f64);
     // Warm-up: connection pools, replay store, allocator.
-    let _ = load(target, path, auth, conns, (secs / 4.0).min(1.0));
+    let _ = load(
+        target,
+        tls.clone(),
+        path,
+        auth,
+        conns,
+        (secs / 4.0).min(1.0),
+    );
     reset_peak_rss();
     let cpu_before = gw.map(Gateway::cpu);
-    let mut out = load(target, path, auth, conns, secs);
+    let mut out = load(target, tls, path, auth, conns, secs);
     let cpu = gw
         .zip(cpu_before)
         .map(|(g, before)| g.cpu().saturating_sub(before));
@@ -370,13 +442,27 @@ fn main() {
     let mut rows = Vec::new();
     for case in cases.split(',') {
         let row = match case.trim() {
-            "status-direct" => run_case(case, up, "/api/v2/status", AUTH, None),
+            "status-direct" => run_case(case, up, None, "/api/v2/status", AUTH, None),
             "status-gateway" => {
-                run_case(case, gw.addr, "/api/v2/status", "Basic Ym9ndXM=", Some(&gw))
+                let auth = "Basic Ym9ndXM=";
+                run_case(case, gw.addr, None, "/api/v2/status", auth, Some(&gw))
             }
-            "token-direct" => run_case(case, up, "/api/v2/token", AUTH, None),
+            "status-gateway-tls" => {
+                let tls_gw = start_gateway(tls_config(gateway_config(up, teams, conns)));
+                let (auth, client) = ("Basic Ym9ndXM=", Some(tls_client()));
+                run_case(
+                    case,
+                    tls_gw.addr,
+                    client,
+                    "/api/v2/status",
+                    auth,
+                    Some(&tls_gw),
+                )
+            }
+            "token-direct" => run_case(case, up, None, "/api/v2/token", AUTH, None),
             "token-gateway" => {
-                run_case(case, gw.addr, "/api/v2/token", "Basic Ym9ndXM=", Some(&gw))
+                let auth = "Basic Ym9ndXM=";
+                run_case(case, gw.addr, None, "/api/v2/token", auth, Some(&gw))
             }
             other => {
                 eprintln!("unknown case {other:?}");

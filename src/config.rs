@@ -11,13 +11,19 @@ use std::time::Duration;
 use crate::secret::{Secret, SecretSource};
 
 mod load;
+mod locate;
 mod ranges;
 mod raw;
+mod show;
+mod structure;
+mod tls;
+mod tokens;
 mod validate;
 pub(crate) mod values;
 
-pub use load::{ConfigError, ConfigErrors};
+pub use load::{read, ConfigError, ConfigErrors, LoadError, LoadOptions, ProblemKind};
 pub use raw::DEFAULT_PREFIXES;
+pub use show::{is_secret, show, starter, REDACTED};
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -55,6 +61,17 @@ pub struct Listen {
     pub shutdown_grace: Duration,
     /// Where iDenfy posts webhooks (`POST /webhooks/idenfy/{account}`); `None`: no listener.
     pub webhook: Option<SocketAddr>,
+    /// TLS on the proxy listener (`tls_cert_file`, `tls_key_file`).
+    pub tls: Option<Tls>,
+}
+
+/// `listen.tls_cert_file` and `listen.tls_key_file`: PEM files, re-read when they change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// `listen.tls_client_ca_file`: mutual TLS, client certificates verified against this CA.
+    pub client_ca_file: Option<PathBuf>,
 }
 
 /// `[upstream]`
@@ -88,8 +105,13 @@ pub struct Team {
     pub name: String,
     /// Index into `Config::accounts`.
     pub account: usize,
-    /// `None`: no caller authentication (requests without credentials belong to this team).
-    pub token: Option<Secret>,
+    /// The tokens the file gives (`token` and `tokens`), each valid. None here and no
+    /// `token_file`: no caller authentication (requests without credentials belong to this team).
+    pub tokens: Vec<Secret>,
+    /// `token_file`: more valid tokens, one per line, re-read when the file changes.
+    pub token_file: Option<PathBuf>,
+    /// `client_cert_san`: a verified client certificate with this DNS name is this team's.
+    pub client_cert_san: Option<String>,
     pub rate: Rate,
     pub burst: NonZeroU32,
     /// Where the team's webhooks are delivered, re-signed with `webhook_key`.
@@ -126,6 +148,13 @@ pub enum UnknownScanRef {
     Dead,
     /// Delivered to this team (an index into `Config::teams`).
     Team(usize),
+}
+
+impl Team {
+    /// Whether callers must present one of the team's tokens.
+    pub fn authenticates(&self) -> bool {
+        !self.tokens.is_empty() || self.token_file.is_some() || self.client_cert_san.is_some()
+    }
 }
 
 /// `[retry]`

@@ -28,7 +28,7 @@ use crate::error::GatewayError;
 use crate::secret::SecretSource;
 use crate::upstream::Authorized;
 
-mod watch;
+pub(crate) mod watch;
 
 pub use watch::{DEBOUNCE, POLL_INTERVAL};
 
@@ -90,6 +90,11 @@ impl Credentials {
     /// Reads every account's secrets once. Fails (naming the account, not the secret) if one
     /// cannot be read.
     pub fn load(accounts: &[Account], registry: &Registry) -> anyhow::Result<Self> {
+        Credentials::load_counting(accounts, Credentials::register(registry)?)
+    }
+
+    /// `idenfy_gateway_credential_reloads_total`, registered in `registry` (once per registry).
+    pub fn register(registry: &Registry) -> anyhow::Result<IntCounterVec> {
         let reloads = IntCounterVec::new(
             Opts::new(
                 "idenfy_gateway_credential_reloads_total",
@@ -98,6 +103,12 @@ impl Credentials {
             &["account", "outcome"],
         )?;
         registry.register(Box::new(reloads.clone()))?;
+        Ok(reloads)
+    }
+
+    /// [`load`](Self::load), counting re-reads in `reloads` (see [`register`](Self::register)):
+    /// a config reload loads the accounts again into the same metric.
+    pub fn load_counting(accounts: &[Account], reloads: IntCounterVec) -> anyhow::Result<Self> {
         let mut loaded = Vec::with_capacity(accounts.len());
         for account in accounts {
             let mut creds = AccountCredentials {

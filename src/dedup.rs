@@ -66,6 +66,8 @@ mod session;
 mod shared;
 
 use std::future::Future;
+
+use arc_swap::ArcSwapOption;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -309,9 +311,14 @@ impl DedupLayer {
     /// The handle that ends replay for a scanRef from outside the layer (a final webhook).
     pub fn session_ends(&self) -> SessionEnds {
         SessionEnds {
-            store: self.shared.replay.clone(),
+            store: Arc::new(ArcSwapOption::new(self.shared.replay.clone())),
             ended: self.shared.metrics.replay_ended.clone(),
         }
+    }
+
+    /// Points `ends` at this layer's replay store (a new dedup state after a config reload).
+    pub fn point(&self, ends: &SessionEnds) {
+        ends.store.store(self.shared.replay.clone());
     }
 }
 

@@ -43,6 +43,7 @@ use crate::metrics::{
 use crate::route::Routes;
 use crate::stack::Inner;
 use crate::telemetry::access::{self, AccessRecord};
+use crate::trace::{self, TraceId};
 
 /// The request id header: kept from the caller when sane, else generated.
 pub const X_REQUEST_ID: &str = "x-request-id";
@@ -53,6 +54,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static(X_REQUEST_ID);
 const ATTEMPTS: HeaderName = HeaderName::from_static(crate::retry::X_GATEWAY_ATTEMPTS);
 const DEDUP: HeaderName = HeaderName::from_static(crate::dedup::X_GATEWAY_DEDUP);
 const ERROR: HeaderName = HeaderName::from_static(crate::error::X_GATEWAY_ERROR);
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// What the front step needs.
 #[derive(Clone)]
@@ -312,6 +314,8 @@ struct Answer {
     started: Instant,
     _in_flight: GaugeGuard,
     request_id: HeaderValue,
+    /// Of the caller's `traceparent`, for the access line.
+    trace_id: Option<TraceId>,
     method: Method,
     /// The caller's team, once identified.
     team: Option<usize>,
@@ -341,6 +345,7 @@ impl Answer {
             started,
             _in_flight,
             request_id,
+            trace_id: trace::trace_id(req.headers().get(TRACEPARENT)),
             method: req.method().clone(),
             team: None,
             route: UNKNOWN,
@@ -352,7 +357,9 @@ impl Answer {
     /// layers in the request's context.
     fn admit<B>(&mut self, req: &mut Request<B>) -> Result<(), GatewayError> {
         let shared = &*self.shared;
-        let caller = shared.callers.identify_request(req.headers())?;
+        let caller = shared
+            .callers
+            .identify_request_with(req.headers(), req.extensions())?;
         self.team = Some(caller.team);
         // The caller's hop ends here: its hop-by-hop headers (`Connection` and what it names,
         // `Proxy-Authorization`, `TE` …) go no further. Once, before the retry loop shares the
@@ -398,6 +405,7 @@ impl Answer {
         let [attempts, dedup, error] = gateway_headers(res.headers());
         access::log(&AccessRecord {
             request_id: self.request_id.to_str().unwrap_or(""),
+            trace_id: self.trace_id.as_ref().map_or("", TraceId::as_str),
             team: team.map_or(UNKNOWN, |(_, name)| name),
             route: self.route,
             method: self.method.as_str(),

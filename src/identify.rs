@@ -6,69 +6,76 @@
 //! belong to the tokenless team, when one is configured (a sidecar's app may still send its old
 //! iDenfy key pair: it is dropped, never forwarded).
 //!
-//! The presented token is found by the SHA-256 of its bytes in a map built at start-up, then
+//! The presented token is found by the SHA-256 of its bytes in a table ([`tokens`]), then
 //! compared with the team's token in constant time: the cost is the same for 1 or 1,000 teams,
 //! and the time taken tells nothing about how many bytes of a real token matched (the map only
-//! ever compares digests, and a digest match is followed by the constant-time compare).
+//! ever compares digests, and a digest match is followed by the constant-time compare). A team
+//! may have several tokens at once (`tokens`, `token_file`), for a rotation without a gap; the
+//! token files are re-read when they change ([`Callers::watch`]).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 
 use base64::Engine;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use crate::config::Config;
 use crate::context::Caller;
+use crate::credentials::watch;
 use crate::error::GatewayError;
 
-/// The teams as the identify step needs them.
-#[derive(Debug)]
+mod tokens;
+
+pub use tokens::read_token_file;
+
+/// The DNS names of the verified client certificate of a request's connection (mutual TLS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertNames(pub Arc<[String]>);
+
+/// The teams as the identify step needs them. Clones share the token table.
+#[derive(Debug, Clone)]
 pub struct Callers {
-    teams: Vec<(Caller, Option<Vec<u8>>)>,
-    /// Teams by the SHA-256 of their token (config refuses a token shared by two teams).
-    by_digest: HashMap<[u8; 32], usize>,
+    teams: Arc<[Caller]>,
+    tokens: Arc<tokens::Tokens>,
+    /// Teams by `client_cert_san`.
+    by_san: Arc<HashMap<String, usize>>,
     tokenless: Option<usize>,
 }
 
 impl Callers {
+    /// The config's teams, with their tokens (token files read once).
     pub fn new(config: &Config) -> Self {
-        let teams: Vec<(Caller, Option<Vec<u8>>)> = config
+        let teams = config
             .teams
             .iter()
             .enumerate()
-            .map(|(i, team)| {
-                let caller = Caller {
-                    team: i,
-                    team_name: Arc::from(team.name.as_str()),
-                    account: team.account,
-                    account_name: Arc::from(config.accounts[team.account].name.as_str()),
-                };
-                (
-                    caller,
-                    team.token.as_ref().map(|t| t.expose().as_bytes().to_vec()),
-                )
+            .map(|(i, team)| Caller {
+                team: i,
+                team_name: Arc::from(team.name.as_str()),
+                account: team.account,
+                account_name: Arc::from(config.accounts[team.account].name.as_str()),
             })
             .collect();
-        let tokenless = config.teams.iter().position(|t| t.token.is_none());
-        let by_digest = teams
+        let by_san = config
+            .teams
             .iter()
             .enumerate()
-            .filter_map(|(i, (_, token))| Some((digest(token.as_ref()?), i)))
+            .filter_map(|(i, t)| Some((t.client_cert_san.clone()?, i)))
             .collect();
         Callers {
             teams,
-            by_digest,
-            tokenless,
+            tokens: Arc::new(tokens::Tokens::new(config)),
+            by_san: Arc::new(by_san),
+            tokenless: config.teams.iter().position(|t| !t.authenticates()),
         }
     }
 
-    /// How many teams there are (a [`Caller::team`] is below this).
     /// The caller of team number `team` (an index into `Config::teams`).
     pub fn get(&self, team: usize) -> Option<&Caller> {
-        self.teams.get(team).map(|(caller, _)| caller)
+        self.teams.get(team)
     }
 
+    /// How many teams there are (a [`Caller::team`] is below this).
     pub fn len(&self) -> usize {
         self.teams.len()
     }
@@ -80,28 +87,59 @@ impl Callers {
 
     /// The team of a request, from its `Authorization` header (or its absence).
     pub fn identify(&self, authorization: Option<&[u8]>) -> Result<&Caller, GatewayError> {
+        self.identify_with_cert(authorization, None)
+    }
+
+    /// [`identify`](Self::identify), then by the client certificate's names (mutual TLS): a
+    /// token presented wins over the certificate.
+    pub fn identify_with_cert(
+        &self,
+        authorization: Option<&[u8]>,
+        cert: Option<&ClientCertNames>,
+    ) -> Result<&Caller, GatewayError> {
         // No team has a token (a sidecar): every request is the tokenless team's, whatever it
         // sends; nothing to decode or hash.
-        let found = match self.by_digest.is_empty() {
+        let found = match self.tokens.is_empty() {
             true => None,
             false => authorization.and_then(|value| self.by_credentials(value)),
         };
+        let by_cert = || {
+            cert?
+                .0
+                .iter()
+                .find_map(|name| self.by_san.get(name).copied())
+        };
         found
+            .or_else(by_cert)
             .or(self.tokenless)
-            .map(|i| &self.teams[i].0)
+            .map(|i| &self.teams[i])
             .ok_or(GatewayError::Unauthorized)
     }
 
     /// [`identify`](Self::identify) on a request's headers: `Authorization` is looked up only
     /// when some team has a token.
     pub fn identify_request(&self, headers: &http::HeaderMap) -> Result<&Caller, GatewayError> {
-        let authorization = match self.by_digest.is_empty() {
+        self.identify_request_with(headers, &http::Extensions::new())
+    }
+
+    /// [`identify_request`](Self::identify_request), with the request's [`ClientCertNames`]
+    /// from its `extensions` (set on a mutual-TLS connection).
+    pub fn identify_request_with(
+        &self,
+        headers: &http::HeaderMap,
+        extensions: &http::Extensions,
+    ) -> Result<&Caller, GatewayError> {
+        let authorization = match self.tokens.is_empty() {
             true => None,
             false => headers
                 .get(http::header::AUTHORIZATION)
                 .map(http::HeaderValue::as_bytes),
         };
-        self.identify(authorization)
+        let cert = match self.by_san.is_empty() {
+            true => None,
+            false => extensions.get::<ClientCertNames>(),
+        };
+        self.identify_with_cert(authorization, cert)
     }
 
     fn by_credentials(&self, value: &[u8]) -> Option<usize> {
@@ -121,15 +159,37 @@ impl Callers {
 
     /// The team whose token this is (and whose name, for Basic), see the module doc.
     fn by_token(&self, name: Option<&[u8]>, token: &[u8]) -> Option<usize> {
-        let i = *self.by_digest.get(&digest(token))?;
-        let (caller, expected) = &self.teams[i];
-        let token_ok: bool = expected.as_deref().is_some_and(|e| e.ct_eq(token).into());
-        (token_ok && name.is_none_or(|n| n == caller.team_name.as_bytes())).then_some(i)
+        let i = self.tokens.lookup(token)?;
+        name.is_none_or(|n| n == self.teams[i].team_name.as_bytes())
+            .then_some(i)
     }
-}
 
-fn digest(token: &[u8]) -> [u8; 32] {
-    Sha256::digest(token).into()
+    /// Re-reads the token files now (on the blocking pool) and swaps in their tokens.
+    pub async fn reload(&self) {
+        let tokens = self.tokens.clone();
+        let _ = tokio::task::spawn_blocking(move || tokens.reload()).await;
+    }
+
+    /// Watches the directories of the token files and re-reads them on change (and every
+    /// [`watch::POLL_INTERVAL`]), until `shutdown` resolves. Returns at once without token files.
+    pub async fn watch(self, shutdown: impl Future<Output = ()>) {
+        let dirs = self.tokens.watched_dirs();
+        if dirs.is_empty() {
+            return;
+        }
+        let (changes, signals) = tokio::sync::mpsc::channel(1);
+        // Kept until the loop ends: dropping the watcher stops it.
+        let _watcher = watch::watch_dirs(&dirs, changes);
+        let reload = || self.reload();
+        watch::reload_on_change(
+            signals,
+            watch::POLL_INTERVAL,
+            watch::DEBOUNCE,
+            reload,
+            shutdown,
+        )
+        .await;
+    }
 }
 
 fn split_scheme(value: &[u8]) -> Option<(&[u8], &[u8])> {

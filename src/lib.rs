@@ -32,12 +32,18 @@
 //! - [`secret`]: secrets that cannot be printed, and their sources
 //! - [`idenfy`]: iDenfy's facts in code: token field rules and the `clientId` key
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`
+//! - [`reload`]: SIGHUP: the config file read again, validated whole, swapped in live
 //! - [`metrics`]: the registry and the whole-request metrics
 //! - [`telemetry`]: structured logs, never blocking a request (dropped and counted instead)
-//! - `token`: header names compared as both HTTP/1.1 parsers compare them
+//! - `http1`: the HTTP/1.1 wire format of both hand-written peers (request and response heads,
+//!   framing, chunked coding, encoders), with the RFC 9112 rules it enforces and relaxes
+//! - [`tls`]: TLS on the proxy listener, the certificate re-read on change
+//! - [`trace`]: W3C trace context passed through; the trace id in the access line
 //! - [`headers`]: hop-by-hop headers removed; a header set without growing a full map
-//! - [`simulator`]: a faithful stand-in for iDenfy on loopback (tests, demo, benchmarks)
-//! - [`demo`]: the simulator with the gateway in front of it, for trying things with curl
+//! - `simulator` (feature `simulator`, on by default): a faithful stand-in for iDenfy on loopback
+//!   (tests, demo, benchmarks)
+//! - `demo` (feature `simulator`): the simulator with the gateway in front of it, for trying
+//!   things with curl
 //! - [`webhooks`]: the third listener: iDenfy's webhooks verified, stored durably, acknowledged,
 //!   and delivered to the team that created each scanRef (retries, dead letters)
 //! - `fuzzing` (feature `fuzzing`): the parsers, reachable from `fuzz/` and the differential test
@@ -51,6 +57,7 @@ pub mod context;
 pub mod credentials;
 pub mod deadline;
 pub mod dedup;
+#[cfg(feature = "simulator")]
 pub mod demo;
 pub mod error;
 pub mod front;
@@ -63,13 +70,17 @@ pub mod idenfy;
 pub mod identify;
 pub mod metrics;
 pub mod ratelimit;
+pub mod reload;
 pub mod retry;
 pub mod route;
 pub mod secret;
 pub mod server;
+#[cfg(feature = "simulator")]
 pub mod simulator;
 pub mod stack;
 pub mod telemetry;
+pub mod tls;
+pub mod trace;
 pub mod upstream;
 pub mod validate;
 pub mod webhooks;

@@ -1,13 +1,19 @@
 //! The `idenfy-gateway` command line.
 
+#[cfg(feature = "simulator")]
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use idenfy_gateway::config::{Config, LogFormat};
+use idenfy_gateway::config::{
+    Config, ConfigErrors, LoadError, LoadOptions, LogFormat, ProblemKind,
+};
+#[cfg(feature = "simulator")]
 use idenfy_gateway::demo::{Demo, DemoAddrs};
+#[cfg(feature = "simulator")]
 use idenfy_gateway::simulator::{Simulator, SimulatorConfig};
+use idenfy_gateway::telemetry::LogGuard;
 use mimalloc::MiMalloc;
 
 /// mimalloc: per-thread free lists make the request path's small, short-lived allocations a few
@@ -15,8 +21,13 @@ use mimalloc::MiMalloc;
 #[global_allocator]
 static ALLOCATOR: MiMalloc = MiMalloc;
 
-/// Exit status for a configuration that does not validate (sysexits EX_USAGE).
+/// Exit status for a config file that is wrong (sysexits EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
+/// Exit status for a config file that cannot be read: missing, unreadable (sysexits EX_NOINPUT).
+const EXIT_NO_CONFIG_FILE: u8 = 66;
+/// Exit status for a right config file naming what this machine lacks: an environment variable,
+/// a secret file, a CA file (sysexits EX_CONFIG).
+const EXIT_ENVIRONMENT: u8 = 78;
 
 /// An egress gateway for the iDenfy identity-verification API: holds the API key pair,
 /// coalesces token requests per clientId, keeps the account under its rate limit, retries
@@ -36,18 +47,49 @@ struct Cli {
 enum Command {
     /// Serve: the proxy on `listen.proxy`, the admin endpoints on `listen.admin`.
     Run(RunArgs),
-    /// Validate a config file and exit 0, or print every problem and exit 64.
-    CheckConfig {
-        /// The TOML config file.
-        #[arg(long, short)]
-        config: PathBuf,
-    },
+    /// Validate a config file and exit 0; or print every problem and exit 64 when the file is
+    /// wrong, 78 when only this machine lacks something it names (a variable, a secret file),
+    /// 66 when the file cannot be read.
+    CheckConfig(CheckArgs),
+    /// See or start a config file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Serve the iDenfy simulator alone (for developing and testing against iDenfy offline).
+    #[cfg(feature = "simulator")]
     Simulate(SimulatorConfig),
     /// The simulator, with the gateway in front of it, on loopback; prints what to try with curl.
+    #[cfg(feature = "simulator")]
     Demo(DemoArgs),
 }
 
+#[derive(Args)]
+struct CheckArgs {
+    /// The TOML config file.
+    #[arg(long, short)]
+    config: PathBuf,
+    /// Check the file alone (for CI): read no environment variable and no file it names
+    /// (secrets, CA); the keys that depend on them are not checked.
+    #[arg(long)]
+    offline: bool,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the effective config: every key with its value, defaults filled in, secrets and
+    /// tokens redacted. Exits like check-config when the config is not valid.
+    Show(CheckArgs),
+    /// Write a commented starter config: the sidecar's, or with --shared a shared gateway's.
+    Init {
+        /// A shared egress gateway (many teams with tokens, secrets from files).
+        #[arg(long)]
+        shared: bool,
+        /// Write to this file (never over an existing one) instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+}
+
+#[cfg(feature = "simulator")]
 #[derive(Args)]
 struct DemoArgs {
     /// Where the gateway listens.
@@ -78,8 +120,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Run(args)) => run(args),
-        Some(Command::CheckConfig { config }) => check_config(&config),
+        Some(Command::CheckConfig(args)) => check_config(&args),
+        Some(Command::Config(ConfigCommand::Show(args))) => show_config(&args),
+        Some(Command::Config(ConfigCommand::Init { shared, output })) => {
+            init_config(shared, output.as_deref())
+        }
+        #[cfg(feature = "simulator")]
         Some(Command::Simulate(config)) => simulate(config),
+        #[cfg(feature = "simulator")]
         Some(Command::Demo(args)) => demo(args),
         None if cli.run.config.is_some() => run(cli.run),
         None => {
@@ -89,28 +137,127 @@ fn main() -> ExitCode {
     }
 }
 
-fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
-    Config::load(path).map_err(|errors| {
-        eprintln!("{}: invalid configuration:", path.display());
-        for e in &errors.0 {
-            eprintln!("  {}: {}", e.path, e.message);
-        }
-        ExitCode::from(EXIT_CONFIG)
-    })
+fn load(path: &Path, options: LoadOptions) -> Result<Config, ExitCode> {
+    Config::load_with(path, options).map_err(|error| report(path, &error))
 }
 
-fn check_config(path: &std::path::Path) -> ExitCode {
-    match load(path) {
+/// Prints why a config cannot be used, once, and gives the exit status that says why.
+fn report(path: &Path, error: &LoadError) -> ExitCode {
+    let errors = match error {
+        LoadError::Unreadable { error, .. } => {
+            eprintln!(
+                "idenfy-gateway: cannot read config file {}: {error} \
+                 (`idenfy-gateway config init --output FILE` writes a starter)",
+                path.display()
+            );
+            return ExitCode::from(EXIT_NO_CONFIG_FILE);
+        }
+        LoadError::Invalid(errors) => errors,
+    };
+    print_problems(path, errors, ProblemKind::File, "invalid configuration");
+    print_problems(
+        path,
+        errors,
+        ProblemKind::Environment,
+        "missing on this machine",
+    );
+    if errors.environment_only() {
+        eprintln!(
+            "  (check-config --offline checks the file without reading variables or secret files)"
+        );
+        ExitCode::from(EXIT_ENVIRONMENT)
+    } else {
+        ExitCode::from(EXIT_CONFIG)
+    }
+}
+
+fn print_problems(path: &Path, errors: &ConfigErrors, kind: ProblemKind, title: &str) {
+    let problems: Vec<_> = errors.0.iter().filter(|e| e.kind == kind).collect();
+    if problems.is_empty() {
+        return;
+    }
+    eprintln!(
+        "{}: {title} ({} problem(s)):",
+        path.display(),
+        problems.len()
+    );
+    for e in problems {
+        match e.location {
+            Some((line, column)) => {
+                eprintln!("  line {line}, column {column}: {}: {}", e.path, e.message)
+            }
+            None => eprintln!("  {}: {}", e.path, e.message),
+        }
+    }
+}
+
+fn check_config(args: &CheckArgs) -> ExitCode {
+    let options = LoadOptions {
+        offline: args.offline,
+    };
+    match load(&args.config, options) {
         Ok(config) => {
+            let offline = match args.offline {
+                true => "; offline: variables and files it names not read",
+                false => "",
+            };
             println!(
-                "{}: ok ({} account(s), {} team(s))",
-                path.display(),
+                "{}: ok ({} account(s), {} team(s){offline})",
+                args.config.display(),
                 config.accounts.len(),
                 config.teams.len()
             );
             ExitCode::SUCCESS
         }
         Err(code) => code,
+    }
+}
+
+fn show_config(args: &CheckArgs) -> ExitCode {
+    let options = LoadOptions {
+        offline: args.offline,
+    };
+    let shown = idenfy_gateway::config::read(&args.config).and_then(|text| {
+        let env = |name: &str| std::env::var(name).ok();
+        idenfy_gateway::config::show(&text, &env, options).map_err(LoadError::Invalid)
+    });
+    match shown {
+        Ok(text) => {
+            println!(
+                "# Effective configuration of {}:\n\
+                 # every key with its value, defaults filled in, secrets and tokens redacted.\n\n{text}",
+                args.config.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => report(&args.config, &error),
+    }
+}
+
+fn init_config(shared: bool, output: Option<&Path>) -> ExitCode {
+    let text = idenfy_gateway::config::starter(shared);
+    let Some(path) = output else {
+        print!("{text}");
+        return ExitCode::SUCCESS;
+    };
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .and_then(|mut file| std::io::Write::write_all(&mut file, text.as_bytes()));
+    match written {
+        Ok(()) => {
+            eprintln!(
+                "wrote {}; check it with `idenfy-gateway check-config --config {}`",
+                path.display(),
+                path.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("idenfy-gateway: cannot write {}: {error}", path.display());
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -138,7 +285,7 @@ fn run(args: RunArgs) -> ExitCode {
         eprintln!("idenfy-gateway run: --config FILE is required");
         return ExitCode::from(EXIT_CONFIG);
     };
-    let mut config = match load(&path) {
+    let mut config = match load(&path, LoadOptions::default()) {
         Ok(config) => config,
         Err(code) => return code,
     };
@@ -149,41 +296,48 @@ fn run(args: RunArgs) -> ExitCode {
             LogFormat::Human
         };
     }
-    let _logs = idenfy_gateway::telemetry::init(config.log.format, &config.log.level);
+    let logs = idenfy_gateway::telemetry::init(config.log.format, &config.log.level);
     let result = runtime(args.workers)
         .map_err(anyhow::Error::from)
-        .and_then(|rt| rt.block_on(idenfy_gateway::server::run(config, shutdown_signal())));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!(error = format!("{error:#}"), "gateway failed");
-            eprintln!("idenfy-gateway: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+        .and_then(|rt| {
+            rt.block_on(idenfy_gateway::server::run_from(
+                path,
+                config,
+                shutdown_signal(),
+            ))
+        });
+    exit(logs, result)
 }
 
-/// Runs an async main on a fresh runtime; an error is printed and exits 1.
+/// Runs an async main on a fresh runtime, then [`exit`]s.
+#[cfg(feature = "simulator")]
 fn block_on(
-    workers: Option<usize>,
+    logs: LogGuard,
     main: impl std::future::Future<Output = anyhow::Result<()>>,
 ) -> ExitCode {
-    let result = runtime(workers)
+    let result = runtime(None)
         .map_err(anyhow::Error::from)
         .and_then(|rt| rt.block_on(main));
+    exit(logs, result)
+}
+
+/// Flushes the logs, then prints a fatal error once (a plain line for a person, after every log
+/// line: not also a log event) and exits 1.
+fn exit(logs: LogGuard, result: anyhow::Result<()>) -> ExitCode {
+    drop(logs);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!(error = format!("{error:#}"), "failed");
             eprintln!("idenfy-gateway: {error:#}");
             ExitCode::FAILURE
         }
     }
 }
 
+#[cfg(feature = "simulator")]
 fn simulate(config: SimulatorConfig) -> ExitCode {
-    let _logs = idenfy_gateway::telemetry::init(LogFormat::Human, "info");
-    block_on(None, async move {
+    let logs = idenfy_gateway::telemetry::init(LogFormat::Human, "info");
+    block_on(logs, async move {
         let sim = Simulator::start(config).await?;
         println!(
             "iDenfy simulator on {} (control API under {}/__sim/)",
@@ -196,9 +350,10 @@ fn simulate(config: SimulatorConfig) -> ExitCode {
     })
 }
 
+#[cfg(feature = "simulator")]
 fn demo(args: DemoArgs) -> ExitCode {
-    let _logs = idenfy_gateway::telemetry::init(LogFormat::Human, "warn");
-    block_on(None, async move {
+    let logs = idenfy_gateway::telemetry::init_demo();
+    block_on(logs, async move {
         let addrs = DemoAddrs {
             proxy: args.proxy,
             admin: args.admin,

@@ -55,21 +55,33 @@ impl RequestMetrics {
     }
 }
 
-/// A new registry with `idenfy_gateway_build_info` set, and the process's
-/// `idenfy_gateway_log_lines_dropped_total`.
+/// A new registry with the process's `idenfy_gateway_log_lines_dropped_total`.
 pub fn registry() -> prometheus::Result<Registry> {
     let registry = Registry::new();
+    registry.register(Box::new(crate::telemetry::log_lines_dropped()))?;
+    Ok(registry)
+}
+
+/// `idenfy_gateway_build_info{version, config_hash}`, registered in `registry`; see
+/// [`set_config_hash`].
+pub fn build_info(registry: &Registry) -> prometheus::Result<IntGaugeVec> {
     let info = IntGaugeVec::new(
         Opts::new(
             "idenfy_gateway_build_info",
-            "Version of the running gateway",
+            "Version of the running gateway, and the config in use (first 12 hex digits of the SHA-256 of its file)",
         ),
-        &["version"],
+        &["version", "config_hash"],
     )?;
-    info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
-    registry.register(Box::new(info))?;
-    registry.register(Box::new(crate::telemetry::log_lines_dropped()))?;
-    Ok(registry)
+    registry.register(Box::new(info.clone()))?;
+    set_config_hash(&info, "");
+    Ok(info)
+}
+
+/// Makes `hash` the one `config_hash` of `build_info`.
+pub fn set_config_hash(info: &IntGaugeVec, hash: &str) {
+    info.reset();
+    info.with_label_values(&[env!("CARGO_PKG_VERSION"), hash])
+        .set(1);
 }
 
 /// Counts one thing in a gauge for as long as the guard lives, however it ends (finished,

@@ -9,6 +9,7 @@
 //! requests are answered by dedup, outside, and spend nothing here.
 
 pub mod account;
+pub mod carry;
 pub mod clock;
 pub mod metrics;
 pub mod quota;
@@ -17,6 +18,7 @@ pub mod team;
 use std::time::Duration;
 
 pub use self::account::{AccountLimit, AccountLimitLayer};
+pub use self::carry::Quotas;
 pub use self::metrics::LimitMetrics;
 pub use self::quota::Quota;
 pub use self::team::{TeamLimit, TeamLimitLayer};

@@ -6,9 +6,11 @@
 //! The proxy listener serves plain HTTP/1.1 requests with its own loop ([`h1`]) and hands
 //! everything else to hyper; the admin listener is hyper's. At `listen.max_connections` the
 //! proxy listener closes its longest-idle connection to admit a new one ([`slots`]); the admin
-//! listener lets new ones wait in the backlog.
+//! listener lets new ones wait in the backlog. With `listen.tls_cert_file`, the proxy listener
+//! speaks TLS ([`crate::tls`]) and hands every connection to hyper (HTTP/1.1 or h2 by ALPN).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,15 +19,17 @@ use anyhow::Context as _;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::admin::Admin;
 use crate::config::{Config, Listen};
-use crate::credentials::Credentials;
+use crate::reload::{Outcome, Reload, Reloader};
 use crate::stack::App;
 use crate::webhooks::{HttpTransport, Webhooks};
+use crate::tls::{TlsFiles, WithClientCert};
 
 mod h1;
 mod slots;
@@ -43,11 +47,13 @@ pub struct Running {
     /// Stopped last: `/readyz` answers 503 and `/metrics` stays up while the proxy drains.
     admin_stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    reloader: Arc<dyn Reload>,
 }
 
 impl Running {
     /// Stops accepting, waits for in-flight requests (up to the grace period), and returns.
     pub async fn shutdown(self) {
+        self.reloader.stop();
         let _ = self.stop.send(true);
         let _ = self.proxy_task.await;
         let _ = self.admin_stop.send(true);
@@ -55,26 +61,46 @@ impl Running {
             let _ = task.await;
         }
     }
+
+    /// Reads the config file again and swaps it in if it is valid ([`crate::reload`]).
+    pub async fn reload(&self) -> Outcome {
+        self.reloader.reload().await
+    }
 }
 
 /// Builds the gateway from a validated config, binds its listeners and serves in the background.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
+    start_with(config, None).await
+}
+
+/// [`start`], with `config` read from `path`: [`Running::reload`] reads it again.
+pub async fn start_from(path: PathBuf, config: Config) -> anyhow::Result<Running> {
+    start_with(config, Some(path)).await
+}
+
+async fn start_with(config: Config, path: Option<PathBuf>) -> anyhow::Result<Running> {
     let registry = crate::metrics::registry()?;
-    let credentials = Credentials::load(&config.accounts, &registry)?;
     let mut webhooks = match config.listen.webhook {
         Some(_) => Some(Webhooks::open(&config, &registry)?),
         None => None,
     };
     let observer = webhooks.as_ref().map(Webhooks::route_book);
-    let (app, ends) = crate::stack::app_with(&config, &registry, credentials.clone(), observer)?;
+    // What the webhook listener needs of the config (account keys, teams' endpoints) is read at
+    // start: a reload does not change it ("restart needed for listen.webhook").
+    let webhook_config = webhooks.as_ref().map(|_| config.clone());
+    let listen = config.listen.clone();
+    let upstream_url = config.upstream.url.clone();
+    let (app, reloader) =
+        Reloader::start(config, path, &registry, crate::stack::build, observer)?;
     let ready = Arc::new(AtomicBool::new(false));
 
-    let proxy = TcpListener::bind(config.listen.proxy)
+    let tls = listen.tls.as_ref().map(TlsFiles::load).transpose()?;
+    let proxy = TcpListener::bind(listen.proxy)
         .await
-        .with_context(|| format!("cannot listen on listen.proxy {}", config.listen.proxy))?;
-    let admin_listener = TcpListener::bind(config.listen.admin)
+        .with_context(|| format!("cannot listen on listen.proxy {}", listen.proxy))?;
+    let admin_listener = TcpListener::bind(listen.admin)
         .await
-        .with_context(|| format!("cannot listen on listen.admin {}", config.listen.admin))?;
+        .with_context(|| format!("cannot listen on listen.admin {}", listen.admin))?;
     let (stop, stop_signal) = watch::channel(false);
     let (admin_stop, admin_stop_signal) = watch::channel(false);
     let (proxy_addr, admin_addr) = (proxy.local_addr()?, admin_listener.local_addr()?);
@@ -86,13 +112,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
     let mut tasks = Vec::new();
     let mut webhook_addr = None;
-    if let (Some(w), Some(addr)) = (webhooks.as_mut(), config.listen.webhook) {
+    if let (Some(w), Some(config)) = (webhooks.as_mut(), webhook_config.as_ref()) {
+        let addr = listen.webhook.unwrap_or(listen.proxy);
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on listen.webhook {addr}"))?;
         webhook_addr = Some(listener.local_addr()?);
-        let intake = w.intake(&config, ends);
-        let queue = w.queue(&config, Arc::new(HttpTransport::new()));
+        let intake = w.intake(config, reloader.session_ends());
+        let queue = w.queue(config, Arc::new(HttpTransport::new()));
         tasks.extend(w.spawn(queue, stop_signal.clone()));
         let service = hyper::service::service_fn(move |req| {
             let intake = Arc::clone(&intake);
@@ -101,15 +128,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tasks.push(tokio::spawn(serve(
             listener,
             service,
-            config.listen.clone(),
+            listen.clone(),
             stop_signal.clone(),
         )));
     }
-    let mut stop_rx = stop_signal.clone();
-    let creds_task = tokio::spawn(credentials.watch(async move {
-        stopped(&mut stop_rx).await;
-    }));
-    let listen = config.listen.clone();
     let limits = h1::Limits {
         max_head: listen.max_header_bytes,
     };
@@ -118,13 +140,31 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         body_read: listen.body_read_timeout,
         idle: listen.idle_timeout,
     };
-    let server = h1::Server::new(app, limits, timeouts, builder(&listen));
-    let proxy_task = tokio::spawn(serve_proxy(
-        proxy,
-        Arc::new(server),
-        listen.clone(),
-        stop_signal.clone(),
-    ));
+    let proxy_task = match tls {
+        // TLS: hyper's HTTP/1.1 and h2 (ALPN) behind the handshake. The server's own HTTP/1.1
+        // loop reads plain sockets only, for now.
+        Some(tls) => {
+            let mut stop_rx = stop_signal.clone();
+            let files = tls.clone();
+            tokio::spawn(files.watch(async move { stopped(&mut stop_rx).await }));
+            tokio::spawn(serve_tls(
+                proxy,
+                tls,
+                app,
+                listen.clone(),
+                stop_signal.clone(),
+            ))
+        }
+        None => {
+            let server = h1::Server::new(app, limits, timeouts, builder(&listen));
+            tokio::spawn(serve_proxy(
+                proxy,
+                Arc::new(server),
+                listen.clone(),
+                stop_signal.clone(),
+            ))
+        }
+    };
     let admin_task = tokio::spawn(serve(
         admin_listener,
         admin.service(),
@@ -137,9 +177,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         stopped(&mut stop_rx).await;
         ready.store(false, Ordering::Release);
     });
-    tasks.extend([admin_task, creds_task, readiness]);
+    tasks.extend([admin_task, readiness]);
     let webhook = webhook_addr.map(|a| a.to_string()).unwrap_or_default();
-    tracing::info!(proxy = %proxy_addr, admin = %admin_addr, webhook = %webhook, upstream = %config.upstream.url, "gateway listening");
+    tracing::info!(proxy = %proxy_addr, admin = %admin_addr, webhook = %webhook, upstream = %upstream_url, "gateway listening");
     Ok(Running {
         proxy_addr,
         admin_addr,
@@ -148,6 +188,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         proxy_task,
         admin_stop,
         tasks,
+        reloader,
     })
 }
 
@@ -195,6 +236,49 @@ async fn serve_proxy<S: App>(
     // Each connection holds its slot until its socket closes: every slot back, every
     // connection drained.
     drain(&listen, slots.all_free()).await;
+}
+
+/// The proxy listener with TLS: each connection's handshake (within
+/// `listen.header_read_timeout`, with the certificate current then), then hyper's HTTP/1.1 or
+/// h2 (as ALPN chose). At `listen.max_connections` new connections wait in the backlog. Serves
+/// until `stop` turns true, then drains connections for at most the grace period.
+async fn serve_tls<S: App>(
+    listener: TcpListener,
+    tls: Arc<TlsFiles>,
+    app: S,
+    listen: Listen,
+    mut stop: watch::Receiver<bool>,
+) {
+    let builder = Arc::new(builder(&listen));
+    let graceful = GracefulShutdown::new();
+    let connections = Arc::new(Semaphore::new(listen.max_connections));
+    loop {
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => permit.expect("semaphore never closed"),
+            _ = stopped(&mut stop) => break,
+        };
+        let Some(stream) = accept(&listener, &mut stop).await else {
+            break;
+        };
+        let (acceptor, watcher) = (tls.acceptor(), graceful.watcher());
+        let (builder, app) = (builder.clone(), app.clone());
+        let handshake_timeout = listen.header_read_timeout;
+        tokio::spawn(async move {
+            let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(stream));
+            if let Ok(Ok(stream)) = handshake.await {
+                // The verified client certificate's names go with each request (mutual TLS).
+                let names = crate::tls::client_cert_names(stream.get_ref().1);
+                let service = TowerToHyperService::new(WithClientCert { inner: app, names });
+                let conn = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .into_owned();
+                let _ = watcher.watch(conn).await;
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    drain(&listen, graceful.shutdown()).await;
 }
 
 /// The admin listener: serves with hyper until `stop` turns true, then drains connections for
@@ -273,6 +357,38 @@ async fn drain<T>(listen: &Listen, drained: impl std::future::Future<Output = T>
 /// Resolves once the stop flag is set.
 async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
+}
+
+/// Runs the gateway from the config file at `path` until `signal` resolves, then shuts down
+/// gracefully. SIGHUP reloads the file ([`crate::reload`]).
+pub async fn run_from(
+    path: PathBuf,
+    config: Config,
+    signal: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    // Handled before the listeners open: SIGHUP's default action ends the process.
+    #[cfg(unix)]
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot handle SIGHUP")?;
+    let running = start_from(path, config).await?;
+    tokio::pin!(signal);
+    loop {
+        #[cfg(unix)]
+        let hangup = hangups.recv();
+        #[cfg(not(unix))]
+        let hangup = std::future::pending::<Option<()>>();
+        tokio::select! {
+            _ = &mut signal => break,
+            Some(()) = hangup => {
+                tracing::info!("SIGHUP: reloading the config");
+                running.reload().await;
+            }
+        }
+    }
+    tracing::info!("shutting down: no new connections, finishing in-flight requests");
+    running.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
 }
 
 /// Runs the gateway until `signal` resolves, then shuts down gracefully.

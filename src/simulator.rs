@@ -165,7 +165,12 @@ impl Simulator {
             .faults
             .validate()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let listener = tokio::net::TcpListener::bind(config.listen).await?;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| {
+                let message = format!("simulator: cannot listen on {}: {e}", config.listen);
+                io::Error::new(e.kind(), message)
+            })?;
         let addr = listener.local_addr()?;
         let max_sessions = config.max_sessions;
         let shared = Arc::new(Shared {

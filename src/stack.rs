@@ -18,7 +18,8 @@ use crate::error::GatewayError;
 use crate::front::{Admit, FrontLayer};
 use crate::identify::Callers;
 use crate::metrics::RequestMetrics;
-use crate::ratelimit::{AccountLimitLayer, LimitMetrics, TeamLimitLayer};
+use crate::ratelimit::carry::{account_key, team_key};
+use crate::ratelimit::{AccountLimitLayer, LimitMetrics, Quotas, TeamLimitLayer};
 use crate::retry::{RetryLayer, RetryMetrics};
 use crate::route::Routes;
 use crate::upstream::{Upstream, UpstreamMetrics};
@@ -62,53 +63,151 @@ pub trait App: Serves<Incoming> + Admit + Clone + Send + Sync + 'static {}
 
 impl<T> App for T where T: Serves<Incoming> + Admit + Clone + Send + Sync + 'static {}
 
-/// Builds the proxy's service: one per gateway, cloned per connection.
+/// Builds the proxy's service: one per gateway, cloned per connection. `callers` and
+/// `credentials` are built from `config` by the caller, which keeps them fresh (token and
+/// secret files re-read on change).
 pub fn app(
     config: &Config,
     registry: &Registry,
     credentials: Credentials,
+    callers: Callers,
 ) -> anyhow::Result<impl App> {
-    Ok(app_with(config, registry, credentials, None)?.0)
+    let parts = Parts::new(registry)?;
+    build(config, &parts, credentials, callers, None).map(|(app, _)| app)
 }
 
-/// [`app`], with dedup telling `observer` of every session created (the webhook queue's
-/// scanRef→team routes), and the handle that ends replay for a scanRef (a final webhook).
-pub fn app_with(
-    config: &Config,
-    registry: &Registry,
-    credentials: Credentials,
+/// What outlives a config reload: the metrics (registered once) and the quotas of unchanged
+/// teams and accounts.
+#[derive(Clone)]
+pub struct Parts {
+    request: RequestMetrics,
+    validation: ValidationMetrics,
+    dedup: DedupMetrics,
+    limit: LimitMetrics,
+    retry: RetryMetrics,
+    upstream: UpstreamMetrics,
+    quotas: Quotas,
+    /// Told of every session a token answer opened (the webhook queue's scanRef→team routes).
     observer: Option<Arc<dyn SessionObserver>>,
-) -> anyhow::Result<(impl App, SessionEnds)> {
-    let mut dedup = DedupLayer::new(
-        &config.dedup,
+    /// Ends replay for a scanRef from outside the stack (a final webhook), in whichever dedup
+    /// state the current build uses.
+    ends: SessionEnds,
+}
+
+impl Parts {
+    pub fn new(registry: &Registry) -> anyhow::Result<Self> {
+        let dedup = DedupMetrics::new(registry)?;
+        Ok(Parts {
+            request: RequestMetrics::new(registry)?,
+            validation: ValidationMetrics::new(registry)?,
+            ends: SessionEnds::unset(&dedup),
+            dedup,
+            limit: LimitMetrics::new(registry)?,
+            retry: RetryMetrics::new(registry)?,
+            upstream: UpstreamMetrics::new(registry)?,
+            quotas: Quotas::default(),
+            observer: None,
+        })
+    }
+
+    /// Dedup tells `observer` of every session created, in every build.
+    pub fn observed_by(mut self, observer: Option<Arc<dyn SessionObserver>>) -> Self {
+        self.observer = observer;
+        self
+    }
+
+    /// The handle that ends replay for a scanRef, in the current build's dedup state.
+    pub fn session_ends(&self) -> SessionEnds {
+        self.ends.clone()
+    }
+}
+
+/// The stateful layers of one build, which the next build keeps while what they were built from
+/// is unchanged: the dedup state (flights in progress, live tokens to replay) and the upstream
+/// connection pool.
+#[derive(Clone)]
+pub struct Kept {
+    dedup: (String, DedupLayer),
+    upstream: (String, Upstream),
+}
+
+/// [`app`] from kept parts: quotas of unchanged teams and accounts keep their state, and the
+/// dedup state and the upstream pool are `previous`'s when their settings, teams and accounts
+/// are the same (dedup keys and owners are team and account positions).
+pub fn build(
+    config: &Config,
+    parts: &Parts,
+    credentials: Credentials,
+    callers: Callers,
+    previous: Option<&Kept>,
+) -> anyhow::Result<(impl App, Kept)> {
+    let names = |names: Vec<&str>| names.join("\n");
+    let dedup_key = format!(
+        "{:?} {} {:?} teams {} accounts {}",
+        config.dedup,
         config.limits.max_body,
         config.upstream.deadline,
-        DedupMetrics::new(registry)?.for_teams(config.teams.len()),
+        names(config.teams.iter().map(|t| t.name.as_str()).collect()),
+        names(config.accounts.iter().map(|a| a.name.as_str()).collect()),
     );
-    if let Some(observer) = observer {
-        dedup = dedup.observed_by(observer);
-    }
-    let ends = dedup.session_ends();
-    let limit_metrics = LimitMetrics::new(registry)?;
-    let upstream_metrics = UpstreamMetrics::new(registry)?.for_accounts(config.accounts.len());
-    let upstream = Upstream::new(&config.upstream, upstream_metrics)?;
+    let dedup = match previous {
+        Some(Kept { dedup, .. }) if dedup.0 == dedup_key => dedup.1.clone(),
+        _ => {
+            let layer = DedupLayer::new(
+                &config.dedup,
+                config.limits.max_body,
+                config.upstream.deadline,
+                parts.dedup.clone().for_teams(config.teams.len()),
+            );
+            match &parts.observer {
+                Some(observer) => layer.observed_by(Arc::clone(observer)),
+                None => layer,
+            }
+        }
+    };
+    dedup.point(&parts.ends);
+    let upstream_key = format!("{:?} {}", config.upstream, config.accounts.len());
+    let upstream = match previous {
+        Some(Kept { upstream, .. }) if upstream.0 == upstream_key => upstream.1.clone(),
+        _ => {
+            let metrics = parts.upstream.clone().for_accounts(config.accounts.len());
+            Upstream::new(&config.upstream, metrics)?
+        }
+    };
+    let kept = Kept {
+        dedup: (dedup_key, dedup.clone()),
+        upstream: (upstream_key, upstream.clone()),
+    };
+    let quota_keys = (config.teams.iter().map(|t| team_key(&t.name)))
+        .chain(config.accounts.iter().map(|a| account_key(&a.name)))
+        .collect();
+    let team_limit =
+        TeamLimitLayer::keeping(&config.teams, &config.limits, &parts.limit, &parts.quotas);
+    let account_limit = AccountLimitLayer::keeping(
+        &config.accounts,
+        &config.limits,
+        &config.retry,
+        &parts.limit,
+        &parts.quotas,
+    );
+    parts.quotas.keep_only(&quota_keys);
     let app = ServiceBuilder::new()
         // Identify (401), route (404/400) and the body limit (413) first: a request the gateway
         // will refuse costs nothing and never reaches iDenfy. Also the request id, the deadline,
         // the log line, the request metrics, and the one place errors become responses.
         .layer(FrontLayer::new(
-            Callers::new(config),
+            callers,
             Routes::new(&config.routes.prefixes),
             config.limits.max_body,
             config.listen.body_read_timeout,
             config.upstream.deadline,
-            RequestMetrics::new(registry)?,
+            parts.request.clone(),
         ))
         // Answer locally what iDenfy would refuse with 400 (no quota spent), and find the
         // clientId that dedup keys on. Token routes only; needs the route (front).
         .layer(ValidateLayer::new(
             &config.validation,
-            ValidationMetrics::new(registry)?,
+            parts.validation.clone(),
         ))
         // Coalesce concurrent token requests per (account, route, clientId) and replay live
         // tokens: followers and replays never reach the limits, so they spend no quota.
@@ -116,26 +215,17 @@ pub fn app_with(
         .layer(dedup)
         // The team's quota on logical requests: wait briefly in line, or 429. After dedup, so
         // coalesced and replayed requests spend nothing.
-        .layer(TeamLimitLayer::new(
-            &config.teams,
-            &config.limits,
-            &limit_metrics,
-        ))
+        .layer(team_limit)
         // Retries 429/5xx/connection failures with full-jitter backoff, within the budget and
         // the deadline; everything inside runs once per attempt, on the same shared request.
-        .layer(RetryLayer::new(&config.retry, RetryMetrics::new(registry)?))
+        .layer(RetryLayer::new(&config.retry, parts.retry.clone()))
         // The account's quota on upstream attempts (retries included), and the account-wide
         // pause after iDenfy says 429. Inside the retry loop: every attempt counts at iDenfy.
-        .layer(AccountLimitLayer::new(
-            &config.accounts,
-            &config.limits,
-            &config.retry,
-            &limit_metrics,
-        ))
+        .layer(account_limit)
         // Per attempt: the account's credentials in place of the caller's (the request itself is
         // shared by the attempts and not edited; front removed the hop-by-hop headers).
         .layer(SetCredentialsLayer::new(credentials))
         // One attempt against iDenfy, with the attempt timeout.
         .service(upstream);
-    Ok((app, ends))
+    Ok((app, kept))
 }

@@ -13,7 +13,7 @@
 //! straight into the shared buffer (`access`), and a batch is one `write(2)`.
 
 use std::io::{self, Write};
-use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -24,8 +24,10 @@ use tracing_subscriber::EnvFilter;
 use crate::config::LogFormat;
 
 pub mod access;
+mod demo;
 mod json;
 
+pub use self::demo::DemoFormat;
 pub use self::json::FastJson;
 
 /// How long the writer thread lets lines gather after the first one before writing them: at
@@ -56,32 +58,92 @@ pub fn init(format: LogFormat, level: &str) -> LogGuard {
     init_to(format, level, Box::new(io::stderr()))
 }
 
+/// Whether the human format may colour its lines: only on a terminal, and not when `NO_COLOR`
+/// is set (no escape codes in a file, a pipe or a container log).
+pub fn stderr_wants_colour() -> bool {
+    use std::io::IsTerminal;
+    io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// The log of `idenfy-gateway demo`: one line a person reads per request ([`DemoFormat`]),
+/// and warnings; `RUST_LOG` overrides which.
+pub fn init_demo() -> LogGuard {
+    let writer = LogWriter::stderr();
+    let guard = writer.guard();
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("warn,idenfy_gateway::front=info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_ansi(stderr_wants_colour())
+        .event_format(DemoFormat)
+        .try_init();
+    guard
+}
+
 /// [`init`], with the lines going to `out` instead of stderr (benchmarks send them to
 /// `io::sink()` to pay for every log line without printing it).
 pub fn init_to(format: LogFormat, level: &str, out: Box<dyn Write + Send>) -> LogGuard {
     let writer = LogWriter::new(out);
     let guard = writer.guard();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let from_env = EnvFilter::try_from_default_env().ok();
+    let overridden = from_env.is_some();
+    let filter = from_env.unwrap_or_else(|| EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(stderr_wants_colour())
         .with_writer(writer.clone());
     match format {
         LogFormat::Json => {
-            let installed = builder
+            let builder = builder
                 .json()
                 .flatten_event(true)
                 .with_current_span(false)
                 .event_format(FastJson::new(json_format()))
-                .try_init();
-            if installed.is_ok() {
+                .with_filter_reloading();
+            let handle = builder.reload_handle();
+            if builder.try_init().is_ok() {
                 access::write_directly_to(writer);
+                remember_level(overridden, move |f| handle.reload(f));
             }
         }
         LogFormat::Human => {
-            let _ = builder.try_init();
+            let builder = builder.with_filter_reloading();
+            let handle = builder.reload_handle();
+            if builder.try_init().is_ok() {
+                remember_level(overridden, move |f| handle.reload(f));
+            }
         }
     }
     guard
+}
+
+/// Sets the filter of the installed subscriber (a config reload's `log.level`), when
+/// [`init`] installed it and `RUST_LOG` did not set it.
+type SetFilter =
+    Box<dyn Fn(EnvFilter) -> Result<(), tracing_subscriber::reload::Error> + Send + Sync>;
+
+static LEVEL: OnceLock<(bool, SetFilter)> = OnceLock::new();
+
+fn remember_level(
+    overridden: bool,
+    set: impl Fn(EnvFilter) -> Result<(), tracing_subscriber::reload::Error> + Send + Sync + 'static,
+) {
+    let _ = LEVEL.set((overridden, Box::new(set)));
+}
+
+/// Changes the log filter to `level` (a `tracing` filter directive, as `log.level`): `Ok(true)`
+/// when it now applies, `Ok(false)` when `RUST_LOG` overrides it or the gateway's subscriber is
+/// not the one installed.
+pub fn set_level(level: &str) -> Result<bool, String> {
+    let Some((overridden, set)) = LEVEL.get() else {
+        return Ok(false);
+    };
+    if *overridden {
+        return Ok(false);
+    }
+    let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+    set(filter).map(|()| true).map_err(|e| e.to_string())
 }
 
 /// `tracing-subscriber`'s JSON format as the gateway configures it: one flat object per line.

@@ -11,7 +11,7 @@ fn sidecar_example_loads() {
     let text = std::fs::read_to_string("config/sidecar.toml").unwrap();
     let config = Config::parse(&text, &env).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.teams.len(), 1);
-    assert!(config.teams[0].token.is_none());
+    assert!(!config.teams[0].authenticates());
     assert!(config.listen.proxy.ip().is_loopback());
     // Probes and scrapes reach the admin listener on the pod IP (the file says why).
     assert!(config.listen.admin.ip().is_unspecified());
@@ -33,7 +33,7 @@ fn shared_gateway_example_loads() {
     assert_eq!(config.accounts.len(), 2);
     assert_eq!(config.teams.len(), 3);
     assert_eq!(config.teams[2].account, 1);
-    assert!(config.teams.iter().all(|t| t.token.is_some()));
+    assert!(config.teams.iter().all(|t| t.authenticates()));
 }
 
 #[test]
@@ -87,6 +87,6 @@ name = "c"
 fn demo_example_loads() {
     let addr = "127.0.0.1:0".parse().unwrap();
     let config = idenfy_gateway::demo::demo_config(addr, addr, "http://127.0.0.1:1").unwrap();
-    assert!(config.teams[0].token.is_none());
+    assert!(!config.teams[0].authenticates());
     assert!(config.dedup.replay);
 }

@@ -75,9 +75,11 @@ name = "a"
 
 #[test]
 fn check_config_names_unknown_keys_and_unset_variables() {
-    let unset = "[listen]\nproxy = \"${IDENFY_GW_TEST_UNSET_VAR}\"\n";
+    // An unset variable is this machine's problem, not the file's: 78, not 64.
+    let unset = "[listen]\nproxy = \"${IDENFY_GW_TEST_UNSET_VAR}\"\n\
+                 [[account]]\nname = \"main\"\napi_key = \"k\"\napi_secret = \"s\"\n[[team]]\nname = \"a\"\n";
     let (code, stderr) = with_config(&["check-config", "--config"], unset);
-    assert_eq!(code, Some(64));
+    assert_eq!(code, Some(78), "{stderr}");
     assert!(
         stderr.contains("listen.proxy: environment variable IDENFY_GW_TEST_UNSET_VAR is not set")
     );
@@ -252,10 +254,19 @@ async fn demo_serves_the_printed_curl_commands() {
             "--simulator",
             "127.0.0.1:0",
         ])
+        .env_remove("RUST_LOG")
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // The demo's log: one line a person reads per request.
+    let stderr = child.stderr.take().unwrap();
+    let (log_tx, log_lines) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = log_tx.send(line);
+        }
+    });
     let stdout = child.stdout.take().unwrap();
     let text = tokio::task::spawn_blocking(move || {
         let mut text = String::new();
@@ -285,6 +296,31 @@ async fn demo_serves_the_printed_curl_commands() {
     assert_eq!(first.json()["authToken"].as_str().unwrap().len(), 40);
     assert_eq!(second.header("x-gateway-dedup"), "replayed");
     assert_eq!(second.body, first.body);
+    let next_line = || {
+        log_lines
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the demo logs each request")
+    };
+    let (first_line, second_line) = (next_line(), next_line());
+    assert_eq!(
+        first_line.split(", ").take(3).collect::<Vec<_>>(),
+        [
+            "POST /api/v2/token -> 201",
+            "sent to iDenfy (dedup leader)",
+            "1 attempt"
+        ],
+        "{first_line}"
+    );
+    assert!(
+        second_line.starts_with(
+            "POST /api/v2/token -> 201, live session replayed, not sent to iDenfy (dedup replayed), no attempt"
+        ),
+        "{second_line}"
+    );
+    assert!(
+        !first_line.contains('\x1b'),
+        "no colour into a pipe: {first_line:?}"
+    );
     let metrics = send(Method::GET, curl_urls[2], &[], "").await;
     assert!(
         String::from_utf8_lossy(&metrics.body).contains("idenfy_gateway_sessions_created_total")
@@ -310,4 +346,69 @@ async fn demo_serves_the_printed_curl_commands() {
         .await
         .unwrap();
     assert_eq!(status.code(), Some(0));
+}
+
+/// Runs the binary with `args` to its end; its exit code and stderr.
+fn run_to_end(args: &[&str], envs: &[(&str, &str)]) -> (Option<i32>, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .envs(envs.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_busy_simulator_port_is_named_once_without_colour() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let (code, stderr) = run_to_end(
+        &[
+            "demo",
+            "--proxy",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--simulator",
+            &addr,
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "printed once: {stderr}");
+    assert!(
+        stderr.starts_with(&format!(
+            "idenfy-gateway: simulator: cannot listen on {addr}: "
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("in use"), "{stderr}");
+    assert!(!stderr.contains('\x1b'), "{stderr:?}");
+}
+
+#[test]
+fn a_busy_proxy_port_is_named_once_without_colour() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gw.toml");
+    let text = format!(
+        "[listen]\nproxy = \"{addr}\"\nadmin = \"127.0.0.1:0\"\n[log]\nformat = \"human\"\n{ACCOUNT_AND_TEAM}"
+    );
+    std::fs::write(&file, text).unwrap();
+    let (code, stderr) = run_to_end(
+        &["run", "--config", file.to_str().unwrap()],
+        &[("RUST_LOG", "info")],
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    let fatal: Vec<&str> = stderr.lines().filter(|l| l.contains("in use")).collect();
+    assert_eq!(
+        fatal,
+        [format!("idenfy-gateway: cannot listen on listen.proxy {addr}: Address already in use (os error 98)")],
+        "{stderr}"
+    );
+    assert!(!stderr.contains('\x1b'), "{stderr:?}");
 }

@@ -1,9 +1,9 @@
 //! The file's shape: serde structs that refuse unknown keys. Values that need parsing
 //! (durations, rates, sizes, addresses) stay strings here; `validate` turns them into types.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawConfig {
     pub listen: RawListen,
@@ -20,7 +20,7 @@ pub struct RawConfig {
     pub webhooks: RawWebhooks,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawListen {
     pub proxy: String,
@@ -33,6 +33,11 @@ pub struct RawListen {
     pub max_header_bytes: String,
     pub shutdown_grace: String,
     pub webhook: Option<String>,
+    /// TLS on the proxy listener: a PEM certificate chain and its key (both or neither).
+    pub tls_cert_file: Option<String>,
+    pub tls_key_file: Option<String>,
+    /// Mutual TLS: client certificates signed by this CA (PEM) are asked for and verified.
+    pub tls_client_ca_file: Option<String>,
 }
 
 impl Default for RawListen {
@@ -48,11 +53,14 @@ impl Default for RawListen {
             max_header_bytes: "64KiB".into(),
             shutdown_grace: "30s".into(),
             webhook: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_client_ca_file: None,
         }
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawUpstream {
     pub url: String,
@@ -78,9 +86,12 @@ impl Default for RawUpstream {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAccount {
+    /// Defaults to empty, which `validate` refuses: a missing name is one problem, not a file
+    /// that cannot be read at all.
+    #[serde(default)]
     pub name: String,
     pub api_key: Option<String>,
     pub api_key_file: Option<String>,
@@ -102,13 +113,22 @@ fn default_account_burst() -> u32 {
     50
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTeam {
+    /// Defaults to empty, which `validate` refuses (as for `RawAccount::name`).
+    #[serde(default)]
     pub name: String,
     /// May be omitted when exactly one account is configured.
     pub account: Option<String>,
     pub token: Option<String>,
+    /// Several tokens valid at once (a rotation: add the new one, move the callers, remove the
+    /// old one), beside or instead of `token`.
+    pub tokens: Option<Vec<String>>,
+    /// A file of tokens, one per line (`#` comments and blank lines skipped), re-read on change.
+    pub token_file: Option<String>,
+    /// Mutual TLS: a client certificate with this DNS name (SAN) is this team's.
+    pub client_cert_san: Option<String>,
     #[serde(default = "default_team_rate")]
     pub rate: String,
     #[serde(default = "default_team_burst")]
@@ -126,7 +146,7 @@ fn default_team_burst() -> u32 {
     40
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawRetry {
     pub max_attempts: u32,
@@ -150,7 +170,7 @@ impl Default for RawRetry {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawDedup {
     pub replay: bool,
@@ -174,7 +194,7 @@ impl Default for RawDedup {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawValidation {
     pub enabled: bool,
@@ -186,7 +206,7 @@ impl Default for RawValidation {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawLimits {
     /// `None`: [`DEFAULT_MAX_WAIT`], shortened to the deadline when that is shorter; only a
@@ -206,7 +226,7 @@ impl Default for RawLimits {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawRoutes {
     pub prefixes: Vec<String>,
@@ -233,7 +253,7 @@ impl Default for RawRoutes {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawState {
     pub backend: String,
@@ -249,7 +269,7 @@ impl Default for RawState {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawWebhooks {
     pub dir: String,
@@ -273,7 +293,7 @@ impl Default for RawWebhooks {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawLog {
     pub format: String,

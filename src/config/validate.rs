@@ -15,8 +15,11 @@ use super::*;
 use super::{ranges, values};
 use crate::secret::{Secret, SecretSource};
 
-pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
-    let mut p = Problems::default();
+/// The typed config, and every problem found in the values. Offline, no file the config names
+/// is read. Values found wrong stand in as their defaults (or the nearest valid value), so that
+/// the others are still checked.
+pub(super) fn validate(raw: &RawConfig, offline: bool) -> (Config, Vec<ConfigError>) {
+    let mut p = Problems(Vec::new(), offline);
     let listen = listen(&mut p, &raw.listen);
     let upstream = upstream(&mut p, &raw.upstream);
     let accounts: Vec<Account> = raw
@@ -49,7 +52,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             enabled: raw.validation.enabled,
         },
         limits: limits(&mut p, &raw.limits, &raw.upstream.deadline),
-        routes: routes(&mut p, raw.routes.prefixes),
+        routes: routes(&mut p, raw.routes.prefixes.clone()),
         state: state(&mut p, &raw.state.backend),
         log: log(&mut p, &raw.log),
         listen,
@@ -57,11 +60,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         accounts,
         teams,
     };
-    if p.0.is_empty() {
-        Ok(config)
-    } else {
-        Err(ConfigErrors(p.0))
-    }
+    (config, p.0)
 }
 
 fn listen(p: &mut Problems, raw: &RawListen) -> Listen {
@@ -88,6 +87,7 @@ fn listen(p: &mut Problems, raw: &RawListen) -> Listen {
             ranges::SHUTDOWN_GRACE,
         ),
         webhook: raw.webhook.as_deref().map(|a| addr(p, "listen.webhook", a)),
+        tls: super::tls::tls(p, raw),
     }
 }
 
@@ -140,9 +140,9 @@ fn webhooks(p: &mut Problems, raw: &RawWebhooks, teams: &[Team]) -> Webhooks {
 
 fn upstream(p: &mut Problems, raw: &RawUpstream) -> Upstream {
     let ca_file = raw.ca_file.as_ref().map(PathBuf::from);
-    if let Some(ca) = &ca_file {
+    if let Some(ca) = ca_file.as_ref().filter(|_| !p.offline()) {
         if let Err(e) = std::fs::metadata(ca) {
-            p.add(
+            p.environment(
                 "upstream.ca_file",
                 format!("cannot read {}: {e}", ca.display()),
             );
@@ -361,7 +361,7 @@ fn rate_burst(p: &mut Problems, path: &str, rate: &str, burst: u32) -> (Rate, No
 fn account(p: &mut Problems, i: usize, raw: &RawAccount) -> Account {
     let path = format!("account[{i}]");
     if raw.name.is_empty() {
-        p.add(format!("{path}.name"), "must not be empty");
+        p.add(format!("{path}.name"), "missing or empty");
     }
     let api_key = secret_source(p, &path, "api_key", &raw.api_key, &raw.api_key_file);
     let api_secret = secret_source(
@@ -460,9 +460,10 @@ fn secret_source(
             SecretSource::Inline(Secret::new(""))
         }
         (None, Some(file)) => {
-            match crate::credentials::read_secret_file(Path::new(file)) {
-                Ok(_) => {}
-                Err(e) => p.add(format!("{path}.{key}_file"), e),
+            if !p.offline() {
+                if let Err(e) = crate::credentials::read_secret_file(Path::new(file)) {
+                    p.environment(format!("{path}.{key}_file"), e);
+                }
             }
             SecretSource::File(PathBuf::from(file))
         }
@@ -492,6 +493,8 @@ fn team(p: &mut Problems, i: usize, raw: &RawTeam, accounts: &[Account]) -> Team
         );
     }
     let account = match &raw.account {
+        // No account at all is reported once, at `account`.
+        _ if accounts.is_empty() => 0,
         Some(name) => accounts
             .iter()
             .position(|a| &a.name == name)
@@ -511,23 +514,18 @@ fn team(p: &mut Problems, i: usize, raw: &RawTeam, accounts: &[Account]) -> Team
             0
         }
     };
-    let token = match raw.token.as_deref() {
-        Some("") => {
-            p.add(
-                format!("{path}.token"),
-                "must not be empty (omit it for no caller authentication)",
-            );
-            None
-        }
-        Some(t) => Some(Secret::new(t)),
-        None => None,
-    };
+    let (tokens, token_file) = super::tokens::team_tokens(p, &path, raw);
+    if raw.client_cert_san.as_deref() == Some("") {
+        p.add(format!("{path}.client_cert_san"), "must not be empty");
+    }
     let (rate, burst) = rate_burst(p, &path, &raw.rate, raw.burst);
     let webhook = team_webhook(p, &path, raw);
     Team {
         name: raw.name.clone(),
         account,
-        token,
+        tokens,
+        token_file,
+        client_cert_san: raw.client_cert_san.clone(),
         rate,
         burst,
         webhook,
@@ -548,7 +546,7 @@ fn unique_names<'a>(p: &mut Problems, section: &str, names: impl Iterator<Item =
 
 fn check_team_tokens(p: &mut Problems, teams: &[Team], listen: &Listen) {
     let tokenless: Vec<usize> = (0..teams.len())
-        .filter(|&i| teams[i].token.is_none())
+        .filter(|&i| !teams[i].authenticates())
         .collect();
     if tokenless.len() > 1 {
         p.add(
@@ -565,12 +563,6 @@ fn check_team_tokens(p: &mut Problems, teams: &[Team], listen: &Listen) {
             );
         }
     }
-    let mut seen = HashSet::new();
-    for (i, team) in teams.iter().enumerate() {
-        if let Some(token) = &team.token {
-            if !seen.insert(token.expose()) {
-                p.add(format!("team[{i}].token"), "two teams share this token");
-            }
-        }
-    }
+    super::tokens::check_unique(p, teams);
+    super::tls::check_client_cert_sans(p, teams, listen);
 }

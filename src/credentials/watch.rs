@@ -42,7 +42,7 @@ pub fn is_change(event: &Event) -> bool {
 /// A watcher of `dirs` that sends on `changes` when [`is_change`] (or the watcher fails). The
 /// channel should hold one signal: one that comes while another is pending is merged into it.
 /// `None`, after a warning, when the platform cannot watch them: polling only.
-pub(super) fn watch_dirs(
+pub(crate) fn watch_dirs(
     dirs: &[PathBuf],
     changes: mpsc::Sender<()>,
 ) -> Option<RecommendedWatcher> {
@@ -67,7 +67,7 @@ pub(super) fn watch_dirs(
 /// Calls `reload` `debounce` after a signal on `changes` (the signals that come meanwhile are
 /// covered by that one reload), and `poll` after the last reload when no signal came, until
 /// `shutdown`. Reloads are at most one per `debounce`, however many signals arrive.
-pub(super) async fn reload_on_change<F, R>(
+pub(crate) async fn reload_on_change<F, R>(
     mut changes: mpsc::Receiver<()>,
     poll: Duration,
     debounce: Duration,

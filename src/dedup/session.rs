@@ -9,6 +9,8 @@
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwapOption;
+
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, StatusCode};
 use prometheus::IntCounterVec;
@@ -93,18 +95,29 @@ pub(super) fn recheck_request(token_request: &Request<Bytes>, scan_ref: &str) ->
     req
 }
 
-/// Ends replay for a scanRef, from outside the layer (a final webhook). Cloning shares the store.
+/// Ends replay for a scanRef, from outside the layer (a final webhook). Cloning shares the
+/// handle; it points at the replay store of the dedup state in use, which a config reload may
+/// replace ([`super::DedupLayer::point`]).
 #[derive(Clone)]
 pub struct SessionEnds {
-    pub(super) store: Option<Arc<ReplayStore<DedupKey>>>,
+    pub(super) store: Arc<ArcSwapOption<ReplayStore<DedupKey>>>,
     pub(super) ended: IntCounterVec,
 }
 
 impl SessionEnds {
+    /// A handle that points at no replay store yet: it ends nothing until a layer is pointed
+    /// at it.
+    pub fn unset(metrics: &super::DedupMetrics) -> Self {
+        SessionEnds {
+            store: Arc::default(),
+            ended: metrics.replay_ended.clone(),
+        }
+    }
+
     /// The session `scan_ref` is over (`signal`: a bounded label such as `webhook`): its replay
     /// entry, if any, is removed. `true` if one was.
     pub fn end(&self, scan_ref: &str, signal: &'static str) -> bool {
-        let Some(store) = &self.store else {
+        let Some(store) = self.store.load_full() else {
             return false;
         };
         let ended = store.end(scan_ref);

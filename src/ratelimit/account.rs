@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use tower::{Layer, Service};
 
 use super::metrics::{LimitMetrics, PauseMetrics, QuotaMetrics};
-use super::{admit, Quota};
+use super::{admit, carry, Quota, Quotas};
 use crate::body::{Body, ResponseFuture};
 use crate::config;
 use crate::context::ContextExt;
@@ -69,10 +69,22 @@ impl AccountLimitLayer {
         retry: &config::Retry,
         metrics: &LimitMetrics,
     ) -> Self {
+        Self::keeping(accounts, limits, retry, metrics, &Quotas::default())
+    }
+
+    /// [`new`](Self::new), keeping the quotas of `quotas` for accounts whose rate and burst are
+    /// unchanged (a config reload).
+    pub fn keeping(
+        accounts: &[config::Account],
+        limits: &config::Limits,
+        retry: &config::Retry,
+        metrics: &LimitMetrics,
+        quotas: &Quotas,
+    ) -> Self {
         let accounts = accounts
             .iter()
             .map(|a| Account {
-                quota: Arc::new(Quota::new(a.rate, a.burst)),
+                quota: quotas.get(&carry::account_key(&a.name), a.rate, a.burst),
                 metrics: metrics.quota(Limit::Account, &a.name),
                 pause: metrics.pause(&a.name),
                 throttled: AtomicU32::new(0),

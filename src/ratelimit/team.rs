@@ -10,7 +10,7 @@ use http::{Request, Response};
 use tower::{Layer, Service, ServiceExt};
 
 use super::metrics::{LimitMetrics, QuotaMetrics};
-use super::{admit, Quota};
+use super::{admit, carry, Quota, Quotas};
 use crate::body::{Body, ResponseFuture};
 use crate::config;
 use crate::context::ContextExt;
@@ -32,16 +32,27 @@ pub struct TeamLimit<S> {
 
 struct Shared {
     /// Indexed like `Config::teams` (governor's keyed limiter would give every key one quota).
-    teams: Vec<(Quota, QuotaMetrics)>,
+    teams: Vec<(Arc<Quota>, QuotaMetrics)>,
     max_wait: Duration,
 }
 
 impl TeamLimitLayer {
     pub fn new(teams: &[config::Team], limits: &config::Limits, metrics: &LimitMetrics) -> Self {
+        Self::keeping(teams, limits, metrics, &Quotas::default())
+    }
+
+    /// [`new`](Self::new), keeping the quotas of `quotas` for teams whose rate and burst are
+    /// unchanged (a config reload).
+    pub fn keeping(
+        teams: &[config::Team],
+        limits: &config::Limits,
+        metrics: &LimitMetrics,
+        quotas: &Quotas,
+    ) -> Self {
         let teams = teams
             .iter()
             .map(|t| {
-                let quota = Quota::new(t.rate, t.burst);
+                let quota = quotas.get(&carry::team_key(&t.name), t.rate, t.burst);
                 (quota, metrics.quota(Limit::Team, &t.name))
             })
             .collect();

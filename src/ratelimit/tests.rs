@@ -36,7 +36,9 @@ fn team(name: &str, per_second: u32, burst: u32) -> config::Team {
     config::Team {
         name: name.into(),
         account: 0,
-        token: None,
+        tokens: Vec::new(),
+        token_file: None,
+        client_cert_san: None,
         rate: rate(per_second),
         burst: NonZeroU32::new(burst).unwrap(),
         webhook: None,

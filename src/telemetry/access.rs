@@ -24,6 +24,8 @@ static DIRECT: OnceLock<LogWriter> = OnceLock::new();
 #[derive(Debug, Clone, Copy)]
 pub struct AccessRecord<'a> {
     pub request_id: &'a str,
+    /// Of a valid `traceparent` ("" without one).
+    pub trace_id: &'a str,
     pub team: &'a str,
     pub route: &'a str,
     pub method: &'a str,
@@ -64,6 +66,7 @@ fn event(r: &AccessRecord<'_>) {
     tracing::info!(
         target: "idenfy_gateway::front",
         request_id = r.request_id,
+        trace_id = r.trace_id,
         team = r.team,
         route = r.route,
         method = r.method,
@@ -86,6 +89,7 @@ mod tests {
     fn direct_lines_equal_the_events_lines() {
         let record = AccessRecord {
             request_id: "0123abcd",
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736",
             team: "app\"x",
             route: "/api/v2/status",
             method: "POST",

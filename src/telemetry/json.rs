@@ -75,7 +75,8 @@ pub(super) fn write_access_line(out: &mut Vec<u8>, r: &AccessRecord<'_>, now: Sy
     out.extend_from_slice(b"\",\"level\":\"INFO\",\"message\":\"request\",\"request_id\":\"");
     write_str_body(out, r.request_id);
     for (name, value) in [
-        (&b"\",\"team\":\""[..], r.team),
+        (&b"\",\"trace_id\":\""[..], r.trace_id),
+        (b"\",\"team\":\"", r.team),
         (b"\",\"route\":\"", r.route),
         (b"\",\"method\":\"", r.method),
     ] {

@@ -73,6 +73,32 @@ impl GatewayProcess {
         assert!(status.success());
     }
 
+    /// Sends SIGHUP (reload the config).
+    pub fn hangup(&self) {
+        let status = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Everything logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits (at most 10 s) until `needle` has been logged `times` times; the log.
+    pub async fn wait_for_log(&self, needle: &str, times: usize) -> String {
+        for _ in 0..1000 {
+            let log = self.log();
+            if log.matches(needle).count() >= times {
+                return log;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("{needle:?} not logged {times} time(s):\n{}", self.log());
+    }
+
     /// Waits for the process to exit; returns its exit code and everything it logged.
     pub fn wait(mut self) -> (Option<i32>, String) {
         let status = self.child.wait().unwrap();
