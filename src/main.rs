@@ -300,11 +300,10 @@ fn run(args: RunArgs) -> ExitCode {
     let result = runtime(args.workers)
         .map_err(anyhow::Error::from)
         .and_then(|rt| {
-            rt.block_on(idenfy_gateway::server::run_from(
-                path,
-                config,
-                shutdown_signal(),
-            ))
+            rt.block_on(async {
+                let stop = shutdown_signal()?;
+                idenfy_gateway::server::run_from(path, config, stop).await
+            })
         });
     exit(logs, result)
 }
@@ -338,13 +337,14 @@ fn exit(logs: LogGuard, result: anyhow::Result<()>) -> ExitCode {
 fn simulate(config: SimulatorConfig) -> ExitCode {
     let logs = idenfy_gateway::telemetry::init(LogFormat::Human, "info");
     block_on(logs, async move {
+        let stop = shutdown_signal()?;
         let sim = Simulator::start(config).await?;
         println!(
             "iDenfy simulator on {} (control API under {}/__sim/)",
             sim.url(),
             sim.url()
         );
-        shutdown_signal().await;
+        stop.await;
         sim.shutdown().await;
         Ok(())
     })
@@ -354,6 +354,7 @@ fn simulate(config: SimulatorConfig) -> ExitCode {
 fn demo(args: DemoArgs) -> ExitCode {
     let logs = idenfy_gateway::telemetry::init_demo();
     block_on(logs, async move {
+        let stop = shutdown_signal()?;
         let addrs = DemoAddrs {
             proxy: args.proxy,
             admin: args.admin,
@@ -361,30 +362,34 @@ fn demo(args: DemoArgs) -> ExitCode {
         };
         let demo = Demo::start(addrs).await?;
         println!("{}", demo.instructions());
-        shutdown_signal().await;
+        stop.await;
         demo.shutdown().await;
         Ok(())
     })
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is called (inside the
+/// runtime, before anything listens), not when the future is first polled: a signal sent the
+/// moment the gateway says it is ready would otherwise meet the default action and kill the
+/// process without its drain and exit code.
+#[cfg(unix)]
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use anyhow::Context as _;
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
-    }
+    })
+}
+
+/// Resolves on Ctrl-C.
+#[cfg(not(unix))]
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }

@@ -28,8 +28,8 @@ use crate::admin::Admin;
 use crate::config::{Config, Listen};
 use crate::reload::{Outcome, Reload, Reloader};
 use crate::stack::App;
-use crate::webhooks::{HttpTransport, Webhooks};
 use crate::tls::{TlsFiles, WithClientCert};
+use crate::webhooks::{HttpTransport, Webhooks};
 
 mod h1;
 mod slots;
@@ -90,8 +90,7 @@ async fn start_with(config: Config, path: Option<PathBuf>) -> anyhow::Result<Run
     let webhook_config = webhooks.as_ref().map(|_| config.clone());
     let listen = config.listen.clone();
     let upstream_url = config.upstream.url.clone();
-    let (app, reloader) =
-        Reloader::start(config, path, &registry, crate::stack::build, observer)?;
+    let (app, reloader) = Reloader::start(config, path, &registry, crate::stack::build, observer)?;
     let ready = Arc::new(AtomicBool::new(false));
 
     let tls = listen.tls.as_ref().map(TlsFiles::load).transpose()?;
