@@ -223,6 +223,80 @@ fn shared_gateway_is_highly_available_and_drains() {
     secrets_are_whole_directories(spec, c);
 }
 
+/// The webhook overlay: the listener on, in the config and as a port, behind its own Service;
+/// one replica replaced whole (the queue is the pod's), its store on the PersistentVolumeClaim,
+/// the webhook keys as a whole Secret directory; the ingress controller admitted to that port
+/// only, and deliveries admitted out to the teams' namespaces.
+#[test]
+fn webhook_overlay_runs_the_listener_on_one_replica_with_a_persistent_queue() {
+    let Some(rendered) = rendered() else { return };
+    let docs = documents(&rendered["shared-gateway-webhooks"]);
+    let find = |kind: &str| docs.iter().find(|d| str_at(d, "kind") == kind);
+    let config = embedded_config(&docs, "idenfy-gateway-config");
+    assert_eq!(config["listen"]["webhook"].as_str(), Some("0.0.0.0:8443"));
+    let dir = config["webhooks"]["dir"].as_str().unwrap();
+    for account in config["account"].as_array().unwrap() {
+        assert!(account.get("webhook_key_file").is_some(), "{account:?}");
+    }
+    for team in config["team"].as_array().unwrap() {
+        assert!(team.get("webhook_url").is_some(), "{team:?}");
+        assert!(team.get("webhook_key_file").is_some(), "{team:?}");
+    }
+
+    let deployment = find("Deployment").expect("Deployment");
+    assert_eq!(at(deployment, "spec.replicas").as_u64(), Some(1));
+    assert_eq!(str_at(deployment, "spec.strategy.type"), "Recreate");
+    assert!(
+        find("HorizontalPodAutoscaler").is_none(),
+        "an HPA would add replicas"
+    );
+    let spec = at(deployment, "spec.template.spec");
+    let c = &list_at(spec, "containers")[0];
+    assert!(list_at(c, "ports")
+        .iter()
+        .any(|p| str_at(p, "name") == "webhook" && at(p, "containerPort").as_u64() == Some(8443)));
+    let claim = str_at(find("PersistentVolumeClaim").expect("PVC"), "metadata.name");
+    let volume = list_at(spec, "volumes")
+        .iter()
+        .find(|v| str_at(v, "persistentVolumeClaim.claimName") == claim)
+        .expect("the claim is a volume");
+    assert!(list_at(c, "volumeMounts")
+        .iter()
+        .any(|m| { str_at(m, "name") == str_at(volume, "name") && str_at(m, "mountPath") == dir }));
+    secrets_are_whole_directories(spec, c);
+
+    let service = docs
+        .iter()
+        .find(|d| {
+            str_at(d, "kind") == "Service" && str_at(d, "metadata.name").ends_with("-webhook")
+        })
+        .expect("the webhook Service");
+    assert_eq!(
+        str_at(&list_at(service, "spec.ports")[0], "targetPort"),
+        "webhook"
+    );
+    let policy = find("NetworkPolicy").expect("NetworkPolicy");
+    let to_webhook: Vec<&Value> = list_at(policy, "spec.ingress")
+        .iter()
+        .filter(|rule| {
+            list_at(rule, "ports")
+                .iter()
+                .any(|p| str_at(p, "port") == "webhook")
+        })
+        .collect();
+    assert_eq!(to_webhook.len(), 1);
+    assert_eq!(
+        list_at(to_webhook[0], "ports").len(),
+        1,
+        "the webhook port only"
+    );
+    assert!(list_at(policy, "spec.egress").iter().any(|rule| {
+        list_at(rule, "to")
+            .iter()
+            .any(|to| str_at(to, "namespaceSelector.matchLabels.idenfy-gateway/client") == "true")
+    }));
+}
+
 /// A Secret volume mounted with subPath never sees kubelet's swap of a rotated Secret.
 fn secrets_are_whole_directories(spec: &Value, container: &Value) {
     let secrets: Vec<&str> = list_at(spec, "volumes")
@@ -346,9 +420,19 @@ fn check_config(what: &str, text: &str) {
     let root = dir.path().to_str().unwrap();
     let text = text.replace("/run/secrets", &format!("{root}/secrets"));
     let parsed: toml::Table = text.parse().unwrap();
-    for account in parsed["account"].as_array().unwrap() {
-        for key in ["api_key_file", "api_secret_file"] {
-            let path = Path::new(account[key].as_str().unwrap());
+    // Key pairs, webhook keys, token files: every `*_file` of an account or a team.
+    let entries = ["account", "team"]
+        .iter()
+        .filter_map(|table| parsed.get(*table).and_then(toml::Value::as_array))
+        .flatten();
+    for entry in entries {
+        let files = entry
+            .as_table()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| k.ends_with("_file"));
+        for (_, file) in files {
+            let path = Path::new(file.as_str().unwrap());
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(path, "value\n").unwrap();
         }
@@ -397,6 +481,15 @@ fn config_checksums_match_their_files() {
             "update checksum/idenfy-gateway-config in components/{component}/sidecar-patch.yaml"
         );
     }
+    assert_eq!(
+        annotation(
+            "components/webhook-ingress/deployment-patch.yaml",
+            "checksum/config"
+        ),
+        sha("components/webhook-ingress/config.toml"),
+        "update checksum/config in components/webhook-ingress/deployment-patch.yaml: \
+         sha256sum components/webhook-ingress/config.toml"
+    );
     assert_eq!(
         sha("components/sidecar/sidecar.toml"),
         sha("components/sidecar-plain/sidecar.toml")

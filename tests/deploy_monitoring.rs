@@ -1,8 +1,9 @@
 //! The alerts (`deploy/prometheus`) and the Grafana dashboard (`deploy/grafana`): promtool
 //! checks and unit-tests the rules, the PrometheusRule is the rule file, the dashboard is a
 //! well-formed Grafana dashboard whose queries parse, and every metric either of them uses is
-//! one the gateway exports: a real gateway, run with the shared gateway's embedded config in
-//! front of the simulator, is sent traffic and scraped.
+//! one the gateway exports: a real gateway, run with the config of the shared gateway with its
+//! webhook listener (`components/webhook-ingress/config.toml`, base's plus webhooks) in front of
+//! the simulator, is sent traffic and webhooks, and scraped.
 
 mod support;
 
@@ -11,12 +12,30 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use http::{Method, StatusCode};
-use idenfy_gateway::simulator::{Simulator, SimulatorConfig, DEFAULT_API_KEY, DEFAULT_API_SECRET};
+use idenfy_gateway::simulator::{
+    Finish, Simulator, SimulatorConfig, DEFAULT_API_KEY, DEFAULT_API_SECRET,
+};
+use idenfy_gateway::webhooks::sign;
 use serde_json::Value as Json;
 use support::deploy::{at, deploy_dir, list_at, metric_names, run, str_at, tool, yaml_file};
 use support::gateway::send;
 use support::http::basic;
 use support::process::GatewayProcess;
+use support::upstream::{MockUpstream, Reply};
+
+/// The signing key of account `main`'s webhooks, as set in iDenfy's dashboard.
+const ACCOUNT_HOOK_KEY: &str = "account-main-hook-key";
+
+/// Series that appear only once something happened; the scrape waits for all of them.
+const AFTER_TRAFFIC: &[&str] = &[
+    "idenfy_gateway_credential_reloads_total{",
+    "idenfy_gateway_webhooks_received_total{",
+    "idenfy_gateway_webhooks_duplicates_total{",
+    "idenfy_gateway_webhooks_refused_total{",
+    "idenfy_gateway_webhooks_delivered_total{",
+    "idenfy_gateway_webhooks_retries_total{",
+    "idenfy_gateway_webhooks_dead_total{",
+];
 
 /// Metrics the alerts use that other exporters provide: Prometheus itself (`up`) and
 /// kube-state-metrics (readiness; the gateway's `/readyz` is a probe, not a metric).
@@ -249,11 +268,20 @@ fn selectors(text: &str) -> BTreeSet<String> {
 }
 
 /// Sends what makes each family appear: tokens (a session, a replay), a clientId whose session
-/// iDenfy already has (409), a rotated key file (a reload); then scrapes.
-async fn scrape_after_traffic(gateway: &GatewayProcess, sim: &Simulator, secrets: &Path) -> String {
+/// iDenfy already has (409), a rotated key file (a reload); webhooks through the real listener:
+/// the simulator's signed webhook for the session (delivered to the team after one retry), one
+/// for a scanRef no team created (dead letters) sent twice (a duplicate), one badly signed
+/// (refused). Then scrapes, once every series of [`AFTER_TRAFFIC`] is there.
+async fn scrape_after_traffic(
+    gateway: &GatewayProcess,
+    sim: &Simulator,
+    secrets: &Path,
+    team: &MockUpstream,
+) -> String {
     let auth = ("authorization", "Bearer token-for-PAYMENTS_GATEWAY_TOKEN");
     let token = |client: &str| format!(r#"{{"clientId":"{client}"}}"#);
     let json = ("content-type", "application/json");
+    let mut scan_ref = String::new();
     for expected in ["leader", "replayed"] {
         let res = send(
             Method::POST,
@@ -264,6 +292,7 @@ async fn scrape_after_traffic(gateway: &GatewayProcess, sim: &Simulator, secrets
         .await;
         assert!(res.status.is_success(), "{}", res.status);
         assert_eq!(res.header("x-gateway-dedup"), expected);
+        scan_ref = res.json()["scanRef"].as_str().unwrap().to_owned();
     }
     let sim_auth = basic(DEFAULT_API_KEY, DEFAULT_API_SECRET);
     let direct = [("authorization", sim_auth.as_str()), json];
@@ -286,16 +315,63 @@ async fn scrape_after_traffic(gateway: &GatewayProcess, sim: &Simulator, secrets
 
     // A new key for the account no request used: a reload is counted when the pair changes.
     std::fs::write(secrets.join("kyb/api-key"), "rotated-key\n").unwrap();
+
+    // iDenfy (the simulator) finishes the session and posts its signed webhook to the listener;
+    // the team's endpoint fails the first delivery (a retry), then takes it.
+    let hook = format!(
+        "http://{}/webhooks/idenfy/main",
+        gateway
+            .webhook
+            .expect("the config opens the webhook listener")
+    );
+    team.push(Reply::json(503, r#"{"down":true}"#));
+    sim.update_settings(|settings| {
+        settings.webhook_url = Some(hook.clone());
+        settings.webhook_key = Some(ACCOUNT_HOOK_KEY.into());
+    });
+    let report = sim
+        .finish(&scan_ref, Finish::new("APPROVED"))
+        .await
+        .unwrap();
+    assert!(
+        report.webhook.unwrap().delivered,
+        "the gateway acknowledged"
+    );
+    let stray =
+        r#"{"final":true,"status":{"overall":"DENIED"},"scanRef":"not-from-here","clientId":"c"}"#;
+    for (key, expected) in [
+        (ACCOUNT_HOOK_KEY, StatusCode::OK),
+        (ACCOUNT_HOOK_KEY, StatusCode::OK),
+        ("not-the-key", StatusCode::UNAUTHORIZED),
+    ] {
+        let signature = sign(key.as_bytes(), stray.as_bytes());
+        let headers = [
+            json,
+            ("idenfy-event-type", "IDENTIFICATION_MANUAL_FINISHED"),
+            ("idenfy-signature", signature.as_str()),
+        ];
+        let res = send(Method::POST, &hook, &headers, stray).await;
+        assert_eq!(res.status, expected);
+    }
+    tokio::time::timeout(std::time::Duration::from_secs(20), team.wait_for(2))
+        .await
+        .expect("the team's endpoint got the webhook and its retry within 20 s");
+
     let metrics_url = format!("http://{}/metrics", gateway.admin);
+    let mut text = String::new();
     for _ in 0..200 {
-        let text = send(Method::GET, &metrics_url, &[], "").await;
-        let text = String::from_utf8(text.body.to_vec()).unwrap();
-        if text.contains("idenfy_gateway_credential_reloads_total{") {
+        let scraped = send(Method::GET, &metrics_url, &[], "").await;
+        text = String::from_utf8(scraped.body.to_vec()).unwrap();
+        if AFTER_TRAFFIC.iter().all(|series| text.contains(series)) {
             return text;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    panic!("no credential reload was counted within 10 s of rotating a key file");
+    let missing: Vec<&&str> = AFTER_TRAFFIC
+        .iter()
+        .filter(|s| !text.contains(**s))
+        .collect();
+    panic!("not counted within 10 s of the traffic: {missing:?}");
 }
 
 /// The names of the samples in a Prometheus text exposition.
@@ -316,13 +392,39 @@ async fn every_metric_in_the_alerts_and_the_dashboard_is_exported() {
         std::fs::write(secrets.join(account).join("api-key"), DEFAULT_API_KEY).unwrap();
         std::fs::write(secrets.join(account).join("api-secret"), DEFAULT_API_SECRET).unwrap();
     }
-    // The shared gateway's own config, as deployed, on loopback and in front of the simulator.
-    let config = std::fs::read_to_string(deploy_dir().join("kubernetes/base/config.toml"))
+    // Webhook keys: the account's, known to iDenfy, and each team's own.
+    let hook_keys = dir.path().join("secrets-webhooks");
+    std::fs::create_dir_all(&hook_keys).unwrap();
+    std::fs::write(hook_keys.join("account-main"), ACCOUNT_HOOK_KEY).unwrap();
+    for name in [
+        "account-kyb",
+        "team-payments",
+        "team-onboarding",
+        "team-business",
+    ] {
+        std::fs::write(hook_keys.join(name), format!("{name}-hook-key")).unwrap();
+    }
+    let queue = dir.path().join("webhooks");
+    let team = MockUpstream::start().await;
+    // The shared gateway's own config with webhooks, as deployed, on loopback, in front of the
+    // simulator, delivering to a test endpoint, retrying within milliseconds.
+    let deployed = "kubernetes/components/webhook-ingress/config.toml";
+    let mut config = std::fs::read_to_string(deploy_dir().join(deployed))
         .unwrap()
         .replace("0.0.0.0:8080", "127.0.0.1:0")
         .replace("0.0.0.0:9090", "127.0.0.1:0")
+        .replace("0.0.0.0:8443", "127.0.0.1:0")
         .replace("https://ivs.idenfy.com", &sim.url())
-        .replace("/run/secrets/idenfy", secrets.to_str().unwrap());
+        .replace("/run/secrets/idenfy-webhooks", hook_keys.to_str().unwrap())
+        .replace("/run/secrets/idenfy", secrets.to_str().unwrap())
+        .replace("/var/lib/idenfy-gateway", queue.to_str().unwrap())
+        .replace("retry_base = \"1s\"", "retry_base = \"10ms\"")
+        .replace("retry_cap = \"5m\"", "retry_cap = \"50ms\"");
+    for name in ["payments", "onboarding", "business"] {
+        let endpoint = format!("http://{name}-app.{name}.svc.cluster.local:8000");
+        assert!(config.contains(&endpoint), "{deployed}: {endpoint}");
+        config = config.replace(&endpoint, &team.url());
+    }
     let file = dir.path().join("config.toml");
     std::fs::write(&file, config).unwrap();
     let tokens = ["PAYMENTS", "ONBOARDING", "BUSINESS"].map(|team| {
@@ -336,7 +438,7 @@ async fn every_metric_in_the_alerts_and_the_dashboard_is_exported() {
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     let gateway = GatewayProcess::start(&file, &envs);
-    let scraped = exported(&scrape_after_traffic(&gateway, &sim, &secrets).await);
+    let scraped = exported(&scrape_after_traffic(&gateway, &sim, &secrets, &team).await);
 
     let rules_text = std::fs::read_to_string(rules_file()).unwrap();
     let dashboard_text = std::fs::read_to_string(dashboard_file()).unwrap();
