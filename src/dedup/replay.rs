@@ -256,6 +256,12 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> ReplayStore<K> {
         }
     }
 
+    /// Whether any entry is indexed by a scanRef, so that an answer could end it (exact: the
+    /// index is updated as entries are stored and removed, not on moka's housekeeping).
+    pub fn holds_sessions(&self) -> bool {
+        !self.index.is_empty()
+    }
+
     /// scanRefs indexed (tests and diagnostics).
     pub fn indexed(&self) -> usize {
         self.cache.run_pending_tasks();

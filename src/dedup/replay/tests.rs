@@ -222,7 +222,12 @@ async fn is_bounded_in_bytes() {
 #[tokio::test(start_paused = true)]
 async fn the_scan_ref_index_follows_replacements_expiry_and_ends() {
     let (store, gauge) = store(100, 1 << 20);
+    assert!(
+        !store.holds_sessions(),
+        "nothing stored: status answers are not read"
+    );
     store.insert("k", replay(r#"{"authToken":"a","scanRef":"s1"}"#, 1), HOUR);
+    assert!(store.holds_sessions());
     store.insert("k", replay(r#"{"authToken":"b","scanRef":"s2"}"#, 2), HOUR);
     assert_eq!(store.indexed(), 1, "the replaced session's scanRef is gone");
     assert!(!store.end("s1"), "s1 is no longer stored");
@@ -233,6 +238,7 @@ async fn the_scan_ref_index_follows_replacements_expiry_and_ends() {
     assert!(store.end("s2"));
     assert!(store.get(&"k").is_none());
     assert_eq!((store.indexed(), gauge.get()), (0, 0));
+    assert!(!store.holds_sessions());
     // An entry that expires takes its mapping with it.
     store.insert(
         "j",
