@@ -8,8 +8,6 @@ use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use http::{header, Request, Uri};
 use http_body_util::Full;
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::Sha256;
@@ -18,6 +16,7 @@ use super::clock::SimClock;
 use super::sessions::{Outcome, Session};
 use super::state::Shared;
 use super::verification::{check_results, document_data};
+use crate::webhooks::delivery::{https_client, HttpsClient};
 
 /// How long a receiver has to answer: iDenfy's documented 10 seconds.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -25,8 +24,6 @@ const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
 const ATTEMPTS: usize = 2;
 /// The statuses a session may finish with.
 pub const FINISH_STATUSES: [&str; 5] = ["APPROVED", "DENIED", "SUSPECTED", "REVIEWING", "EXPIRED"];
-
-type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// The client that delivers webhooks (plain HTTP, or HTTPS with the webpki roots).
 pub struct WebhookClient(HttpsClient);
@@ -39,12 +36,7 @@ impl std::fmt::Debug for WebhookClient {
 
 impl WebhookClient {
     pub fn new() -> Self {
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .build();
-        WebhookClient(Client::builder(TokioExecutor::new()).build(https))
+        WebhookClient(https_client())
     }
 }
 

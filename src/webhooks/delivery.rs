@@ -57,17 +57,26 @@ pub trait Transport: Send + Sync + 'static {
     ) -> Pin<Box<dyn Future<Output = Result<StatusCode, String>> + Send>>;
 }
 
+/// An HTTP/1.1 client for webhook deliveries: plain, or TLS with the webpki roots. The
+/// simulator's webhook sender uses it too.
+pub type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// A new [`HttpsClient`].
+pub fn https_client() -> HttpsClient {
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Client::builder(TokioExecutor::new()).build(https)
+}
+
 /// Deliveries over HTTP/1.1 (plain, or TLS with the webpki roots).
-pub struct HttpTransport(Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>);
+pub struct HttpTransport(HttpsClient);
 
 impl HttpTransport {
     pub fn new() -> Self {
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .build();
-        HttpTransport(Client::builder(TokioExecutor::new()).build(https))
+        HttpTransport(https_client())
     }
 }
 
