@@ -10,7 +10,7 @@ fn env(name: &str) -> Option<String> {
 
 const BASE: &str = r#"
 [listen]
-webhook = "127.0.0.1:8443"
+webhook = "127.0.0.1:0"
 [[account]]
 name = "main"
 api_key = "k"
@@ -31,7 +31,7 @@ fn webhook_keys_load_with_their_defaults() {
     let config = Config::parse(BASE, &env).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         config.listen.webhook,
-        Some("127.0.0.1:8443".parse().unwrap())
+        Some("127.0.0.1:0".parse().unwrap())
     );
     assert!(config.accounts[0].webhook_key.is_some());
     let hook = config.teams[0].webhook.as_ref().unwrap();
@@ -74,7 +74,7 @@ fn the_shared_gateway_example_opens_the_webhook_listener() {
 #[test]
 fn every_webhook_mistake_is_named_by_its_key() {
     let text = BASE
-        .replace("webhook = \"127.0.0.1:8443\"", "webhook = \"anywhere\"")
+        .replace("webhook = \"127.0.0.1:0\"", "webhook = \"anywhere\"")
         .replace("webhook_key = \"team-key\"", "")
         .replace(
             "token = \"t2\"",

@@ -385,6 +385,37 @@ async fn differing_content_lengths_are_refused_and_equal_ones_relayed_once() {
     );
 }
 
+/// `http1::framing::body`'s first rule: a `content-length` that is not plain digits says the
+/// answer's end cannot be trusted, even where a transfer coding or a bodiless status makes the
+/// length moot.
+#[tokio::test]
+async fn a_malformed_content_length_is_refused_beside_chunked_and_on_a_204() {
+    let log = Log::default();
+    // Each refused answer ends its connection: connection 0 and 1 answer one each.
+    let upstream = logging(&log, |index, _, _| match index {
+        0 => Reply::Write(vec![b"HTTP/1.1 200 OK\r\ncontent-length: 2x\r\n\
+              transfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+            .to_vec()]),
+        1 => Reply::Write(vec![
+            b"HTTP/1.1 204 No Content\r\ncontent-length: -1\r\n\r\n".to_vec(),
+        ]),
+        _ => Reply::Ok,
+    })
+    .await;
+    let gw = gateway(&upstream.url(), ONE_ATTEMPT).await;
+    for _ in 0..2 {
+        let res = status_call(&gw).await;
+        assert_eq!(res.status, StatusCode::BAD_GATEWAY);
+        assert_eq!(res.header("x-gateway-error"), "upstream_protocol");
+    }
+    assert_eq!(status_call(&gw).await.body, "ok");
+    assert_eq!(
+        log.lines().len(),
+        3,
+        "each answer on a connection of its own"
+    );
+}
+
 #[tokio::test]
 async fn a_status_code_outside_100_to_599_is_a_502() {
     let log = Log::default();
