@@ -17,6 +17,7 @@ use hyper::body::Incoming;
 use prometheus::Registry;
 
 use crate::body::Body;
+use crate::error::GatewayError;
 use crate::webhooks::DeadLetters;
 
 /// What the admin endpoints report on.
@@ -43,18 +44,13 @@ impl Admin {
     async fn dead_letters(&self, req: &Request<Incoming>) -> Option<Response<Body>> {
         let path = req.uri().path();
         let rest = path.strip_prefix("/webhooks/dead")?;
+        // Without the webhook listener there are no dead letters to show: not a route here.
         let Some(dead) = &self.webhooks else {
-            return Some(json_response(
-                StatusCode::NOT_FOUND,
-                r#"{"message":"the webhook listener is off"}"#.into(),
-            ));
+            return Some(GatewayError::RouteNotFound.into_response());
         };
         let unavailable = |e: crate::webhooks::store::StoreError| {
             tracing::warn!(error = %e, "dead letters unreadable");
-            json_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                r#"{"message":"the webhook store is unavailable"}"#.into(),
-            )
+            GatewayError::WebhookStoreUnavailable.into_response()
         };
         let id = rest
             .strip_prefix('/')
@@ -73,13 +69,10 @@ impl Admin {
                     StatusCode::ACCEPTED,
                     serde_json::json!({ "retrying": id }).to_string(),
                 ),
-                Ok(false) => json_response(
-                    StatusCode::NOT_FOUND,
-                    r#"{"message":"no dead letter with this id"}"#.into(),
-                ),
+                Ok(false) => GatewayError::DeadLetterNotFound.into_response(),
                 Err(e) => unavailable(e),
             },
-            _ => json_response(StatusCode::NOT_FOUND, r#"{"message":"not found"}"#.into()),
+            _ => GatewayError::RouteNotFound.into_response(),
         })
     }
 

@@ -94,6 +94,12 @@ pub enum GatewayError {
     /// The webhook could not be stored: not acknowledged, so that iDenfy sends it again.
     #[error("the webhook could not be stored; send it again")]
     WebhookNotStored,
+    /// `POST /webhooks/dead/{id}/retry` (admin) for an id with no dead letter.
+    #[error("no dead letter with this id")]
+    DeadLetterNotFound,
+    /// The webhook store could not be read (admin's dead-letter endpoints).
+    #[error("the webhook store is unavailable")]
+    WebhookStoreUnavailable,
 }
 
 fn retry_after_secs(d: Duration) -> u64 {
@@ -121,7 +127,8 @@ impl GatewayError {
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
             WebhookUnsigned | WebhookBadSignature => StatusCode::UNAUTHORIZED,
             WebhookUnknownAccount => StatusCode::NOT_FOUND,
-            WebhookNotStored => StatusCode::SERVICE_UNAVAILABLE,
+            WebhookNotStored | WebhookStoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            DeadLetterNotFound => StatusCode::NOT_FOUND,
         }
     }
 
@@ -149,7 +156,8 @@ impl GatewayError {
             Internal => "INTERNAL_ERROR",
             WebhookUnsigned | WebhookBadSignature => "UNAUTHORIZED",
             WebhookUnknownAccount => "NOT_FOUND",
-            WebhookNotStored => "SERVICE_UNAVAILABLE",
+            WebhookNotStored | WebhookStoreUnavailable => "SERVICE_UNAVAILABLE",
+            DeadLetterNotFound => "NOT_FOUND",
         }
     }
 
@@ -185,6 +193,8 @@ impl GatewayError {
             WebhookBadSignature => "webhook_bad_signature",
             WebhookUnknownAccount => "webhook_unknown_account",
             WebhookNotStored => "webhook_not_stored",
+            DeadLetterNotFound => "dead_letter_not_found",
+            WebhookStoreUnavailable => "webhook_store_unavailable",
         }
     }
 
@@ -309,6 +319,8 @@ mod tests {
             GatewayError::UpstreamConnect,
             GatewayError::UpstreamProtocol,
             GatewayError::Internal,
+            GatewayError::DeadLetterNotFound,
+            GatewayError::WebhookStoreUnavailable,
         ] {
             let status = err.status();
             let res = err.into_response();

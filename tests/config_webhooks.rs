@@ -29,10 +29,7 @@ token = "t2"
 #[test]
 fn webhook_keys_load_with_their_defaults() {
     let config = Config::parse(BASE, &env).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(
-        config.listen.webhook,
-        Some("127.0.0.1:0".parse().unwrap())
-    );
+    assert_eq!(config.listen.webhook, Some("127.0.0.1:0".parse().unwrap()));
     assert!(config.accounts[0].webhook_key.is_some());
     let hook = config.teams[0].webhook.as_ref().unwrap();
     assert_eq!(hook.url, "https://payments.internal/hook");

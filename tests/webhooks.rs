@@ -378,6 +378,8 @@ async fn an_endpoint_that_stays_down_fills_dead_letters_and_the_admin_call_resen
     )
     .await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(missing.json()["identifier"], "NOT_FOUND");
+    assert_eq!(missing.header("x-gateway-error"), "dead_letter_not_found");
     let retried = send(
         Method::POST,
         &format!("{admin}/webhooks/dead/{id}/retry"),
