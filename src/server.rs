@@ -21,7 +21,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::admin::Admin;
@@ -251,14 +251,7 @@ async fn serve_tls<S: App>(
     let builder = Arc::new(builder(&listen));
     let graceful = GracefulShutdown::new();
     let connections = Arc::new(Semaphore::new(listen.max_connections));
-    loop {
-        let permit = tokio::select! {
-            permit = connections.clone().acquire_owned() => permit.expect("semaphore never closed"),
-            _ = stopped(&mut stop) => break,
-        };
-        let Some(stream) = accept(&listener, &mut stop).await else {
-            break;
-        };
+    while let Some((stream, permit)) = accept_within(&listener, &connections, &mut stop).await {
         let (acceptor, watcher) = (tls.acceptor(), graceful.watcher());
         let (builder, app) = (builder.clone(), app.clone());
         let handshake_timeout = listen.header_read_timeout;
@@ -301,15 +294,7 @@ async fn serve<S, B>(
     let builder = builder(&listen);
     let graceful = GracefulShutdown::new();
     let connections = Arc::new(Semaphore::new(listen.max_connections));
-    loop {
-        // Take a connection slot before accepting: over the limit, clients wait in the backlog.
-        let permit = tokio::select! {
-            permit = connections.clone().acquire_owned() => permit.expect("semaphore never closed"),
-            _ = stopped(&mut stop) => break,
-        };
-        let Some(stream) = accept(&listener, &mut stop).await else {
-            break;
-        };
+    while let Some((stream, permit)) = accept_within(&listener, &connections, &mut stop).await {
         let conn = builder
             .serve_connection(TokioIo::new(stream), service.clone())
             .into_owned();
@@ -321,6 +306,20 @@ async fn serve<S, B>(
     }
     drop(listener);
     drain(&listen, graceful.shutdown()).await;
+}
+
+/// A connection slot, then the next connection in it; `None` once `stop` turns true. The slot is
+/// taken before accepting: over the limit, clients wait in the backlog.
+async fn accept_within(
+    listener: &TcpListener,
+    connections: &Arc<Semaphore>,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<(TcpStream, OwnedSemaphorePermit)> {
+    let permit = tokio::select! {
+        permit = connections.clone().acquire_owned() => permit.expect("semaphore never closed"),
+        _ = stopped(stop) => return None,
+    };
+    Some((accept(listener, stop).await?, permit))
 }
 
 /// The next connection; `None` once `stop` turns true.
