@@ -212,11 +212,7 @@ impl Credentials {
         if dirs.is_empty() {
             return;
         }
-        let (changes, signals) = tokio::sync::mpsc::channel(1);
-        // Kept until the loop ends: dropping the watcher stops it.
-        let _watcher = watch::watch_dirs(&dirs, changes);
-        let reload = || self.reload();
-        watch::reload_on_change(signals, POLL_INTERVAL, DEBOUNCE, reload, shutdown).await;
+        watch::watch_and_reload(&dirs, || self.reload(), shutdown).await;
     }
 }
 

@@ -179,22 +179,13 @@ impl TlsFiles {
             .collect();
         dirs.sort();
         dirs.dedup();
-        let (changes, signals) = tokio::sync::mpsc::channel(1);
-        let _watcher = watch::watch_dirs(&dirs, changes);
         let reload = || {
             let files = self.clone();
             async move {
                 let _ = tokio::task::spawn_blocking(move || files.reload()).await;
             }
         };
-        watch::reload_on_change(
-            signals,
-            watch::POLL_INTERVAL,
-            watch::DEBOUNCE,
-            reload,
-            shutdown,
-        )
-        .await;
+        watch::watch_and_reload(&dirs, reload, shutdown).await;
     }
 }
 

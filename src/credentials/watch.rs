@@ -39,6 +39,23 @@ pub fn is_change(event: &Event) -> bool {
     }
 }
 
+/// Watches `dirs` and runs `reload` on each change, [`DEBOUNCE`] after it, and every
+/// [`POLL_INTERVAL`] in any case, until `shutdown` resolves: what every file-backed setting
+/// (secrets, team tokens, TLS certificates) does.
+pub(crate) async fn watch_and_reload<F, R>(
+    dirs: &[PathBuf],
+    reload: F,
+    shutdown: impl Future<Output = ()>,
+) where
+    F: FnMut() -> R,
+    R: Future<Output = ()>,
+{
+    let (changes, signals) = mpsc::channel(1);
+    // Kept until the loop ends: dropping the watcher stops it.
+    let _watcher = watch_dirs(dirs, changes);
+    reload_on_change(signals, POLL_INTERVAL, DEBOUNCE, reload, shutdown).await;
+}
+
 /// A watcher of `dirs` that sends on `changes` when [`is_change`] (or the watcher fails). The
 /// channel should hold one signal: one that comes while another is pending is merged into it.
 /// `None`, after a warning, when the platform cannot watch them: polling only.
