@@ -4,7 +4,8 @@
 //! by one (`team.client_cert_san`). The PEM files are re-read when they change, as the
 //! secret files are (`credentials/watch.rs`); a pair that cannot be read or does not match keeps
 //! the last good one, logged once, and again once good. A new handshake uses the pair current
-//! when it starts.
+//! when it starts. The listeners do the handshakes (`server.rs`); HTTP/1.1 over TLS is served by
+//! the proxy's own loop (`server/h1.rs`), h2 by hyper.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
