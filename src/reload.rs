@@ -393,6 +393,10 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
         ),
         ("listen.tls_cert_file", a.tls != b.tls),
         ("listen.webhook", a.webhook != b.webhook),
+        (
+            "listen.webhook_tls_cert_file",
+            a.webhook_tls != b.webhook_tls,
+        ),
         // The webhook relay reads its settings, and the accounts' and teams' webhook keys and
         // endpoints, when it starts.
         (

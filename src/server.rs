@@ -8,7 +8,7 @@
 //! proxy listener closes its longest-idle connection to admit a new one ([`slots`]); the admin
 //! listener lets new ones wait in the backlog. With `listen.tls_cert_file`, the proxy listener
 //! speaks TLS ([`crate::tls`]): HTTP/1.1 on its own loop as over plain TCP, h2 (by ALPN) with
-//! hyper.
+//! hyper; with `listen.webhook_tls_cert_file`, the webhook listener (hyper's) speaks TLS too.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,10 +27,10 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use crate::admin::Admin;
-use crate::config::{Config, Listen};
+use crate::config::{Config, Listen, Tls};
 use crate::reload::{Outcome, Reload, Reloader};
 use crate::stack::App;
-use crate::tls::TlsFiles;
+use crate::tls::{ClientCert, TlsFiles};
 use crate::webhooks::{HttpTransport, Webhooks};
 
 mod h1;
@@ -95,7 +95,8 @@ async fn start_with(config: Config, path: Option<PathBuf>) -> anyhow::Result<Run
     let (app, reloader) = Reloader::start(config, path, &registry, crate::stack::build, observer)?;
     let ready = Arc::new(AtomicBool::new(false));
 
-    let tls = listen.tls.as_ref().map(TlsFiles::load).transpose()?;
+    let tls = tls_files(listen.tls.as_ref(), ClientCert::Optional)?;
+    let webhook_tls = tls_files(listen.webhook_tls.as_ref(), ClientCert::Required)?;
     let proxy = TcpListener::bind(listen.proxy)
         .await
         .with_context(|| format!("cannot listen on listen.proxy {}", listen.proxy))?;
@@ -129,6 +130,7 @@ async fn start_with(config: Config, path: Option<PathBuf>) -> anyhow::Result<Run
         tasks.push(tokio::spawn(serve(
             listener,
             service,
+            webhook_tls,
             listen.clone(),
             stop_signal.clone(),
         )));
@@ -159,6 +161,7 @@ async fn start_with(config: Config, path: Option<PathBuf>) -> anyhow::Result<Run
     let admin_task = tokio::spawn(serve(
         admin_listener,
         admin.service(),
+        None,
         listen,
         admin_stop_signal,
     ));
@@ -268,11 +271,12 @@ async fn tls_connection<S: App>(
     }
 }
 
-/// The admin listener: serves with hyper until `stop` turns true, then drains connections for
-/// at most the grace period.
+/// The admin and webhook listeners: serve with hyper (behind TLS with `tls`) until `stop`
+/// turns true, then drain connections for at most the grace period.
 async fn serve<S, B>(
     listener: TcpListener,
     service: S,
+    tls: Option<Arc<TlsFiles>>,
     listen: Listen,
     mut stop: watch::Receiver<bool>,
 ) where
@@ -286,21 +290,38 @@ async fn serve<S, B>(
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let builder = builder(&listen);
+    let builder = Arc::new(builder(&listen));
     let graceful = GracefulShutdown::new();
     let connections = Arc::new(Semaphore::new(listen.max_connections));
     while let Some((stream, permit)) = accept_within(&listener, &connections, &mut stop).await {
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service.clone())
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let (builder, service, watcher) = (builder.clone(), service.clone(), graceful.watcher());
+        let Some(tls) = &tls else {
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            let conn = watcher.watch(conn.into_owned());
+            tokio::spawn(async move {
+                let _ = conn.await;
+                drop(permit);
+            });
+            continue;
+        };
+        let (acceptor, handshake_timeout) = (tls.acceptor(), listen.header_read_timeout);
         tokio::spawn(async move {
-            let _ = conn.await;
+            // The handshake within the header timeout, with the certificate current now.
+            let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(stream));
+            if let Ok(Ok(stream)) = handshake.await {
+                let conn = builder.serve_connection(TokioIo::new(stream), service);
+                let _ = watcher.watch(conn.into_owned()).await;
+            }
             drop(permit);
         });
     }
     drop(listener);
     drain(&listen, graceful.shutdown()).await;
+}
+
+/// A listener's certificate files, read once (the error names the file), if it has TLS.
+fn tls_files(tls: Option<&Tls>, client: ClientCert) -> anyhow::Result<Option<Arc<TlsFiles>>> {
+    tls.map(|tls| TlsFiles::load(tls, client)).transpose()
 }
 
 /// A connection slot, then the next connection in it; `None` once `stop` turns true. The slot is
