@@ -92,6 +92,7 @@ async fn start_with(config: Config, path: Option<PathBuf>) -> anyhow::Result<Run
     let webhook_config = webhooks.as_ref().map(|_| config.clone());
     let listen = config.listen.clone();
     let upstream_url = config.upstream.url.clone();
+    let file = path.clone();
     let (app, reloader) = Reloader::start(config, path, &registry, crate::stack::build, observer)?;
     let ready = Arc::new(AtomicBool::new(false));
 
@@ -130,7 +131,7 @@ async fn start_with(config: Config, path: Option<PathBuf>) -> anyhow::Result<Run
         tasks.push(tokio::spawn(serve(
             listener,
             service,
-            webhook_tls,
+            webhook_tls.clone(),
             listen.clone(),
             stop_signal.clone(),
         )));
@@ -143,12 +144,20 @@ async fn start_with(config: Config, path: Option<PathBuf>) -> anyhow::Result<Run
         body_read: listen.body_read_timeout,
         idle: listen.idle_timeout,
     };
-    if let Some(tls) = &tls {
+    for files in tls.iter().chain(&webhook_tls) {
         let mut stop_rx = stop_signal.clone();
         tokio::spawn(
-            tls.clone()
+            files
+                .clone()
                 .watch(async move { stopped(&mut stop_rx).await }),
         );
+    }
+    if let Some(file) = file {
+        // Besides SIGHUP: a change of the file's content reloads it.
+        let mut stop_rx = stop_signal.clone();
+        let shutdown = async move { stopped(&mut stop_rx).await };
+        let reloader: Arc<dyn Reload> = reloader.clone();
+        tokio::spawn(crate::reload::watch_config_file(file, reloader, shutdown));
     }
     let server = h1::Server::new(app, limits, timeouts, builder(&listen));
     let proxy_task = tokio::spawn(serve_proxy(

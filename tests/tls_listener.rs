@@ -178,3 +178,26 @@ async fn evicts_the_longest_idle_tls_connection_to_admit_a_new_one() {
     assert_eq!(exchange(&mut newcomer, req.as_bytes()).await.status, 200);
     assert_eq!(upstream.count(), 5);
 }
+
+#[tokio::test]
+async fn hands_a_chunked_upload_over_tls_to_hyper_with_the_bytes_already_read() {
+    let (upstream, gw) = tls_gateway("").await;
+    let mut conn = tls_conn(&gw, true).await;
+    let head = request(
+        "POST",
+        "/api/v2/status",
+        "transfer-encoding: chunked\r\n",
+        "",
+    );
+    let req = format!("{head}2\r\n{{}}\r\n0\r\n\r\n");
+    let res = exchange(&mut conn, req.as_bytes()).await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.body, br#"{"status":"APPROVED"}"#);
+    let received = upstream.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].body.as_ref(), b"{}");
+    // The connection stays hyper's and keeps serving.
+    let next = request("POST", "/api/v2/status", "", "{}");
+    assert_eq!(exchange(&mut conn, next.as_bytes()).await.status, 200);
+    assert_eq!(upstream.count(), 2);
+}

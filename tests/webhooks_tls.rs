@@ -21,10 +21,14 @@ const BODY: &str =
 /// A gateway whose webhook listener speaks TLS (mutual when `mutual`), delivering unknown
 /// scanRefs to the team behind `team`.
 async fn gateway(team: &MockUpstream, dir: &std::path::Path, mutual: bool) -> TestGateway {
+    // The pair copied into `dir`, where a test may replace it.
+    let (cert, key) = (dir.join("hooks.pem"), dir.join("hooks.key"));
+    std::fs::copy(fixture("localhost.pem"), &cert).unwrap();
+    std::fs::copy(fixture("localhost.key"), &key).unwrap();
     let mut listen = format!(
         "webhook = \"127.0.0.1:0\"\nwebhook_tls_cert_file = \"{}\"\nwebhook_tls_key_file = \"{}\"\n",
-        fixture("localhost.pem"),
-        fixture("localhost.key"),
+        cert.display(),
+        key.display(),
     );
     if mutual {
         listen += &format!(
@@ -125,4 +129,36 @@ async fn with_a_client_ca_the_webhook_listener_requires_a_client_certificate() {
     assert_eq!(with.unwrap(), StatusCode::OK);
     delivered(&team).await;
     gw.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_webhook_listener_reads_its_certificate_again_when_the_files_change() {
+    let team = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway(&team, dir.path(), false).await;
+    let addr = gw.running.webhook_addr.unwrap();
+    let config = std::sync::Arc::new(client_config(&[b"http/1.1"], false));
+    let handshake = || async {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        tokio_rustls::TlsConnector::from(config.clone())
+            .connect(name, tcp)
+            .await
+    };
+    assert!(handshake().await.is_ok());
+    // Another pair (the client fixture's, for payments.internal) renamed over the files: once
+    // re-read, the listener presents it, and a client that expects localhost refuses it.
+    for (from, to) in [("client.pem", "hooks.pem"), ("client.key", "hooks.key")] {
+        let tmp = dir.path().join("next");
+        std::fs::copy(fixture(from), &tmp).unwrap();
+        std::fs::rename(&tmp, dir.path().join(to)).unwrap();
+    }
+    for _ in 0..500 {
+        if handshake().await.is_err() {
+            gw.running.shutdown().await;
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("the webhook listener still presents the old certificate after 10 s");
 }
