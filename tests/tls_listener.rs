@@ -201,3 +201,12 @@ async fn hands_a_chunked_upload_over_tls_to_hyper_with_the_bytes_already_read() 
     assert_eq!(exchange(&mut conn, next.as_bytes()).await.status, 200);
     assert_eq!(upstream.count(), 2);
 }
+
+#[tokio::test]
+async fn closes_a_tls_keep_alive_connection_idle_past_the_idle_timeout() {
+    let (upstream, gw) =
+        tls_gateway("idle_timeout = \"200ms\"\nheader_read_timeout = \"30s\"\n").await;
+    let mut conn = served_once(&gw).await;
+    assert!(conn.closed().await, "an idle TLS connection stayed open");
+    assert_eq!(upstream.count(), 1);
+}
