@@ -63,14 +63,18 @@ pub struct Listen {
     pub webhook: Option<SocketAddr>,
     /// TLS on the proxy listener (`tls_cert_file`, `tls_key_file`).
     pub tls: Option<Tls>,
+    /// TLS on the webhook listener (`webhook_tls_cert_file`, `webhook_tls_key_file`).
+    pub webhook_tls: Option<Tls>,
 }
 
-/// `listen.tls_cert_file` and `listen.tls_key_file`: PEM files, re-read when they change.
+/// `listen.tls_cert_file` and `listen.tls_key_file` (or the webhook listener's
+/// `listen.webhook_tls_*`): PEM files, re-read when they change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tls {
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
     /// `listen.tls_client_ca_file`: mutual TLS, client certificates verified against this CA.
+    /// Optional on the proxy listener (a token may stand in), required on the webhook one.
     pub client_ca_file: Option<PathBuf>,
 }
 

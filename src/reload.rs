@@ -1,6 +1,6 @@
-//! Live reload: on SIGHUP the gateway reads its config file again, validates it whole, and swaps
-//! it in if it is valid; an invalid file is refused with its problems logged, and the running
-//! config stays.
+//! Live reload: on SIGHUP, and when the file's content changes ([`file`]), the gateway reads its
+//! config file again, validates it whole, and swaps it in if it is valid; an invalid file is
+//! refused with its problems logged, and the running config stays.
 //!
 //! The proxy's service is [`Live`]: the listener holds it, and each request is served by the
 //! stack current when it arrived (a request admitted by one stack is served by the same one,
@@ -39,6 +39,9 @@ use crate::dedup::{SessionEnds, SessionObserver};
 use crate::front::{Admission, Admit, Admitted};
 use crate::identify::Callers;
 use crate::stack::{App, Kept, Parts};
+
+mod file;
+pub use file::watch_config_file;
 
 /// The proxy's service, always the current stack. Clones share the stack in use.
 pub struct Live<A> {
@@ -393,6 +396,10 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
         ),
         ("listen.tls_cert_file", a.tls != b.tls),
         ("listen.webhook", a.webhook != b.webhook),
+        (
+            "listen.webhook_tls_cert_file",
+            a.webhook_tls != b.webhook_tls,
+        ),
         // The webhook relay reads its settings, and the accounts' and teams' webhook keys and
         // endpoints, when it starts.
         (

@@ -7,7 +7,8 @@
 //! everything else to hyper; the admin listener is hyper's. At `listen.max_connections` the
 //! proxy listener closes its longest-idle connection to admit a new one ([`slots`]); the admin
 //! listener lets new ones wait in the backlog. With `listen.tls_cert_file`, the proxy listener
-//! speaks TLS ([`crate::tls`]) and hands every connection to hyper (HTTP/1.1 or h2 by ALPN).
+//! speaks TLS ([`crate::tls`]): HTTP/1.1 on its own loop as over plain TCP, h2 (by ALPN) with
+//! hyper; with `listen.webhook_tls_cert_file`, the webhook listener (hyper's) speaks TLS too.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -19,16 +20,17 @@ use anyhow::Context as _;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 
 use crate::admin::Admin;
-use crate::config::{Config, Listen};
+use crate::config::{Config, Listen, Tls};
 use crate::reload::{Outcome, Reload, Reloader};
 use crate::stack::App;
-use crate::tls::{TlsFiles, WithClientCert};
+use crate::tls::{ClientCert, TlsFiles};
 use crate::webhooks::{HttpTransport, Webhooks};
 
 mod h1;
@@ -90,10 +92,12 @@ async fn start_with(config: Config, path: Option<PathBuf>) -> anyhow::Result<Run
     let webhook_config = webhooks.as_ref().map(|_| config.clone());
     let listen = config.listen.clone();
     let upstream_url = config.upstream.url.clone();
+    let file = path.clone();
     let (app, reloader) = Reloader::start(config, path, &registry, crate::stack::build, observer)?;
     let ready = Arc::new(AtomicBool::new(false));
 
-    let tls = listen.tls.as_ref().map(TlsFiles::load).transpose()?;
+    let tls = tls_files(listen.tls.as_ref(), ClientCert::Optional)?;
+    let webhook_tls = tls_files(listen.webhook_tls.as_ref(), ClientCert::Required)?;
     let proxy = TcpListener::bind(listen.proxy)
         .await
         .with_context(|| format!("cannot listen on listen.proxy {}", listen.proxy))?;
@@ -127,6 +131,7 @@ async fn start_with(config: Config, path: Option<PathBuf>) -> anyhow::Result<Run
         tasks.push(tokio::spawn(serve(
             listener,
             service,
+            webhook_tls.clone(),
             listen.clone(),
             stop_signal.clone(),
         )));
@@ -139,34 +144,33 @@ async fn start_with(config: Config, path: Option<PathBuf>) -> anyhow::Result<Run
         body_read: listen.body_read_timeout,
         idle: listen.idle_timeout,
     };
-    let proxy_task = match tls {
-        // TLS: hyper's HTTP/1.1 and h2 (ALPN) behind the handshake. The server's own HTTP/1.1
-        // loop reads plain sockets only, for now.
-        Some(tls) => {
-            let mut stop_rx = stop_signal.clone();
-            let files = tls.clone();
-            tokio::spawn(files.watch(async move { stopped(&mut stop_rx).await }));
-            tokio::spawn(serve_tls(
-                proxy,
-                tls,
-                app,
-                listen.clone(),
-                stop_signal.clone(),
-            ))
-        }
-        None => {
-            let server = h1::Server::new(app, limits, timeouts, builder(&listen));
-            tokio::spawn(serve_proxy(
-                proxy,
-                Arc::new(server),
-                listen.clone(),
-                stop_signal.clone(),
-            ))
-        }
-    };
+    for files in tls.iter().chain(&webhook_tls) {
+        let mut stop_rx = stop_signal.clone();
+        tokio::spawn(
+            files
+                .clone()
+                .watch(async move { stopped(&mut stop_rx).await }),
+        );
+    }
+    if let Some(file) = file {
+        // Besides SIGHUP: a change of the file's content reloads it.
+        let mut stop_rx = stop_signal.clone();
+        let shutdown = async move { stopped(&mut stop_rx).await };
+        let reloader: Arc<dyn Reload> = reloader.clone();
+        tokio::spawn(crate::reload::watch_config_file(file, reloader, shutdown));
+    }
+    let server = h1::Server::new(app, limits, timeouts, builder(&listen));
+    let proxy_task = tokio::spawn(serve_proxy(
+        proxy,
+        Arc::new(server),
+        tls,
+        listen.clone(),
+        stop_signal.clone(),
+    ));
     let admin_task = tokio::spawn(serve(
         admin_listener,
         admin.service(),
+        None,
         listen,
         admin_stop_signal,
     ));
@@ -210,26 +214,35 @@ fn builder(listen: &Listen) -> auto::Builder<TokioExecutor> {
 }
 
 /// The proxy listener: serves until `stop` turns true, then drains connections for at most the
-/// grace period.
+/// grace period. With `tls`, each connection's handshake comes first ([`tls_connection`]).
 async fn serve_proxy<S: App>(
     listener: TcpListener,
     server: Arc<h1::Server<S>>,
+    tls: Option<Arc<TlsFiles>>,
     listen: Listen,
     mut stop: watch::Receiver<bool>,
 ) {
     let slots = slots::Slots::new(listen.max_connections);
     while let Some(stream) = accept(&listener, &mut stop).await {
+        let accepted = Instant::now();
         // Accepted first, then given a slot: at the limit, the connection idle for longest is
         // closed to make room, and only when a new one is really waiting.
         let ticket = tokio::select! {
             ticket = slots.acquire() => ticket,
             _ = stopped(&mut stop) => break,
         };
-        tokio::spawn(
-            server
-                .clone()
-                .serve_connection(stream, ticket, stop.clone()),
-        );
+        let (server, stop) = (server.clone(), stop.clone());
+        match &tls {
+            None => tokio::spawn(server.serve_connection(stream, accepted, ticket, stop)),
+            Some(tls) => tokio::spawn(tls_connection(
+                server,
+                tls.acceptor(),
+                stream,
+                accepted,
+                ticket,
+                stop,
+            )),
+        };
     }
     drop(listener);
     // Each connection holds its slot until its socket closes: every slot back, every
@@ -237,47 +250,42 @@ async fn serve_proxy<S: App>(
     drain(&listen, slots.all_free()).await;
 }
 
-/// The proxy listener with TLS: each connection's handshake (within
-/// `listen.header_read_timeout`, with the certificate current then), then hyper's HTTP/1.1 or
-/// h2 (as ALPN chose). At `listen.max_connections` new connections wait in the backlog. Serves
-/// until `stop` turns true, then drains connections for at most the grace period.
-async fn serve_tls<S: App>(
-    listener: TcpListener,
-    tls: Arc<TlsFiles>,
-    app: S,
-    listen: Listen,
+/// A TLS connection of the proxy listener: the handshake (with the certificate current now),
+/// due with the first head within `listen.header_read_timeout` of accept, and cut short by
+/// eviction or `stop` as an idle connection is; then h2 (ALPN) to hyper, and HTTP/1.1 (ALPN
+/// `http/1.1` or none) to the server's own loop.
+async fn tls_connection<S: App>(
+    server: Arc<h1::Server<S>>,
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    accepted: Instant,
+    ticket: slots::Ticket,
     mut stop: watch::Receiver<bool>,
 ) {
-    let builder = Arc::new(builder(&listen));
-    let graceful = GracefulShutdown::new();
-    let connections = Arc::new(Semaphore::new(listen.max_connections));
-    while let Some((stream, permit)) = accept_within(&listener, &connections, &mut stop).await {
-        let (acceptor, watcher) = (tls.acceptor(), graceful.watcher());
-        let (builder, app) = (builder.clone(), app.clone());
-        let handshake_timeout = listen.header_read_timeout;
-        tokio::spawn(async move {
-            let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(stream));
-            if let Ok(Ok(stream)) = handshake.await {
-                // The verified client certificate's names go with each request (mutual TLS).
-                let names = crate::tls::client_cert_names(stream.get_ref().1);
-                let service = TowerToHyperService::new(WithClientCert { inner: app, names });
-                let conn = builder
-                    .serve_connection(TokioIo::new(stream), service)
-                    .into_owned();
-                let _ = watcher.watch(conn).await;
-            }
-            drop(permit);
-        });
+    let due = accepted + server.header_read_timeout();
+    let handshake = tokio::select! {
+        handshake = tokio::time::timeout_at(due, acceptor.accept(stream)) => handshake,
+        () = ticket.slot().evicted() => return,
+        _ = stopped(&mut stop) => return,
+    };
+    let Ok(Ok(stream)) = handshake else {
+        return;
+    };
+    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+        server.serve_h2(stream, ticket, stop).await;
+    } else {
+        server
+            .serve_connection(stream, accepted, ticket, stop)
+            .await;
     }
-    drop(listener);
-    drain(&listen, graceful.shutdown()).await;
 }
 
-/// The admin listener: serves with hyper until `stop` turns true, then drains connections for
-/// at most the grace period.
+/// The admin and webhook listeners: serve with hyper (behind TLS with `tls`) until `stop`
+/// turns true, then drain connections for at most the grace period.
 async fn serve<S, B>(
     listener: TcpListener,
     service: S,
+    tls: Option<Arc<TlsFiles>>,
     listen: Listen,
     mut stop: watch::Receiver<bool>,
 ) where
@@ -291,21 +299,38 @@ async fn serve<S, B>(
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let builder = builder(&listen);
+    let builder = Arc::new(builder(&listen));
     let graceful = GracefulShutdown::new();
     let connections = Arc::new(Semaphore::new(listen.max_connections));
     while let Some((stream, permit)) = accept_within(&listener, &connections, &mut stop).await {
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service.clone())
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let (builder, service, watcher) = (builder.clone(), service.clone(), graceful.watcher());
+        let Some(tls) = &tls else {
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            let conn = watcher.watch(conn.into_owned());
+            tokio::spawn(async move {
+                let _ = conn.await;
+                drop(permit);
+            });
+            continue;
+        };
+        let (acceptor, handshake_timeout) = (tls.acceptor(), listen.header_read_timeout);
         tokio::spawn(async move {
-            let _ = conn.await;
+            // The handshake within the header timeout, with the certificate current now.
+            let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(stream));
+            if let Ok(Ok(stream)) = handshake.await {
+                let conn = builder.serve_connection(TokioIo::new(stream), service);
+                let _ = watcher.watch(conn.into_owned()).await;
+            }
             drop(permit);
         });
     }
     drop(listener);
     drain(&listen, graceful.shutdown()).await;
+}
+
+/// A listener's certificate files, read once (the error names the file), if it has TLS.
+fn tls_files(tls: Option<&Tls>, client: ClientCert) -> anyhow::Result<Option<Arc<TlsFiles>>> {
+    tls.map(|tls| TlsFiles::load(tls, client)).transpose()
 }
 
 /// A connection slot, then the next connection in it; `None` once `stop` turns true. The slot is

@@ -4,7 +4,8 @@
 //! by one (`team.client_cert_san`). The PEM files are re-read when they change, as the
 //! secret files are (`credentials/watch.rs`); a pair that cannot be read or does not match keeps
 //! the last good one, logged once, and again once good. A new handshake uses the pair current
-//! when it starts.
+//! when it starts. The listeners do the handshakes (`server.rs`); HTTP/1.1 over TLS is served by
+//! the proxy's own loop (`server/h1.rs`), h2 by hyper.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -23,11 +24,20 @@ use crate::config::Tls;
 use crate::credentials::watch;
 pub use crate::identify::ClientCertNames;
 
+/// Whether a client must present a certificate when the listener has a client CA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientCert {
+    /// The proxy listener: a client without one may still present a token.
+    Optional,
+    /// The webhook listener: the certificate is the only proof asked of the connection.
+    Required,
+}
+
 /// A rustls server config from a certificate chain and a key in PEM files, asking for client
-/// certificates signed by the client CA when there is one (mutual TLS; a client without one may
-/// still present a token). The error names the file, never its content; one about the client CA
-/// starts with "client CA".
-pub fn server_config(tls: &Tls) -> Result<rustls::ServerConfig, String> {
+/// certificates signed by the client CA when there is one (mutual TLS; `client` says whether a
+/// client may present none). The error names the file, never its content; one about the client
+/// CA starts with "client CA".
+pub fn server_config(tls: &Tls, client: ClientCert) -> Result<rustls::ServerConfig, String> {
     let (cert_file, key_file) = (&tls.cert_file, &tls.key_file);
     let certs = CertificateDer::pem_file_iter(cert_file)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
@@ -52,7 +62,7 @@ pub fn server_config(tls: &Tls) -> Result<rustls::ServerConfig, String> {
         .map_err(|e| e.to_string())?;
     let builder = match &tls.client_ca_file {
         None => builder.with_no_client_auth(),
-        Some(ca) => builder.with_client_cert_verifier(client_verifier(ca, provider)?),
+        Some(ca) => builder.with_client_cert_verifier(client_verifier(ca, provider, client)?),
     };
     let mut config = builder.with_single_cert(certs, key).map_err(|e| {
         format!(
@@ -65,10 +75,12 @@ pub fn server_config(tls: &Tls) -> Result<rustls::ServerConfig, String> {
     Ok(config)
 }
 
-/// Verifies client certificates against the CA in `ca_file`; a client may present none.
+/// Verifies client certificates against the CA in `ca_file`; with [`ClientCert::Optional`] a
+/// client may present none.
 fn client_verifier(
     ca_file: &Path,
     provider: Arc<rustls::crypto::CryptoProvider>,
+    client: ClientCert,
 ) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, String> {
     let mut roots = rustls::RootCertStore::empty();
     let certs = CertificateDer::pem_file_iter(ca_file)
@@ -85,8 +97,13 @@ fn client_verifier(
             ca_file.display()
         ));
     }
-    rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-        .allow_unauthenticated()
+    let builder =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+    let builder = match client {
+        ClientCert::Optional => builder.allow_unauthenticated(),
+        ClientCert::Required => builder,
+    };
+    builder
         .build()
         .map_err(|e| format!("client CA: {}: {e}", ca_file.display()))
 }
@@ -129,6 +146,7 @@ where
 /// The listener's certificate and key, swapped whole when their files change.
 pub struct TlsFiles {
     tls: Tls,
+    client: ClientCert,
     current: ArcSwap<rustls::ServerConfig>,
     /// Whether the last read was good: a failure is logged when this turns false.
     good: AtomicBool,
@@ -136,10 +154,11 @@ pub struct TlsFiles {
 
 impl TlsFiles {
     /// Reads the pair once; fails (naming the file) if it cannot.
-    pub fn load(tls: &Tls) -> anyhow::Result<Arc<Self>> {
-        let config = server_config(tls).map_err(anyhow::Error::msg)?;
+    pub fn load(tls: &Tls, client: ClientCert) -> anyhow::Result<Arc<Self>> {
+        let config = server_config(tls, client).map_err(anyhow::Error::msg)?;
         Ok(Arc::new(TlsFiles {
             tls: tls.clone(),
+            client,
             current: ArcSwap::from_pointee(config),
             good: AtomicBool::new(true),
         }))
@@ -152,7 +171,7 @@ impl TlsFiles {
 
     /// Re-reads the pair (blocking) and swaps it in when good.
     pub fn reload(&self) {
-        let read = server_config(&self.tls);
+        let read = server_config(&self.tls, self.client);
         let was_good = self.good.swap(read.is_ok(), Ordering::Relaxed);
         match read {
             Ok(config) => {
@@ -210,7 +229,7 @@ mod tests {
     fn a_bad_pair_keeps_the_last_good_one() {
         let dir = tempfile::tempdir().unwrap();
         let tls = fixtures(dir.path());
-        let files = TlsFiles::load(&tls).unwrap();
+        let files = TlsFiles::load(&tls, ClientCert::Optional).unwrap();
         let first = files.current.load_full();
         std::fs::write(&tls.key_file, "not a key").unwrap();
         files.reload();

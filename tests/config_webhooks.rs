@@ -96,3 +96,72 @@ fn every_webhook_mistake_is_named_by_its_key() {
         );
     }
 }
+
+/// `BASE` with `lines` added to `[listen]` (and `listen.webhook` left out when `!webhook`).
+fn with_listen(lines: &str, webhook: bool) -> String {
+    let base = match webhook {
+        true => BASE.to_owned(),
+        false => BASE.replace("webhook = \"127.0.0.1:0\"\n", ""),
+    };
+    base.replace("[listen]\n", &format!("[listen]\n{lines}"))
+}
+
+fn fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The problems of `text`, as (key, kind).
+fn problems(text: &str) -> Vec<(String, idenfy_gateway::config::ProblemKind)> {
+    let errors = Config::parse(text, &env).unwrap_err();
+    errors.0.into_iter().map(|e| (e.path, e.kind)).collect()
+}
+
+#[test]
+fn the_webhook_listener_takes_tls_files_and_names_every_mistake_by_its_key() {
+    use idenfy_gateway::config::ProblemKind::{Environment, File};
+    let (cert, key, ca) = (
+        fixture("localhost.pem"),
+        fixture("localhost.key"),
+        fixture("client-ca.pem"),
+    );
+    let both = format!(
+        "webhook_tls_cert_file = \"{cert}\"\nwebhook_tls_key_file = \"{key}\"\n\
+         webhook_tls_client_ca_file = \"{ca}\"\n"
+    );
+    let config = Config::parse(&with_listen(&both, true), &env).unwrap_or_else(|e| panic!("{e}"));
+    let tls = config.listen.webhook_tls.expect("webhook TLS");
+    assert_eq!(tls.cert_file, std::path::Path::new(&cert));
+    assert_eq!(
+        tls.client_ca_file.as_deref(),
+        Some(std::path::Path::new(&ca))
+    );
+    assert_eq!(
+        config.listen.tls, None,
+        "the proxy listener's TLS is its own"
+    );
+
+    let cert_only = format!("webhook_tls_cert_file = \"{cert}\"\n");
+    assert_eq!(
+        problems(&with_listen(&cert_only, true)),
+        [("listen.webhook_tls_key_file".into(), File)]
+    );
+    let ca_only = format!("webhook_tls_client_ca_file = \"{ca}\"\n");
+    assert_eq!(
+        problems(&with_listen(&ca_only, true)),
+        [("listen.webhook_tls_client_ca_file".into(), File)]
+    );
+    assert_eq!(
+        problems(&with_listen(&both, false)),
+        [("listen.webhook_tls_cert_file".into(), File)]
+    );
+    let missing = both.replace("localhost.key", "no-such.key");
+    assert_eq!(
+        problems(&with_listen(&missing, true)),
+        [("listen.webhook_tls_cert_file".into(), Environment)]
+    );
+    let missing_ca = both.replace("client-ca.pem", "no-such-ca.pem");
+    assert_eq!(
+        problems(&with_listen(&missing_ca, true)),
+        [("listen.webhook_tls_client_ca_file".into(), Environment)]
+    );
+}

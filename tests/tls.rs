@@ -1,5 +1,7 @@
-//! TLS on the proxy listener, over real sockets: a handshake and a request with HTTP/1.1 and
-//! with h2 (ALPN), each reaching the upstream with the account's credentials.
+//! TLS on the proxy listener, over real sockets: a handshake and a request with HTTP/1.1 (the
+//! server's own loop) and with h2 (ALPN, hyper), each reaching the upstream with the account's
+//! credentials; mutual TLS identifying a team on both. The loop's behaviour behind TLS is in
+//! `tls_listener.rs`.
 
 mod support;
 
@@ -178,7 +180,18 @@ async fn mutual_tls_identifies_a_team_by_its_client_certificate() {
     );
     let neither = connect_as(&gw, b"http/1.1", false).await;
     assert_eq!(status_over(neither, None).await, StatusCode::UNAUTHORIZED);
-    assert_eq!(upstream.received().len(), 2);
+    // And over h2, hyper's path: the certificate identifies the team there too.
+    let h2 = connect_as(&gw, b"h2", true).await;
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(h2))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let uri = format!("https://localhost:{}/api/v2/status", gw.addr().port());
+    let req = Request::post(uri).body(Full::new(Bytes::from_static(b"{}")));
+    let res = sender.send_request(req.unwrap()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(upstream.received().len(), 3);
 
     let metrics = gw.metrics().await;
     let requests = |team: &str| {
@@ -191,7 +204,7 @@ async fn mutual_tls_identifies_a_team_by_its_client_certificate() {
     };
     assert_eq!(
         (requests("payments"), requests("kyc")),
-        (1.0, 1.0),
+        (2.0, 1.0),
         "{metrics}"
     );
     gw.running.shutdown().await;

@@ -38,6 +38,11 @@ pub struct RawListen {
     pub tls_key_file: Option<String>,
     /// Mutual TLS: client certificates signed by this CA (PEM) are asked for and verified.
     pub tls_client_ca_file: Option<String>,
+    /// TLS on the webhook listener, as on the proxy listener; with a client CA, a verified client
+    /// certificate is required.
+    pub webhook_tls_cert_file: Option<String>,
+    pub webhook_tls_key_file: Option<String>,
+    pub webhook_tls_client_ca_file: Option<String>,
 }
 
 impl Default for RawListen {
@@ -56,6 +61,9 @@ impl Default for RawListen {
             tls_cert_file: None,
             tls_key_file: None,
             tls_client_ca_file: None,
+            webhook_tls_cert_file: None,
+            webhook_tls_key_file: None,
+            webhook_tls_client_ca_file: None,
         }
     }
 }

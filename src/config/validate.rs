@@ -88,6 +88,7 @@ fn listen(p: &mut Problems, raw: &RawListen) -> Listen {
         ),
         webhook: raw.webhook.as_deref().map(|a| addr(p, "listen.webhook", a)),
         tls: super::tls::tls(p, raw),
+        webhook_tls: super::tls::webhook_tls(p, raw),
     }
 }
 

@@ -2,7 +2,8 @@
 //! (HTTP/1.1, no body or a `content-length` one) is read, handed to the stack and answered
 //! here, keep-alive and pipelining included. Anything else (h2c, HTTP/1.0, chunked or `expect`
 //! bodies, upgrades…) goes to hyper with the bytes already read, at a request boundary
-//! ([`head::Parsed::Fallback`]; [`handover`]).
+//! ([`head::Parsed::Fallback`]; [`handover`]). The loop serves plain TCP and TLS alike
+//! ([`transport`]); a TLS client's verified certificate names go with each of its requests.
 //!
 //! The life of a request on the loop:
 //!
@@ -37,7 +38,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
@@ -45,18 +45,22 @@ use super::slots::Ticket;
 use crate::body::Body;
 use crate::error::GatewayError;
 use crate::front::Admission;
+use crate::identify::ClientCertNames;
 use crate::stack::App;
+use crate::tls::WithClientCert;
 
 mod handover;
 mod linger;
 mod rewind;
+mod transport;
 mod wait;
 mod write;
 
 pub use crate::http1::request::Limits;
 use crate::http1::request::{self as head, HeaderIndices, Parsed, Refusal};
 use rewind::Rewind;
-use wait::{poll_gone, poll_read_buf, poll_stopping, poll_until};
+pub use transport::Transport;
+use wait::{poll_gone, poll_stopping, poll_until};
 
 /// Initial size of a connection's read buffer: 8 KiB holds a usual request, body included.
 const READ_BUF: usize = 8 * 1024;
@@ -93,8 +97,10 @@ pub struct Server<S> {
 }
 
 /// One connection and its buffers, kept across its requests.
-struct Conn<S> {
-    stream: TcpStream,
+struct Conn<S, T> {
+    stream: T,
+    /// The verified client certificate's names (mutual TLS), added to each request.
+    client_cert: Option<ClientCertNames>,
     /// Bytes read and not yet consumed: the next head (or part of it), pipelined requests.
     buf: BytesMut,
     /// The response being written.
@@ -161,18 +167,26 @@ impl<S: App> Server<S> {
         }
     }
 
-    /// Serves an accepted connection, which holds `ticket` (its slot) until it closes, or
-    /// until `stop` turns true (an idle connection closes at once; a request being served is
-    /// answered, with `connection: close`).
-    pub async fn serve_connection(
+    /// `listen.header_read_timeout`: a TLS handshake is due within it of accept.
+    pub fn header_read_timeout(&self) -> Duration {
+        self.timeouts.header_read
+    }
+
+    /// Serves a connection accepted at `accepted` (its TLS handshake done, if any), which
+    /// holds `ticket` (its slot) until it closes, or until `stop` turns true (an idle
+    /// connection closes at once; a request being served is answered, with
+    /// `connection: close`).
+    pub async fn serve_connection<T: Transport>(
         self: Arc<Self>,
-        stream: TcpStream,
+        stream: T,
+        accepted: Instant,
         ticket: Ticket,
         stop: watch::Receiver<bool>,
     ) {
         // The first head is due within the header timeout of accept, from its first byte too.
-        let first = later(Instant::now(), self.timeouts.header_read);
+        let first = later(accepted, self.timeouts.header_read);
         let mut conn = Conn {
+            client_cert: stream.client_cert(),
             stream,
             buf: BytesMut::with_capacity(READ_BUF),
             out: Vec::new(),
@@ -205,20 +219,50 @@ impl<S: App> Server<S> {
         let _ = conn.stream.shutdown().await;
     }
 
-    /// Hands the connection to hyper, the bytes read so far first. hyper drains it on `stop`,
-    /// on eviction, and once it has been idle for `listen.idle_timeout`.
-    async fn fallback(&self, conn: Conn<S>) {
+    /// Serves a TLS connection whose client chose h2 (ALPN) with hyper, as [`Self::fallback`]
+    /// serves h2c: in its slot, drained on `stop`, on eviction and when idle.
+    pub async fn serve_h2<T: Transport>(
+        self: Arc<Self>,
+        stream: T,
+        ticket: Ticket,
+        stop: watch::Receiver<bool>,
+    ) {
+        let client_cert = stream.client_cert();
+        self.hand_over(stream, client_cert, BytesMut::new(), ticket, stop)
+            .await;
+    }
+
+    /// Hands the connection to hyper, the bytes read so far first.
+    async fn fallback<T: Transport>(&self, conn: Conn<S, T>) {
         let Conn {
             stream,
+            client_cert,
             buf,
-            mut stop,
+            stop,
             ticket,
             ..
         } = conn;
+        self.hand_over(stream, client_cert, buf, ticket, stop).await;
+    }
+
+    /// Serves `stream` with hyper, `read` (bytes already read from it) first. hyper drains it
+    /// on `stop`, on eviction, and once it has been idle for `listen.idle_timeout`.
+    async fn hand_over<T: Transport>(
+        &self,
+        stream: T,
+        client_cert: Option<ClientCertNames>,
+        read: BytesMut,
+        ticket: Ticket,
+        mut stop: watch::Receiver<bool>,
+    ) {
         let slot = ticket.slot().clone();
         let socket = handover::Handed::new(stream, ticket, stop.clone());
-        let io = TokioIo::new(Rewind::new(socket, buf.freeze()));
-        let service = handover::Watched::new(self.service.clone(), slot.clone());
+        let io = TokioIo::new(Rewind::new(socket, read.freeze()));
+        let service = WithClientCert {
+            inner: self.service.clone(),
+            names: client_cert,
+        };
+        let service = handover::Watched::new(service, slot.clone());
         let mut conn = pin!(self
             .hyper
             .serve_connection(io, TowerToHyperService::new(service)));
@@ -275,7 +319,7 @@ fn ends_the_connection(status: StatusCode) -> bool {
     status == StatusCode::UNAUTHORIZED || status == StatusCode::METHOD_NOT_ALLOWED
 }
 
-impl<S: App> Conn<S> {
+impl<S: App, T: Transport> Conn<S, T> {
     /// Reads the next request head. While no byte of it has come the connection is idle, and
     /// closes at `idle_until`; once it has begun, it is due at `head_until` (`None`: within
     /// the header timeout of now).
@@ -323,7 +367,7 @@ impl<S: App> Conn<S> {
             ..
         } = self;
         let read = poll_fn(|cx| {
-            if let Poll::Ready(read) = poll_read_buf(stream, buf, cx) {
+            if let Poll::Ready(read) = stream.poll_read_buf(buf, cx) {
                 return Poll::Ready(matches!(read, Ok(n) if n > 0));
             }
             if idle
@@ -359,6 +403,9 @@ impl<S: App> Conn<S> {
             close,
         } = head;
         let head_request = req.method() == Method::HEAD;
+        if let Some(names) = &self.client_cert {
+            req.extensions_mut().insert(names.clone());
+        }
         let admitted = match self.service.admit(&mut req, body) {
             Admission::Admitted(admitted) => admitted,
             Admission::Refused(res) => {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::support::gateway::TestGateway;
@@ -39,14 +39,15 @@ impl Raw {
     }
 }
 
-/// Reads responses off one connection; `head_only` for the answer to a HEAD request.
-pub struct Reader {
-    pub stream: TcpStream,
+/// Reads responses off one connection (plain TCP unless said: TLS in `tests/tls_listener.rs`);
+/// `head_only` for the answer to a HEAD request.
+pub struct Reader<T = TcpStream> {
+    pub stream: T,
     pub buf: BytesMut,
 }
 
-impl Reader {
-    pub fn new(stream: TcpStream) -> Self {
+impl<T: AsyncRead + AsyncWrite + Unpin> Reader<T> {
+    pub fn new(stream: T) -> Self {
         Reader {
             stream,
             buf: BytesMut::new(),

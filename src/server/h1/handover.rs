@@ -29,12 +29,12 @@ use bytes::BytesMut;
 use http::header::{HeaderValue, CONNECTION};
 use http::{Request, Response, Version};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tower::Service;
 
 use super::linger::linger;
+use super::Transport;
 use crate::body::Body;
 use crate::server::slots::{Slot, Ticket};
 
@@ -135,21 +135,21 @@ pub async fn idle_for(slot: &Slot, timeout: Duration) {
 
 /// A socket handed to hyper, with its slot: when hyper drops it, it lingers (in a task of its
 /// own) before it closes and gives its slot back.
-pub struct Handed {
+pub struct Handed<T: Transport> {
     /// `None` only once dropped.
-    inner: Option<(TcpStream, Ticket)>,
+    inner: Option<(T, Ticket)>,
     stop: watch::Receiver<bool>,
 }
 
-impl Handed {
-    pub fn new(stream: TcpStream, ticket: Ticket, stop: watch::Receiver<bool>) -> Self {
+impl<T: Transport> Handed<T> {
+    pub fn new(stream: T, ticket: Ticket, stop: watch::Receiver<bool>) -> Self {
         Handed {
             inner: Some((stream, ticket)),
             stop,
         }
     }
 
-    fn stream(&mut self) -> io::Result<Pin<&mut TcpStream>> {
+    fn stream(&mut self) -> io::Result<Pin<&mut T>> {
         match &mut self.inner {
             Some((stream, _)) => Ok(Pin::new(stream)),
             None => Err(io::ErrorKind::NotConnected.into()),
@@ -157,7 +157,7 @@ impl Handed {
     }
 }
 
-impl Drop for Handed {
+impl<T: Transport> Drop for Handed<T> {
     fn drop(&mut self) {
         let Some((mut stream, ticket)) = self.inner.take() else {
             return;
@@ -182,7 +182,7 @@ impl Drop for Handed {
     }
 }
 
-impl AsyncRead for Handed {
+impl<T: Transport> AsyncRead for Handed<T> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -192,7 +192,7 @@ impl AsyncRead for Handed {
     }
 }
 
-impl AsyncWrite for Handed {
+impl<T: Transport> AsyncWrite for Handed<T> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -210,7 +210,9 @@ impl AsyncWrite for Handed {
     }
 
     fn is_write_vectored(&self) -> bool {
-        true
+        self.inner
+            .as_ref()
+            .is_none_or(|(stream, _)| stream.is_write_vectored())
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -3,16 +3,15 @@
 //! while its answer is pending. Each is cheap to poll again with the same waker.
 
 use std::future::Future;
-use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll, Waker};
 
 use bytes::BytesMut;
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
-use super::{Stopping, MIN_READ, READ_BUF};
+use super::transport::Transport;
+use super::Stopping;
 
 /// Polls `stopping` only when it may have changed: when something was sent on `stop` (after the
 /// receiver's own version: a send the clone saw already is caught by the first poll), or when
@@ -51,43 +50,20 @@ pub fn poll_until(timer: &mut Pin<Box<Sleep>>, until: Instant, cx: &mut Context<
     Poll::Pending
 }
 
-/// One read from `stream` into the spare room of `buf`, when it is readable.
-pub fn poll_read_buf(
-    stream: &TcpStream,
-    buf: &mut BytesMut,
-    cx: &mut Context<'_>,
-) -> Poll<io::Result<usize>> {
-    loop {
-        ready!(stream.poll_read_ready(cx))?;
-        match stream.try_read_buf(buf) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            read => return Poll::Ready(read),
-        }
-    }
-}
-
 /// Ready when the client closed or reset the connection. What it sends meanwhile (pipelined
 /// requests) is kept in `buf`; once `buf` holds `cap` bytes the socket is left alone, and this
 /// stays pending. The socket is read only when it is readable: while the client waits quietly,
 /// this is one readiness poll.
-pub fn poll_gone(
-    stream: &TcpStream,
+pub fn poll_gone<T: Transport>(
+    stream: &mut T,
     buf: &mut BytesMut,
     cap: usize,
     cx: &mut Context<'_>,
 ) -> Poll<()> {
     while buf.len() < cap {
-        if ready!(stream.poll_read_ready(cx)).is_err() {
-            return Poll::Ready(());
-        }
-        if buf.capacity() - buf.len() < MIN_READ {
-            buf.reserve(READ_BUF);
-        }
-        match stream.try_read_buf(buf) {
-            Ok(0) => return Poll::Ready(()),
+        match ready!(stream.poll_read_buf(buf, cx)) {
+            Ok(0) | Err(_) => return Poll::Ready(()),
             Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(_) => return Poll::Ready(()),
         }
     }
     Poll::Pending

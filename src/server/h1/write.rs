@@ -11,12 +11,12 @@ use http_body::Body as _;
 use http_body_util::BodyExt;
 use tokio::io::AsyncWriteExt;
 
-use super::{Conn, GATHER, INLINE_BODY, MAX_KEPT_OUT};
+use super::{Conn, Transport, GATHER, INLINE_BODY, MAX_KEPT_OUT};
 use crate::body::Body;
 use crate::http1::encode::{self, Plan, CRLF, LAST_CHUNK};
 use crate::http1::framing::Framing;
 
-impl<S> Conn<S> {
+impl<S, T: Transport> Conn<S, T> {
     /// Puts the head of `res` into `out`, and says how its body is written. The response stays
     /// where it is and its body is lent to [`Conn::send`]: it is not copied from future to
     /// future on its way to the socket.
@@ -116,8 +116,8 @@ impl<S> Conn<S> {
     }
 
     /// Writes what `out` holds. The send buffer almost always has room for an answer: a
-    /// readiness-checked non-blocking write is tried first, and the async write (its future,
-    /// readiness poll and waker) is only for what it leaves.
+    /// readiness-checked non-blocking write is tried first (plain TCP), and the async write
+    /// (its future, readiness poll and waker) is only for what it leaves.
     async fn write_out(&mut self) -> bool {
         if self.out.is_empty() {
             return true;
@@ -133,7 +133,7 @@ impl<S> Conn<S> {
             Err(_) => false,
         };
         self.out.clear();
-        written
+        written && self.flushed().await
     }
 
     /// Writes what `out` holds, then `data`, in as few writes as the socket takes.
@@ -151,6 +151,11 @@ impl<S> Conn<S> {
             }
         }
         self.out.clear();
-        self.stream.write_all(data).await.is_ok()
+        self.stream.write_all(data).await.is_ok() && self.flushed().await
+    }
+
+    /// Sends what the transport holds back (TLS records); nothing to do on plain TCP.
+    async fn flushed(&mut self) -> bool {
+        !T::BUFFERS_WRITES || self.stream.flush().await.is_ok()
     }
 }
