@@ -6,6 +6,8 @@
 #
 #   benches/pgo-build.sh                   # progress on stderr; stdout: the optimized binary's path
 #   PGO_SECONDS=10 benches/pgo-build.sh    # seconds of load on each path (default 5)
+#   PGO_CARGO_ARGS=--no-default-features benches/pgo-build.sh   # the production binary, without
+#                                          # the simulator (the container image's build)
 #   GATEWAY_BIN=$(benches/pgo-build.sh) benches/instructions.sh
 #   GATEWAY_BIN=$(benches/pgo-build.sh) PEERS_DIR=... benches/peers-gateway.sh ...
 #
@@ -80,7 +82,7 @@ trap load_cleanup EXIT
 say "1/4 instrumented build (target/pgo/generate)"
 start=$SECONDS
 RUSTFLAGS="$base_flags -Cprofile-generate=$profiles" \
-  cargo build --release --locked --bin idenfy-gateway --target-dir "$pgo/generate" >&2
+  cargo build --release --locked --bin idenfy-gateway ${PGO_CARGO_ARGS:-} --target-dir "$pgo/generate" >&2
 say "    built in $((SECONDS - start)) s"
 # Build scripts compiled with these flags write profiles too, while building: not training.
 rm -rf "$profiles"
@@ -129,6 +131,6 @@ say "3/4 merging $(find "$profiles" -name '*.profraw' | wc -l) profile(s) into t
 say "4/4 optimized build (target/pgo/use)"
 start=$SECONDS
 RUSTFLAGS="$base_flags -Cprofile-use=$merged -Cllvm-args=-pgo-warn-missing-function=false" \
-  cargo build --release --locked --bin idenfy-gateway --target-dir "$pgo/use" >&2
+  cargo build --release --locked --bin idenfy-gateway ${PGO_CARGO_ARGS:-} --target-dir "$pgo/use" >&2
 say "    built in $((SECONDS - start)) s"
 echo "$pgo/use/release/idenfy-gateway"
