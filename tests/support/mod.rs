@@ -7,5 +7,6 @@ pub mod gateway;
 pub mod http;
 pub mod process;
 pub mod raw;
+pub mod redis_server;
 pub mod upstream;
 pub mod wire;
