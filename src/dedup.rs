@@ -58,6 +58,7 @@
 //! any upstream call) is the leader's answer only: each follower then enters again as if it had
 //! just arrived, leading (and meeting its own team limit) or joining a newer flight.
 
+mod fleet;
 mod flight;
 mod key;
 mod metrics;
@@ -86,15 +87,17 @@ pub use self::replay::{
 pub use self::session::SessionEnds;
 pub use self::shared::{DedupOutcome, SharedResponse, X_GATEWAY_DEDUP, X_GATEWAY_DEDUP_MISMATCH};
 
+use self::fleet::{Entry, FleetDedup};
 use self::key::{DedupKey, Ticketed};
 use self::session::Verdict;
 
 use crate::body::{Body, ResponseFuture};
-use crate::config;
+use crate::config::{self, OnUnavailable};
 use crate::context::{ContextExt, Deadline};
 use crate::error::{GatewayError, Limit};
 use crate::metrics::GaugeGuard;
 use crate::stack::Inner;
+use crate::state::Op;
 
 /// Told of every session a token response opened (the webhook queue learns which team each
 /// scanRef belongs to). Called on the request path: it must not block.
@@ -111,6 +114,8 @@ struct Outcome {
     fingerprint: u64,
     /// The answer came from the replay store, not from this flight's upstream call.
     replayed: bool,
+    /// The answer came from another replica's flight (fleet mode): coalesced, not led.
+    remote: bool,
 }
 
 impl Outcome {
@@ -119,6 +124,7 @@ impl Outcome {
             result: Ok(hit.response),
             fingerprint: hit.fingerprint,
             replayed: true,
+            remote: false,
         }
     }
 
@@ -128,6 +134,7 @@ impl Outcome {
             result: Err(GatewayError::ClientIdInUse),
             fingerprint: 0,
             replayed: false,
+            remote: false,
         }
     }
 
@@ -136,7 +143,14 @@ impl Outcome {
             result: Err(err),
             fingerprint,
             replayed: false,
+            remote: false,
         }
+    }
+
+    /// The same answer, as another replica's flight gave it.
+    fn remote(mut self) -> Self {
+        self.remote = true;
+        self
     }
 
     /// The leader's team quota refused the flight before any upstream call: an answer for the
@@ -166,6 +180,8 @@ struct Shared {
     deadline: Duration,
     metrics: DedupMetrics,
     observer: Option<Arc<dyn SessionObserver>>,
+    /// Fleet mode: the flight and the replay entry of each key shared through Redis.
+    fleet: Option<FleetDedup>,
 }
 
 /// What the replay store holds for a key.
@@ -214,6 +230,9 @@ impl Shared {
             if store.end(scan_ref) {
                 self.metrics.replay_ended.with_label_values(&[signal]).inc();
             }
+        }
+        if let Some(fleet) = &self.fleet {
+            fleet.end(scan_ref);
         }
     }
 
@@ -290,8 +309,23 @@ impl DedupLayer {
                 deadline: deadline.min(MAX_LIFETIME),
                 metrics,
                 observer: None,
+                fleet: None,
             }),
         }
+    }
+
+    /// Shares the flights and the replay entries with the fleet through `state`, `accounts`
+    /// and `teams` naming the positions in keys. Call it on a new layer, before cloning it.
+    pub fn shared_through(
+        mut self,
+        state: &crate::state::SharedState,
+        accounts: Vec<String>,
+        teams: Vec<String>,
+    ) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.fleet = Some(FleetDedup::new(state.clone(), accounts, teams));
+        }
+        self
     }
 
     /// Keys with an upstream call in flight.
@@ -428,6 +462,59 @@ where
         }
         Stored::Miss => {}
     }
+    let mut lease = None;
+    if let Some(fleet) = &shared.fleet {
+        match fleet.enter(&t, deadline).await {
+            Ok(Entry::Answer(outcome)) => return outcome,
+            Ok(Entry::Lead(l)) => lease = Some(l),
+            Err(_) => {
+                fleet.state().metrics().fell_back(Op::Flight);
+                if fleet.state().on_unavailable() == OnUnavailable::Refuse {
+                    return Outcome::failed(GatewayError::StateUnavailable, t.fingerprint);
+                }
+            }
+        }
+    }
+    let request_body = req.body().clone();
+    let outcome = call(&shared, inner, req, &t, deadline).await;
+    if let Some(lease) = lease {
+        let (ttl, scan_ref) = match &outcome.result {
+            Ok(res) if !outcome.replayed => replay_facts(res, &request_body, &shared.lifetimes),
+            _ => (None, None),
+        };
+        let ttl = ttl.filter(|_| shared.replay.is_some());
+        lease
+            .finish(&t.team, &outcome, ttl, scan_ref.as_deref())
+            .await;
+    }
+    outcome
+}
+
+/// A live token's replay TTL and its session's scanRef.
+fn replay_facts(
+    res: &SharedResponse,
+    request: &[u8],
+    lifetimes: &LifetimePolicy,
+) -> (Option<Duration>, Option<String>) {
+    let ttl = replay_ttl(res.status(), res.body(), request, lifetimes);
+    let scan_ref = serde_json::from_slice::<serde_json::Value>(res.body())
+        .ok()
+        .and_then(|v| Some(v.get("scanRef")?.as_str()?.to_string()));
+    (ttl, scan_ref)
+}
+
+/// The leader's upstream call and what it makes of the answer (stored for replay, observed).
+async fn call<S>(
+    shared: &Shared,
+    inner: S,
+    req: Request<Bytes>,
+    t: &Ticketed,
+    deadline: Instant,
+) -> Outcome
+where
+    S: Service<Request<Bytes>, Response = Response<Body>, Error = GatewayError> + Clone,
+{
+    let t = t.clone();
     let request_body = req.body().clone();
     let call = async {
         let res = inner.oneshot(req).await?;
@@ -464,6 +551,7 @@ where
         result: Ok(response),
         fingerprint: t.fingerprint,
         replayed: false,
+        remote: false,
     }
 }
 
@@ -577,9 +665,10 @@ where
             Entered::Led(ticket) => {
                 // No outcome: the upstream call panicked or its task was dropped.
                 let outcome = ticket.outcome().await.ok_or(GatewayError::Internal)?;
-                let label = match outcome.replayed {
-                    true => DedupOutcome::Replayed,
-                    false => DedupOutcome::Leader,
+                let label = match (outcome.replayed, outcome.remote) {
+                    (true, _) => DedupOutcome::Replayed,
+                    (false, true) => DedupOutcome::Coalesced,
+                    (false, false) => DedupOutcome::Leader,
                 };
                 return shared.deliver(&t, label, outcome);
             }

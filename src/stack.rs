@@ -178,8 +178,17 @@ pub fn build(
                 config.upstream.deadline,
                 parts.dedup.clone().for_teams(config.teams.len()),
             );
-            match &parts.observer {
+            let layer = match &parts.observer {
                 Some(observer) => layer.observed_by(Arc::clone(observer)),
+                None => layer,
+            };
+            // Fleet mode: each key's flight and replay entry shared through Redis.
+            match &parts.state {
+                Some(state) => layer.shared_through(
+                    state,
+                    config.accounts.iter().map(|a| a.name.clone()).collect(),
+                    config.teams.iter().map(|t| t.name.clone()).collect(),
+                ),
                 None => layer,
             }
         }

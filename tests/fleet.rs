@@ -9,60 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
-use support::gateway::{config_text, metric, send, Answer, TestGateway, BEARER};
+use support::fleet::{account_and_team, fleet, wait_for_backend, HIGH};
+use support::gateway::{metric, send, Answer, TestGateway, BEARER};
 use support::redis_server::RedisServer;
 use support::upstream::{MockUpstream, Reply};
-
-/// One account and one team; `rates` replaces their quotas.
-fn account_and_team(account_rate: &str, team_rate: &str) -> String {
-    format!(
-        r#"
-[[account]]
-name = "main"
-api_key = "test-key"
-api_secret = "test-secret"
-{account_rate}
-
-[[team]]
-name = "payments"
-token = "team-token"
-{team_rate}
-"#
-    )
-}
-
-const HIGH: &str = "rate = \"10000/s\"\nburst = 10000";
-
-/// Redis's answers on a busy test machine can take longer than the 50 ms default; a killed
-/// Redis refuses connections at once, so the fallback tests do not wait for this.
-const TIMEOUT: &str = "timeout = \"500ms\"\n";
-
-/// Two gateways (A and B) on `redis`, in front of `upstream`; `extra` is appended before
-/// `[state]`, `state` after it.
-async fn fleet(
-    upstream: &MockUpstream,
-    redis: &RedisServer,
-    accounts: &str,
-    extra: &str,
-    state: &str,
-) -> (TestGateway, TestGateway) {
-    let text = config_text(
-        &upstream.url(),
-        &format!(
-            "{accounts}{extra}\n[state]\nbackend = \"redis\"\nredis_url = \"{}\"\n{state}\n{TIMEOUT}",
-            redis.url()
-        ),
-    );
-    let (a, b) = (
-        TestGateway::start(&text).await,
-        TestGateway::start(&text).await,
-    );
-    // Connected before the test starts (a first connection may take longer than
-    // `state.timeout` on a busy machine, and the first requests would fall back).
-    wait_for_backend(&a, 1.0).await;
-    wait_for_backend(&b, 1.0).await;
-    (a, b)
-}
 
 async fn status(gw: &TestGateway) -> Answer {
     send(
@@ -72,17 +22,6 @@ async fn status(gw: &TestGateway) -> Answer {
         r#"{"scanRef":"s"}"#,
     )
     .await
-}
-
-/// Waits (at most 10 s) until the gateway's `idenfy_gateway_state_backend_up` is `up`.
-async fn wait_for_backend(gw: &TestGateway, up: f64) {
-    for _ in 0..500 {
-        if metric(&gw.metrics().await, "idenfy_gateway_state_backend_up") == up {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("idenfy_gateway_state_backend_up did not become {up} in 10 s");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubStream};
 use redis::{IntoConnectionInfo, RedisResult};
 use tokio::time::Instant;
 
@@ -37,6 +37,16 @@ pub enum Op {
     Pause,
     /// The background probe of a down backend.
     Ping,
+    /// A token request's entry into the fleet's flight: a stored answer, the lease, or a wait.
+    Flight,
+    /// A flight's lease renewed while its upstream call runs.
+    Renew,
+    /// A flight's end: its answer stored for replay and published to its followers.
+    Finish,
+    /// A follower's subscription to a flight's answer.
+    Subscribe,
+    /// A session over: its replay entry removed.
+    End,
 }
 
 impl Op {
@@ -45,6 +55,11 @@ impl Op {
             Op::Quota => "quota",
             Op::Pause => "pause",
             Op::Ping => "ping",
+            Op::Flight => "flight",
+            Op::Renew => "renew",
+            Op::Finish => "finish",
+            Op::Subscribe => "subscribe",
+            Op::End => "end",
         }
     }
 }
@@ -69,6 +84,8 @@ pub struct SharedState {
 
 struct Inner {
     conn: ConnectionManager,
+    /// For subscriptions, each on a connection of its own.
+    client: redis::Client,
     timeout: Duration,
     prefix: String,
     on_unavailable: OnUnavailable,
@@ -106,11 +123,12 @@ impl SharedState {
             .set_response_timeout(None)
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(100));
-        let conn = ConnectionManager::new_lazy_with_config(client, manager)?;
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager)?;
         metrics.up.set(0);
         let state = SharedState {
             inner: Arc::new(Inner {
                 conn,
+                client,
                 timeout: config.timeout,
                 prefix: config.key_prefix.clone(),
                 on_unavailable: config.on_unavailable,
@@ -156,6 +174,18 @@ impl SharedState {
             return Err(StateError::Down);
         }
         self.inner.run(op, call).await
+    }
+
+    /// A subscription to `channel`, on a connection of its own, within `state.timeout`.
+    pub async fn subscribe(&self, channel: &str) -> Result<PubSubStream, StateError> {
+        let client = self.inner.client.clone();
+        let channel = channel.to_string();
+        let call = |_| async move {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            Ok(pubsub.into_on_message())
+        };
+        self.run(Op::Subscribe, call).await
     }
 }
 

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod deploy;
+pub mod fleet;
 pub mod gateway;
 pub mod http;
 pub mod process;
