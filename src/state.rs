@@ -1,5 +1,6 @@
 //! Fleet state: what the replicas of one gateway share through Redis (or Valkey) when
-//! `state.backend = "redis"`: the team and account quotas and the account pauses.
+//! `state.backend = "redis"`: the team and account quotas, the account pauses, and each token
+//! key's flight and replay entry.
 //!
 //! # Layout
 //!
@@ -11,8 +12,9 @@
 //! - [`quota`]: the quota decision (GCRA on Redis's clock, the pause read in the same round trip)
 //!   and the shared pause, each one Lua script
 //!
-//! The layers use it through [`crate::ratelimit::Gate`], chosen once in [`crate::stack`]: the
-//! memory path does not touch this module.
+//! The dedup flight's scripts live with dedup (`dedup/fleet.rs`). The layers use this module
+//! through [`crate::ratelimit::Gate`] and the dedup layer's fleet part, both chosen once in
+//! [`crate::stack`]: the memory path does not touch it.
 
 pub mod client;
 pub mod metrics;
