@@ -173,11 +173,16 @@ impl SharedState {
         if self.is_down() && op != Op::Ping {
             return Err(StateError::Down);
         }
-        self.inner.run(op, call).await
+        self.inner.run(op, self.inner.timeout, call).await
     }
 
-    /// A subscription to `channel`, on a connection of its own, within `state.timeout`.
+    /// A subscription to `channel`, on a connection of its own: a new connection (a TLS
+    /// handshake with `rediss://`), so within the connection timeout rather than
+    /// `state.timeout`. Bounded by the waiting caller's deadline all the same.
     pub async fn subscribe(&self, channel: &str) -> Result<PubSubStream, StateError> {
+        if self.is_down() {
+            return Err(StateError::Down);
+        }
         let client = self.inner.client.clone();
         let channel = channel.to_string();
         let call = |_| async move {
@@ -185,7 +190,8 @@ impl SharedState {
             pubsub.subscribe(&channel).await?;
             Ok(pubsub.into_on_message())
         };
-        self.run(Op::Subscribe, call).await
+        let timeout = self.inner.timeout.max(CONNECT_TIMEOUT);
+        self.inner.run(Op::Subscribe, timeout, call).await
     }
 }
 
@@ -193,18 +199,19 @@ impl Inner {
     async fn run<T, F>(
         &self,
         op: Op,
+        timeout: Duration,
         call: impl FnOnce(ConnectionManager) -> F,
     ) -> Result<T, StateError>
     where
         F: Future<Output = RedisResult<T>>,
     {
         let start = Instant::now();
-        let result = match tokio::time::timeout(self.timeout, call(self.conn.clone())).await {
+        let result = match tokio::time::timeout(timeout, call(self.conn.clone())).await {
             Ok(Ok(value)) => Ok(value),
             // The category only: a server's message may quote a key (which names an account),
             // never the URL, but stays out of the logs all the same.
             Ok(Err(e)) => Err(StateError::Failed(e.category().to_string())),
-            Err(_) => Err(StateError::TimedOut(self.timeout)),
+            Err(_) => Err(StateError::TimedOut(timeout)),
         };
         match &result {
             Ok(_) => {
@@ -252,7 +259,10 @@ async fn probe(inner: Weak<Inner>) {
             let ping = |mut conn: ConnectionManager| async move {
                 redis::cmd("PING").query_async::<()>(&mut conn).await
             };
-            let _ = inner.run(Op::Ping, ping).await;
+            // Not on the request path: the time a new connection (a TLS handshake) needs.
+            let _ = inner
+                .run(Op::Ping, inner.timeout.max(CONNECT_TIMEOUT), ping)
+                .await;
         }
     }
 }
