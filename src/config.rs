@@ -15,6 +15,7 @@ mod locate;
 mod ranges;
 mod raw;
 mod show;
+mod state;
 mod structure;
 mod tls;
 mod tokens;
@@ -211,11 +212,37 @@ pub struct Routes {
     pub prefixes: Vec<String>,
 }
 
-/// `[state]`
+/// `[state]`: where the quotas, pauses and dedup state live.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum State {
+    /// In the process: each replica its own (the default).
     Memory,
-    Redis { url: String },
+    /// Shared by the fleet through Redis (or Valkey).
+    Redis(Redis),
+}
+
+/// `state.backend = "redis"`: the server and how to use it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redis {
+    /// `state.redis_url` (`redis://` or `rediss://`), which may hold a user and password.
+    pub url: Secret,
+    /// `state.redis_password_file`: the password, read from a file (in place of the URL's).
+    pub password_file: Option<PathBuf>,
+    /// `state.key_prefix`: every key starts with it (default `idenfy-gateway:`).
+    pub key_prefix: String,
+    /// `state.timeout`: the longest one Redis operation may take (default 50 ms).
+    pub timeout: Duration,
+    /// `state.on_unavailable`: what a request does while Redis cannot answer.
+    pub on_unavailable: OnUnavailable,
+}
+
+/// `state.on_unavailable`
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnUnavailable {
+    /// Fall back to the replica's own memory state (the default); replicas drift apart.
+    Local,
+    /// Answer 503 `state_unavailable`.
+    Refuse,
 }
 
 /// `[log]`

@@ -58,8 +58,10 @@
 //! any upstream call) is the leader's answer only: each follower then enters again as if it had
 //! just arrived, leading (and meeting its own team limit) or joining a newer flight.
 
+mod fleet;
 mod flight;
 mod key;
+mod lead;
 mod metrics;
 mod replay;
 mod session;
@@ -74,8 +76,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use tokio::time::Instant;
-use tower::{Layer, Service, ServiceExt};
+use tower::{Layer, Service};
 use tracing::Instrument;
 
 pub use self::flight::{Entered, Flights, Ticket};
@@ -86,12 +87,13 @@ pub use self::replay::{
 pub use self::session::SessionEnds;
 pub use self::shared::{DedupOutcome, SharedResponse, X_GATEWAY_DEDUP, X_GATEWAY_DEDUP_MISMATCH};
 
+use self::fleet::FleetDedup;
 use self::key::{DedupKey, Ticketed};
 use self::session::Verdict;
 
 use crate::body::{Body, ResponseFuture};
 use crate::config;
-use crate::context::{ContextExt, Deadline};
+use crate::context::ContextExt;
 use crate::error::{GatewayError, Limit};
 use crate::metrics::GaugeGuard;
 use crate::stack::Inner;
@@ -111,6 +113,8 @@ struct Outcome {
     fingerprint: u64,
     /// The answer came from the replay store, not from this flight's upstream call.
     replayed: bool,
+    /// The answer came from another replica's flight (fleet mode): coalesced, not led.
+    remote: bool,
 }
 
 impl Outcome {
@@ -119,6 +123,7 @@ impl Outcome {
             result: Ok(hit.response),
             fingerprint: hit.fingerprint,
             replayed: true,
+            remote: false,
         }
     }
 
@@ -128,6 +133,7 @@ impl Outcome {
             result: Err(GatewayError::ClientIdInUse),
             fingerprint: 0,
             replayed: false,
+            remote: false,
         }
     }
 
@@ -136,7 +142,14 @@ impl Outcome {
             result: Err(err),
             fingerprint,
             replayed: false,
+            remote: false,
         }
+    }
+
+    /// The same answer, as another replica's flight gave it.
+    fn remote(mut self) -> Self {
+        self.remote = true;
+        self
     }
 
     /// The leader's team quota refused the flight before any upstream call: an answer for the
@@ -166,6 +179,8 @@ struct Shared {
     deadline: Duration,
     metrics: DedupMetrics,
     observer: Option<Arc<dyn SessionObserver>>,
+    /// Fleet mode: the flight and the replay entry of each key shared through Redis.
+    fleet: Option<FleetDedup>,
 }
 
 /// What the replay store holds for a key.
@@ -214,6 +229,9 @@ impl Shared {
             if store.end(scan_ref) {
                 self.metrics.replay_ended.with_label_values(&[signal]).inc();
             }
+        }
+        if let Some(fleet) = &self.fleet {
+            fleet.end(scan_ref);
         }
     }
 
@@ -290,8 +308,23 @@ impl DedupLayer {
                 deadline: deadline.min(MAX_LIFETIME),
                 metrics,
                 observer: None,
+                fleet: None,
             }),
         }
+    }
+
+    /// Shares the flights and the replay entries with the fleet through `state`, `accounts`
+    /// and `teams` naming the positions in keys. Call it on a new layer, before cloning it.
+    pub fn shared_through(
+        mut self,
+        state: &crate::state::SharedState,
+        accounts: Vec<String>,
+        teams: Vec<String>,
+    ) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.fleet = Some(FleetDedup::new(state.clone(), accounts, teams));
+        }
+        self
     }
 
     /// Keys with an upstream call in flight.
@@ -383,7 +416,7 @@ where
             let (shared, inner, t) = (Arc::clone(&shared), self.inner.clone(), t.clone());
             move || {
                 let in_flight = GaugeGuard::enter(&shared.metrics.in_flight);
-                let lead = lead(Arc::clone(&shared), inner, req, t);
+                let lead = lead::lead(Arc::clone(&shared), inner, req, t);
                 async move {
                     let _in_flight = in_flight;
                     lead.await
@@ -404,129 +437,6 @@ where
                 None => answer.await,
             }
         })
-    }
-}
-
-/// The leader's upstream call, run detached: its outcome goes to every waiter of the flight.
-/// Bounded by the configured deadline from now, the whole call: the head, and the body read.
-async fn lead<S>(shared: Arc<Shared>, inner: S, mut req: Request<Bytes>, t: Ticketed) -> Outcome
-where
-    S: Service<Request<Bytes>, Response = Response<Body>, Error = GatewayError> + Clone,
-{
-    // The flight answers every waiter: it runs on the configured deadline, not on its leader's
-    // `x-gateway-timeout` (each caller's own deadline bounds only its own wait).
-    let deadline = Instant::now() + shared.deadline;
-    req.context_mut().deadline = Some(Deadline(deadline));
-    // A flight for this key may have stored its token between our look-up and our lead; or the
-    // stored entry is due for a recheck, which this flight makes.
-    match shared.stored_for(&t) {
-        Stored::Answer(outcome) => return outcome,
-        Stored::Recheck(hit, scan_ref) => {
-            if recheck(&shared, inner.clone(), &req, &t, &scan_ref, deadline).await {
-                return shared.answer_from(&t, hit);
-            }
-        }
-        Stored::Miss => {}
-    }
-    let request_body = req.body().clone();
-    let call = async {
-        let res = inner.oneshot(req).await?;
-        SharedResponse::buffer(res, shared.max_body).await
-    };
-    let upstream = tokio::time::timeout_at(deadline, call)
-        .await
-        .unwrap_or(Err(GatewayError::DeadlineExceeded));
-    let response = match upstream {
-        Ok(response) => Arc::new(response),
-        Err(err) => return Outcome::failed(err, t.fingerprint),
-    };
-    if response.status() == StatusCode::CONFLICT {
-        shared.metrics.conflict(&t.team, t.route);
-        // Another gateway (or an earlier flight) holds the live session for this clientId.
-        if let Some(outcome) = shared.replay_for(&t) {
-            return outcome;
-        }
-    }
-    if response.status().is_success() {
-        shared.metrics.session_created(&t.team, t.route);
-        if let Some(observer) = &shared.observer {
-            observe(
-                observer.as_ref(),
-                &t,
-                &response,
-                &request_body,
-                &shared.lifetimes,
-            );
-        }
-    }
-    shared.remember(&t, &response, &request_body);
-    Outcome {
-        result: Ok(response),
-        fingerprint: t.fingerprint,
-        replayed: false,
-    }
-}
-
-/// Tells `observer` of the session a successful token response opened, if it names a scanRef.
-fn observe(
-    observer: &dyn SessionObserver,
-    t: &Ticketed,
-    response: &SharedResponse,
-    request: &[u8],
-    lifetimes: &LifetimePolicy,
-) {
-    let Ok(answer) = serde_json::from_slice::<serde_json::Value>(response.body()) else {
-        return;
-    };
-    let Some(scan_ref) = answer.get("scanRef").and_then(|s| s.as_str()) else {
-        return;
-    };
-    let request = serde_json::from_slice(request).unwrap_or(serde_json::Value::Null);
-    let lifetime = token_lifetime(&answer, &request, lifetimes.default);
-    observer.created(t.team_index, scan_ref, lifetime);
-}
-
-/// Rechecks the stored session `scan_ref` of `t`'s key: `true` to replay it (still `ACTIVE`, or
-/// the recheck failed), `false` when it is over (the entry is gone: lead).
-async fn recheck<S>(
-    shared: &Shared,
-    inner: S,
-    token_request: &Request<Bytes>,
-    t: &Ticketed,
-    scan_ref: &str,
-    deadline: Instant,
-) -> bool
-where
-    S: Service<Request<Bytes>, Response = Response<Body>, Error = GatewayError>,
-{
-    let req = session::recheck_request(token_request, scan_ref);
-    let call = async {
-        let res = inner.oneshot(req).await?;
-        SharedResponse::buffer(res, shared.max_body).await
-    };
-    let answer = tokio::time::timeout_at(deadline, call).await;
-    let verdict = match answer {
-        Ok(Ok(res)) => session::verdict(res.status(), res.body()),
-        _ => Verdict::Unknown,
-    };
-    let result = match verdict {
-        Verdict::Live => "live",
-        Verdict::Over { .. } => "over",
-        Verdict::Unknown => "failed",
-    };
-    shared.metrics.rechecks.with_label_values(&[result]).inc();
-    match verdict {
-        Verdict::Live => {
-            if let Some(store) = &shared.replay {
-                store.confirm(&t.key, scan_ref);
-            }
-            true
-        }
-        Verdict::Over { .. } => {
-            shared.end(scan_ref, "recheck");
-            false
-        }
-        Verdict::Unknown => true,
     }
 }
 
@@ -577,9 +487,10 @@ where
             Entered::Led(ticket) => {
                 // No outcome: the upstream call panicked or its task was dropped.
                 let outcome = ticket.outcome().await.ok_or(GatewayError::Internal)?;
-                let label = match outcome.replayed {
-                    true => DedupOutcome::Replayed,
-                    false => DedupOutcome::Leader,
+                let label = match (outcome.replayed, outcome.remote) {
+                    (true, _) => DedupOutcome::Replayed,
+                    (false, true) => DedupOutcome::Coalesced,
+                    (false, false) => DedupOutcome::Leader,
                 };
                 return shared.deliver(&t, label, outcome);
             }

@@ -100,6 +100,9 @@ pub enum GatewayError {
     /// The webhook store could not be read (admin's dead-letter endpoints).
     #[error("the webhook store is unavailable")]
     WebhookStoreUnavailable,
+    /// The shared state (Redis) did not answer and `state.on_unavailable = "refuse"`.
+    #[error("the gateway's shared state is unavailable; retry shortly")]
+    StateUnavailable,
 }
 
 fn retry_after_secs(d: Duration) -> u64 {
@@ -127,7 +130,9 @@ impl GatewayError {
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
             WebhookUnsigned | WebhookBadSignature => StatusCode::UNAUTHORIZED,
             WebhookUnknownAccount => StatusCode::NOT_FOUND,
-            WebhookNotStored | WebhookStoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            WebhookNotStored | WebhookStoreUnavailable | StateUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             DeadLetterNotFound => StatusCode::NOT_FOUND,
         }
     }
@@ -156,7 +161,7 @@ impl GatewayError {
             Internal => "INTERNAL_ERROR",
             WebhookUnsigned | WebhookBadSignature => "UNAUTHORIZED",
             WebhookUnknownAccount => "NOT_FOUND",
-            WebhookNotStored | WebhookStoreUnavailable => "SERVICE_UNAVAILABLE",
+            WebhookNotStored | WebhookStoreUnavailable | StateUnavailable => "SERVICE_UNAVAILABLE",
             DeadLetterNotFound => "NOT_FOUND",
         }
     }
@@ -195,6 +200,7 @@ impl GatewayError {
             WebhookNotStored => "webhook_not_stored",
             DeadLetterNotFound => "dead_letter_not_found",
             WebhookStoreUnavailable => "webhook_store_unavailable",
+            StateUnavailable => "state_unavailable",
         }
     }
 
@@ -212,7 +218,9 @@ impl GatewayError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             GatewayError::RateLimited { retry_after, .. } => Some(*retry_after),
-            GatewayError::WebhookNotStored => Some(Duration::from_secs(1)),
+            GatewayError::WebhookNotStored | GatewayError::StateUnavailable => {
+                Some(Duration::from_secs(1))
+            }
             _ => None,
         }
     }
@@ -285,6 +293,16 @@ mod tests {
         let json = body_json(res).await;
         assert_eq!(json["identifier"], "CONFLICT");
         assert_eq!(json["message"], "Client ID already exists");
+    }
+
+    #[tokio::test]
+    async fn state_unavailable_maps_to_503_with_retry_after() {
+        let res = GatewayError::StateUnavailable.into_response();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(res.headers()[X_GATEWAY_ERROR], "state_unavailable");
+        assert_eq!(res.headers()[header::RETRY_AFTER], "1");
+        assert!(!GatewayError::StateUnavailable.is_retryable());
+        assert_eq!(body_json(res).await["identifier"], "SERVICE_UNAVAILABLE");
     }
 
     #[test]

@@ -44,6 +44,8 @@
 //!   (tests, demo, benchmarks)
 //! - `demo` (feature `simulator`): the simulator with the gateway in front of it, for trying
 //!   things with curl
+//! - [`state`]: fleet mode (`state.backend = "redis"`): the quotas, account pauses, token
+//!   flights and replay shared by the replicas through Redis, with the fallback while it is down
 //! - [`webhooks`]: the third listener: iDenfy's webhooks verified, stored durably, acknowledged,
 //!   and delivered to the team that created each scanRef (retries, dead letters)
 //! - `fuzzing` (feature `fuzzing`): the parsers, reachable from `fuzz/` and the differential test
@@ -78,6 +80,7 @@ pub mod server;
 #[cfg(feature = "simulator")]
 pub mod simulator;
 pub mod stack;
+pub mod state;
 pub mod telemetry;
 pub mod tls;
 pub mod trace;

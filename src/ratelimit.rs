@@ -5,12 +5,15 @@
 //! Each quota is a governor GCRA limiter on tokio's clock with a FIFO line ([`quota`]). A request
 //! over its quota waits for its cell when that is within `limits.max_wait` and leaves at least
 //! [`crate::deadline::MIN_ATTEMPT_TIME`] before its deadline; otherwise it is refused at once with
-//! `GatewayError::RateLimited` and a `Retry-After` from the limiter. Coalesced and replayed
+//! `GatewayError::RateLimited` and a `Retry-After` from the limiter. With `state.backend =
+//! "redis"` the quotas and the pause are the fleet's, decided in Redis ([`gate`], and
+//! [`crate::state::quota`]) with the same semantics. Coalesced and replayed
 //! requests are answered by dedup, outside, and spend nothing here.
 
 pub mod account;
 pub mod carry;
 pub mod clock;
+pub mod gate;
 pub mod metrics;
 pub mod quota;
 pub mod team;
@@ -19,6 +22,7 @@ use std::time::Duration;
 
 pub use self::account::{AccountLimit, AccountLimitLayer};
 pub use self::carry::Quotas;
+pub use self::gate::{Denied, Gate, Gates};
 pub use self::metrics::LimitMetrics;
 pub use self::quota::Quota;
 pub use self::team::{TeamLimit, TeamLimitLayer};
@@ -26,25 +30,26 @@ pub use self::team::{TeamLimit, TeamLimitLayer};
 use self::metrics::QuotaMetrics;
 use crate::error::{GatewayError, Limit};
 
-/// Waits for a cell of `quota` within `budget`, counting the outcome.
+/// Waits for a cell of `gate` within `budget`, counting the outcome.
 async fn admit(
-    quota: &Quota,
+    gate: &Gate,
     metrics: &QuotaMetrics,
     limit: Limit,
     budget: Duration,
 ) -> Result<(), GatewayError> {
-    match quota.acquire(budget).await {
+    match gate.acquire(budget).await {
         Ok(waited) => {
             metrics.admitted(waited);
             Ok(())
         }
-        Err(refused) => {
+        Err(Denied::Refused(refused)) => {
             metrics.refused();
             Err(GatewayError::RateLimited {
                 limit,
                 retry_after: refused.retry_after,
             })
         }
+        Err(Denied::Unavailable) => Err(GatewayError::StateUnavailable),
     }
 }
 

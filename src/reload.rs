@@ -195,7 +195,9 @@ impl<A: App> Reloader<A> {
         build: Build<A>,
         observer: Option<Arc<dyn SessionObserver>>,
     ) -> anyhow::Result<(Live<A>, Arc<Self>)> {
-        let parts = Parts::new(registry)?.observed_by(observer);
+        let parts = Parts::new(registry)?
+            .observed_by(observer)
+            .with_state(&config.state, registry)?;
         let credential_reloads = Credentials::register(registry)?;
         let outcomes = IntCounterVec::new(
             Opts::new(

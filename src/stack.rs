@@ -19,9 +19,10 @@ use crate::front::{Admit, FrontLayer};
 use crate::identify::Callers;
 use crate::metrics::RequestMetrics;
 use crate::ratelimit::carry::{account_key, team_key};
-use crate::ratelimit::{AccountLimitLayer, LimitMetrics, Quotas, TeamLimitLayer};
+use crate::ratelimit::{AccountLimitLayer, Gates, LimitMetrics, Quotas, TeamLimitLayer};
 use crate::retry::{RetryLayer, RetryMetrics};
 use crate::route::Routes;
+use crate::state::{SharedState, StateMetrics};
 use crate::upstream::{Upstream, UpstreamMetrics};
 use crate::validate::{ValidateLayer, ValidationMetrics};
 
@@ -72,7 +73,7 @@ pub fn app(
     credentials: Credentials,
     callers: Callers,
 ) -> anyhow::Result<impl App> {
-    let parts = Parts::new(registry)?;
+    let parts = Parts::new(registry)?.with_state(&config.state, registry)?;
     build(config, &parts, credentials, callers, None).map(|(app, _)| app)
 }
 
@@ -92,6 +93,9 @@ pub struct Parts {
     /// Ends replay for a scanRef from outside the stack (a final webhook), in whichever dedup
     /// state the current build uses.
     ends: SessionEnds,
+    /// The fleet's shared state (`state.backend = "redis"`); `None`: every quota is local.
+    /// Chosen at start (a change of `[state]` needs a restart).
+    state: Option<SharedState>,
 }
 
 impl Parts {
@@ -107,7 +111,22 @@ impl Parts {
             upstream: UpstreamMetrics::new(registry)?,
             quotas: Quotas::default(),
             observer: None,
+            state: None,
         })
+    }
+
+    /// The shared state of `state`: with `redis`, its client (connecting lazily) and its
+    /// metrics, registered in `registry`. Needs a tokio runtime.
+    pub fn with_state(
+        mut self,
+        state: &crate::config::State,
+        registry: &Registry,
+    ) -> anyhow::Result<Self> {
+        if let crate::config::State::Redis(redis) = state {
+            let metrics = StateMetrics::new(registry)?;
+            self.state = Some(SharedState::connect(redis, metrics)?);
+        }
+        Ok(self)
     }
 
     /// Dedup tells `observer` of every session created, in every build.
@@ -159,8 +178,17 @@ pub fn build(
                 config.upstream.deadline,
                 parts.dedup.clone().for_teams(config.teams.len()),
             );
-            match &parts.observer {
+            let layer = match &parts.observer {
                 Some(observer) => layer.observed_by(Arc::clone(observer)),
+                None => layer,
+            };
+            // Fleet mode: each key's flight and replay entry shared through Redis.
+            match &parts.state {
+                Some(state) => layer.shared_through(
+                    state,
+                    config.accounts.iter().map(|a| a.name.clone()).collect(),
+                    config.teams.iter().map(|t| t.name.clone()).collect(),
+                ),
                 None => layer,
             }
         }
@@ -181,14 +209,24 @@ pub fn build(
     let quota_keys = (config.teams.iter().map(|t| team_key(&t.name)))
         .chain(config.accounts.iter().map(|a| account_key(&a.name)))
         .collect();
-    let team_limit =
-        TeamLimitLayer::keeping(&config.teams, &config.limits, &parts.limit, &parts.quotas);
+    // The quotas' backend, chosen here once: this replica's memory, or the fleet's Redis.
+    let gates = Gates {
+        quotas: &parts.quotas,
+        state: parts.state.as_ref(),
+    };
+    let team_limit = TeamLimitLayer::keeping(
+        &config.teams,
+        &config.accounts,
+        &config.limits,
+        &parts.limit,
+        gates,
+    );
     let account_limit = AccountLimitLayer::keeping(
         &config.accounts,
         &config.limits,
         &config.retry,
         &parts.limit,
-        &parts.quotas,
+        gates,
     );
     parts.quotas.keep_only(&quota_keys);
     let app = ServiceBuilder::new()

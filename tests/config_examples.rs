@@ -34,6 +34,13 @@ fn shared_gateway_example_loads() {
     assert_eq!(config.teams.len(), 3);
     assert_eq!(config.teams[2].account, 1);
     assert!(config.teams.iter().all(|t| t.authenticates()));
+    let State::Redis(redis) = &config.state else {
+        panic!("the shared gateway's example uses fleet mode");
+    };
+    assert_eq!(
+        redis.url.expose(),
+        "redis://gateway:value-of-REDIS_PASSWORD@idenfy-gateway-redis:6379/0"
+    );
 }
 
 #[test]

@@ -49,6 +49,10 @@ pub(crate) const RECHECK_AFTER: Range = Range::new(Duration::ZERO, Duration::fro
 /// `webhooks.max_age`: 1s..30d (short values are for tests and drills).
 pub(crate) const WEBHOOK_MAX_AGE: Range = Range::new(SECOND, Duration::from_secs(2_592_000));
 
+/// `state.timeout`, one Redis operation: 1ms..10s (a round trip on a LAN is well under 1 ms;
+/// longer than seconds would hold requests on a Redis that is gone).
+pub(crate) const REDIS_TIMEOUT: Range = Range::new(MS, Duration::from_secs(10));
+
 /// `limits.max_wait`: 0..1h (zero: never queue, answer 429 at once), and never more than
 /// `upstream.deadline` (checked in `validate`).
 pub(crate) const MAX_WAIT: Range = Range::new(Duration::ZERO, HOUR);

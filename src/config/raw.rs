@@ -266,6 +266,10 @@ impl Default for RawRoutes {
 pub struct RawState {
     pub backend: String,
     pub redis_url: Option<String>,
+    pub redis_password_file: Option<String>,
+    pub key_prefix: String,
+    pub timeout: String,
+    pub on_unavailable: String,
 }
 
 impl Default for RawState {
@@ -273,6 +277,10 @@ impl Default for RawState {
         RawState {
             backend: "memory".into(),
             redis_url: None,
+            redis_password_file: None,
+            key_prefix: "idenfy-gateway:".into(),
+            timeout: "50ms".into(),
+            on_unavailable: "local".into(),
         }
     }
 }

@@ -53,7 +53,7 @@ pub(super) fn validate(raw: &RawConfig, offline: bool) -> (Config, Vec<ConfigErr
         },
         limits: limits(&mut p, &raw.limits, &raw.upstream.deadline),
         routes: routes(&mut p, raw.routes.prefixes.clone()),
-        state: state(&mut p, &raw.state.backend),
+        state: super::state::state(&mut p, &raw.state),
         log: log(&mut p, &raw.log),
         listen,
         upstream,
@@ -275,21 +275,6 @@ fn routes(p: &mut Problems, prefixes: Vec<String>) -> Routes {
         }
     }
     Routes { prefixes }
-}
-
-fn state(p: &mut Problems, backend: &str) -> State {
-    match backend {
-        "memory" => {}
-        "redis" => p.add(
-            "state.backend",
-            "the redis backend is not available in this version; use \"memory\"",
-        ),
-        other => p.add(
-            "state.backend",
-            format!("expected \"memory\" or \"redis\", got {other:?}"),
-        ),
-    }
-    State::Memory
 }
 
 fn log(p: &mut Problems, raw: &RawLog) -> Log {

@@ -10,11 +10,12 @@ use prometheus::Registry;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tower::ServiceExt;
 
 use super::key::fingerprint;
 use super::*;
 use crate::body::ResponseFuture;
-use crate::context::{Caller, ClientId, Route, RouteKind};
+use crate::context::{Caller, ClientId, Deadline, Route, RouteKind};
 
 const KYC: Route = Route {
     kind: RouteKind::KycToken,

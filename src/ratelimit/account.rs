@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use tower::{Layer, Service};
 
 use super::metrics::{LimitMetrics, PauseMetrics, QuotaMetrics};
-use super::{admit, carry, Quota, Quotas};
+use super::{admit, Gate, Gates, Quotas};
 use crate::body::{Body, ResponseFuture};
 use crate::config;
 use crate::context::ContextExt;
@@ -55,7 +55,8 @@ struct Shared {
 }
 
 struct Account {
-    quota: Arc<Quota>,
+    /// The quota: local, or the fleet's (whose pause is shared too).
+    gate: Gate,
     metrics: QuotaMetrics,
     pause: PauseMetrics,
     /// Throttled answers in a row.
@@ -69,22 +70,26 @@ impl AccountLimitLayer {
         retry: &config::Retry,
         metrics: &LimitMetrics,
     ) -> Self {
-        Self::keeping(accounts, limits, retry, metrics, &Quotas::default())
+        let gates = Gates {
+            quotas: &Quotas::default(),
+            state: None,
+        };
+        Self::keeping(accounts, limits, retry, metrics, gates)
     }
 
-    /// [`new`](Self::new), keeping the quotas of `quotas` for accounts whose rate and burst are
-    /// unchanged (a config reload).
+    /// [`new`](Self::new) with the gates of `gates`: local quotas kept for accounts whose rate
+    /// and burst are unchanged (a config reload), or the fleet's in Redis.
     pub fn keeping(
         accounts: &[config::Account],
         limits: &config::Limits,
         retry: &config::Retry,
         metrics: &LimitMetrics,
-        quotas: &Quotas,
+        gates: Gates<'_>,
     ) -> Self {
         let accounts = accounts
             .iter()
             .map(|a| Account {
-                quota: quotas.get(&carry::account_key(&a.name), a.rate, a.burst),
+                gate: gates.account(a),
                 metrics: metrics.quota(Limit::Account, &a.name),
                 pause: metrics.pause(&a.name),
                 throttled: AtomicU32::new(0),
@@ -139,7 +144,7 @@ where
         // The common case, decided here: a free cell, nobody in line, no pause. The inner
         // service is called in place (it is always ready): no wait future, no clone of it, and
         // no box either: the answer is settled by `AccountFuture` itself.
-        if account.quota.take_free() {
+        if account.gate.take_free() {
             account.metrics.admitted(Duration::ZERO);
             return AccountFuture::Settling {
                 answer: self.inner.call(req),
@@ -151,7 +156,7 @@ where
         AccountFuture::boxed(Box::pin(async move {
             let account = &shared.accounts[index];
             let budget = wait_budget(shared.max_wait, req.borrow().deadline().as_ref());
-            admit(&account.quota, &account.metrics, Limit::Account, budget).await?;
+            admit(&account.gate, &account.metrics, Limit::Account, budget).await?;
             let res = inner.call(req).await?;
             Shared::settle(shared, index, res).await
         }))
@@ -226,27 +231,48 @@ impl Shared {
         } else {
             (res, None)
         };
-        Ok(self.settle_now(index, res, identifier.as_deref()))
+        let pause = self.throttled(index, &res, identifier.as_deref());
+        // A shared pause is written before the answer goes on (to the retry loop, whose next
+        // attempt on any replica then meets it): one round trip, on a throttled answer only.
+        let shared = self.accounts[index].gate.shared();
+        if let (Some(pause), Some(shared)) = (pause, shared) {
+            if shared.pause(pause).await.is_err() {
+                shared.state().metrics().fell_back(crate::state::Op::Pause);
+            }
+        }
+        Ok(res)
     }
 
-    /// A throttled answer pauses the account (account `index`, known to exist), any other ends
-    /// its streak of throttled answers.
+    /// [`settle`](Self::settle) without a body to read (a local quota's answer).
     fn settle_now(
         &self,
         index: usize,
         res: Response<Body>,
         identifier: Option<&str>,
     ) -> Response<Body> {
+        self.throttled(index, &res, identifier);
+        res
+    }
+
+    /// A throttled answer pauses the account (account `index`, known to exist) on this replica
+    /// and says for how long; any other ends its streak of throttled answers.
+    fn throttled(
+        &self,
+        index: usize,
+        res: &Response<Body>,
+        identifier: Option<&str>,
+    ) -> Option<Duration> {
         let account = &self.accounts[index];
         if is_throttled(res.status(), identifier) {
             let streak = account.throttled.fetch_add(1, Ordering::Relaxed);
             let pause =
                 backoff::retry_after(res.headers()).unwrap_or_else(|| self.pause.ceiling(streak));
             account.pause_for(pause);
+            Some(pause)
         } else {
             account.throttled.store(0, Ordering::Relaxed);
+            None
         }
-        res
     }
 }
 
@@ -258,9 +284,10 @@ impl Account {
             return;
         }
         let until = Instant::now() + pause;
-        self.quota.pause_until(until);
+        let quota = self.gate.local();
+        quota.pause_until(until);
         self.pause.paused.set(1);
-        let (quota, gauge) = (self.quota.clone(), self.pause.paused.clone());
+        let (quota, gauge) = (quota.clone(), self.pause.paused.clone());
         tokio::spawn(async move {
             tokio::time::sleep_until(until).await;
             // A later, longer pause resets the gauge when it ends.

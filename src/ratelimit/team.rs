@@ -10,7 +10,7 @@ use http::{Request, Response};
 use tower::{Layer, Service, ServiceExt};
 
 use super::metrics::{LimitMetrics, QuotaMetrics};
-use super::{admit, carry, Quota, Quotas};
+use super::{admit, Gate, Gates, Quotas};
 use crate::body::{Body, ResponseFuture};
 use crate::config;
 use crate::context::ContextExt;
@@ -32,28 +32,34 @@ pub struct TeamLimit<S> {
 
 struct Shared {
     /// Indexed like `Config::teams` (governor's keyed limiter would give every key one quota).
-    teams: Vec<(Arc<Quota>, QuotaMetrics)>,
+    teams: Vec<(Gate, QuotaMetrics)>,
     max_wait: Duration,
 }
 
 impl TeamLimitLayer {
     pub fn new(teams: &[config::Team], limits: &config::Limits, metrics: &LimitMetrics) -> Self {
-        Self::keeping(teams, limits, metrics, &Quotas::default())
+        let gates = Gates {
+            quotas: &Quotas::default(),
+            state: None,
+        };
+        Self::keeping(teams, &[], limits, metrics, gates)
     }
 
-    /// [`new`](Self::new), keeping the quotas of `quotas` for teams whose rate and burst are
-    /// unchanged (a config reload).
+    /// [`new`](Self::new) with the gates of `gates`: local quotas kept for teams whose rate and
+    /// burst are unchanged (a config reload), or the fleet's in Redis. `accounts` names each
+    /// team's account (the hash tag of its shared keys).
     pub fn keeping(
         teams: &[config::Team],
+        accounts: &[config::Account],
         limits: &config::Limits,
         metrics: &LimitMetrics,
-        quotas: &Quotas,
+        gates: Gates<'_>,
     ) -> Self {
         let teams = teams
             .iter()
             .map(|t| {
-                let quota = quotas.get(&carry::team_key(&t.name), t.rate, t.burst);
-                (quota, metrics.quota(Limit::Team, &t.name))
+                let account = accounts.get(t.account).map_or("", |a| a.name.as_str());
+                (gates.team(t, account), metrics.quota(Limit::Team, &t.name))
             })
             .collect();
         TeamLimitLayer {
@@ -99,8 +105,8 @@ where
         // The common case, decided here: a free cell, nobody in line. The inner service is
         // called in place (it is always ready), without a clone or a wrapping state machine.
         let team = req.caller().map(|c| c.team);
-        if let Some((quota, metrics)) = team.and_then(|t| self.shared.teams.get(t)) {
-            if quota.take_free() {
+        if let Some((gate, metrics)) = team.and_then(|t| self.shared.teams.get(t)) {
+            if gate.take_free() {
                 metrics.admitted(Duration::ZERO);
                 return self.inner.call(req);
             }
@@ -109,11 +115,11 @@ where
         Box::pin(async move {
             // `identify` always sets the caller; without one the stack is miswired.
             let team = req.caller().map(|c| c.team);
-            let (quota, metrics) = team
+            let (gate, metrics) = team
                 .and_then(|t| shared.teams.get(t))
                 .ok_or(GatewayError::Internal)?;
             let budget = wait_budget(shared.max_wait, req.deadline().as_ref());
-            admit(quota, metrics, Limit::Team, budget).await?;
+            admit(gate, metrics, Limit::Team, budget).await?;
             inner.ready().await?.call(req).await
         })
     }

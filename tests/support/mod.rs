@@ -3,10 +3,12 @@
 #![allow(dead_code)]
 
 pub mod deploy;
+pub mod fleet;
 pub mod gateway;
 pub mod http;
 pub mod process;
 pub mod raw;
+pub mod redis_server;
 pub mod tls;
 pub mod upstream;
 pub mod wire;

@@ -1,0 +1,190 @@
+//! Fleet mode's dedup (issue 15), end to end: token requests for one clientId through two
+//! gateways that share nothing but a `redis-server` of the test's own. Coalescing across
+//! replicas, replay across replicas, team isolation across replicas, and a leader's replica
+//! SIGKILLed while the other's callers wait on its flight.
+
+mod support;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::Full;
+use support::fleet::{account_and_team, fleet, fleet_config, wait_for_metric, HIGH};
+use support::gateway::{send, Answer, TestGateway, BEARER};
+use support::process::GatewayProcess;
+use support::redis_server::RedisServer;
+use support::upstream::{MockUpstream, Reply};
+use tokio::sync::Notify;
+
+const GROWTH: (&str, &str) = ("authorization", "Bearer growth-token");
+
+fn token_reply(client_id: &str, auth_token: &str) -> Reply {
+    Reply::Respond {
+        status: 201,
+        headers: vec![("content-type", "application/json".into())],
+        body: format!(
+            r#"{{"message":"Token created successfully","authToken":"{auth_token}","scanRef":"scan-{auth_token}","clientId":"{client_id}","expiryTime":3600,"sessionLength":600}}"#
+        )
+        .into(),
+    }
+}
+
+fn token_request(
+    url: String,
+    auth: (&'static str, &'static str),
+) -> tokio::task::JoinHandle<Answer> {
+    tokio::spawn(async move { send(Method::POST, &url, &[auth], r#"{"clientId":"user-1"}"#).await })
+}
+
+const WAITING: &str = "idenfy_gateway_dedup_waiting ";
+const SUBSCRIBED: &str = "idenfy_gateway_state_round_trip_seconds_count{operation=\"subscribe\"}";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_token_requests_across_two_replicas_make_one_session() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let upstream = MockUpstream::start().await;
+    let gate = Arc::new(Notify::new());
+    upstream.push(Reply::Gated(
+        gate.clone(),
+        Box::new(token_reply("user-1", "tok-1")),
+    ));
+    let accounts = account_and_team(HIGH, HIGH);
+    let (a, b) = fleet(&upstream, &redis, &accounts, "", "").await;
+    let leader = token_request(a.url("/api/v2/token"), BEARER);
+    upstream.wait_for(1).await;
+    // 49 more, 24 through A and 25 through B: on B, one leads there and waits on Redis.
+    let others: Vec<_> = (0..49)
+        .map(|i| {
+            let gw = if i % 2 == 0 { &b } else { &a };
+            token_request(gw.url("/api/v2/token"), BEARER)
+        })
+        .collect();
+    wait_for_metric(&a, WAITING, 24.0).await;
+    wait_for_metric(&b, WAITING, 24.0).await;
+    wait_for_metric(&b, SUBSCRIBED, 1.0).await;
+    gate.notify_one();
+    let mut answers = vec![leader.await.unwrap()];
+    for other in others {
+        answers.push(other.await.unwrap());
+    }
+    assert_eq!(upstream.count(), 1, "one upstream session for the fleet");
+    for answer in &answers {
+        assert_eq!(answer.status, StatusCode::CREATED);
+        assert_eq!(answer.json()["authToken"], "tok-1");
+    }
+    assert_eq!(answers[0].header("x-gateway-dedup"), "leader");
+    let coalesced = answers[1..]
+        .iter()
+        .filter(|a| a.header("x-gateway-dedup") == "coalesced")
+        .count();
+    assert_eq!(coalesced, 49);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_created_through_one_replica_is_replayed_by_the_other_to_its_team_only() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let upstream = MockUpstream::start().await;
+    upstream.set_default(token_reply("user-1", "tok-1"));
+    let accounts = account_and_team(HIGH, HIGH);
+    let (a, b) = fleet(&upstream, &redis, &accounts, "", "").await;
+    let created = token_request(a.url("/api/v2/token"), BEARER).await.unwrap();
+    assert_eq!(created.status, StatusCode::CREATED);
+    assert_eq!(created.header("x-gateway-dedup"), "leader");
+    let replayed = token_request(b.url("/api/v2/token"), BEARER).await.unwrap();
+    assert_eq!(replayed.status, StatusCode::CREATED);
+    assert_eq!(replayed.header("x-gateway-dedup"), "replayed");
+    assert_eq!(replayed.body, created.body);
+    // Another team of the account never gets that answer, on either replica.
+    for gw in [&b, &a] {
+        let other = token_request(gw.url("/api/v2/token"), GROWTH)
+            .await
+            .unwrap();
+        assert_eq!(other.status, StatusCode::CONFLICT);
+        assert_eq!(other.header("x-gateway-error"), "client_id_in_use");
+        assert!(!String::from_utf8_lossy(&other.body).contains("tok-1"));
+    }
+    assert_eq!(upstream.count(), 1);
+    // The clientId itself never reaches Redis (its keys name a hash of it).
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query(&mut redis.connection())
+        .unwrap();
+    assert!(
+        keys.iter()
+            .any(|k| k.starts_with("idenfy-gateway:{main}:replay:kyc:")),
+        "{keys:?}"
+    );
+    assert!(keys.iter().all(|k| !k.contains("user-1")), "{keys:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flight_ended_by_the_leaders_death_is_taken_over_by_exactly_one_waiter() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let upstream = MockUpstream::start().await;
+    // The first call (A's) never gets its answer; the next one is answered.
+    upstream.push(Reply::Hang);
+    upstream.set_default(token_reply("user-1", "tok-2"));
+    let accounts = account_and_team(HIGH, HIGH);
+    // Room for a lease to expire (3 s) within the callers' deadline.
+    let text = fleet_config(&upstream, &redis, &accounts, "", "")
+        .replace("deadline = \"5s\"", "deadline = \"15s\"")
+        .replace("attempt_timeout = \"2s\"", "attempt_timeout = \"12s\"");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gateway.toml");
+    std::fs::write(&file, &text).unwrap();
+    let mut a = GatewayProcess::start(&file, &[]);
+    let b = TestGateway::start(&text).await;
+    support::fleet::wait_for_backend(&b, 1.0).await;
+
+    // A leads: its call reaches the upstream and hangs there.
+    let url = a.url("/api/v2/token");
+    let doomed = tokio::spawn(async move {
+        let req = Request::post(url)
+            .header("authorization", "Bearer team-token")
+            .body(Full::new(Bytes::from_static(br#"{"clientId":"user-1"}"#)))
+            .unwrap();
+        support::http::Client::default().send(req).await
+    });
+    upstream.wait_for(1).await;
+    // B's callers wait on A's flight.
+    let waiters: Vec<_> = (0..5)
+        .map(|_| token_request(b.url("/api/v2/token"), BEARER))
+        .collect();
+    wait_for_metric(&b, WAITING, 4.0).await;
+    wait_for_metric(&b, SUBSCRIBED, 1.0).await;
+    assert_eq!(upstream.count(), 1);
+
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    assert!(
+        doomed.await.unwrap().is_err(),
+        "A answered after its SIGKILL"
+    );
+    for waiter in waiters {
+        let answer = waiter.await.unwrap();
+        assert_eq!(answer.status, StatusCode::CREATED);
+        assert_eq!(answer.json()["authToken"], "tok-2");
+    }
+    // Exactly one more call, made by B.
+    assert_eq!(upstream.count(), 2);
+    let text = b.metrics().await;
+    let outcome = |outcome: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with("idenfy_gateway_dedup_requests_total{"))
+            .filter(|l| l.contains(&format!("outcome=\"{outcome}\"")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert_eq!(
+        (outcome("leader"), outcome("coalesced")),
+        (1.0, 4.0),
+        "{text}"
+    );
+}
