@@ -209,6 +209,17 @@ impl Shared {
         }
     }
 
+    /// [`stored_for`](Self::stored_for) where this replica's store is the one to ask: always
+    /// in memory mode; in fleet mode only while Redis is down (the fallback). While Redis is up
+    /// the fleet's store answers (the leader's look-up), so that a session ended on any replica
+    /// is replayed by none.
+    fn stored_here(&self, t: &Ticketed) -> Stored {
+        match &self.fleet {
+            Some(fleet) if !fleet.state().is_down() => Stored::Miss,
+            _ => self.stored_for(t),
+        }
+    }
+
     fn answer_from(&self, t: &Ticketed, hit: Replay) -> Outcome {
         if hit.team == t.team_index {
             Outcome::replayed(hit)
@@ -223,16 +234,20 @@ impl Shared {
         Some(self.answer_from(t, hit))
     }
 
-    /// The session `scan_ref` is over: its entry goes (counted under `signal`).
-    fn end(&self, scan_ref: &str, signal: &'static str) {
-        if let Some(store) = &self.replay {
-            if store.end(scan_ref) {
-                self.metrics.replay_ended.with_label_values(&[signal]).inc();
-            }
-        }
+    /// The session `scan_ref` is over: its entry goes (counted under `signal`), here and in the
+    /// fleet's store. `true` if this replica held one.
+    fn end(&self, scan_ref: &str, signal: &'static str) -> bool {
         if let Some(fleet) = &self.fleet {
             fleet.end(scan_ref);
         }
+        let ended = self
+            .replay
+            .as_ref()
+            .is_some_and(|store| store.end(scan_ref));
+        if ended {
+            self.metrics.replay_ended.with_label_values(&[signal]).inc();
+        }
+        ended
     }
 
     /// Stores `response` for replay, as `t`'s team's, if it is a live token.
@@ -344,14 +359,13 @@ impl DedupLayer {
     /// The handle that ends replay for a scanRef from outside the layer (a final webhook).
     pub fn session_ends(&self) -> SessionEnds {
         SessionEnds {
-            store: Arc::new(ArcSwapOption::new(self.shared.replay.clone())),
-            ended: self.shared.metrics.replay_ended.clone(),
+            dedup: Arc::new(ArcSwapOption::new(Some(self.shared.clone()))),
         }
     }
 
-    /// Points `ends` at this layer's replay store (a new dedup state after a config reload).
+    /// Points `ends` at this layer's dedup state (a new one after a config reload).
     pub fn point(&self, ends: &SessionEnds) {
-        ends.store.store(self.shared.replay.clone());
+        ends.dedup.store(Some(self.shared.clone()));
     }
 }
 
@@ -392,12 +406,10 @@ where
             // Not deduplicated: readiness was the inner service's, call it in place.
             // Only while some stored session could end: reading and parsing every status answer
             // cost ~2,300 instructions a request, for nothing when no replay entry is held.
-            let watch = self
-                .shared
-                .replay
-                .as_ref()
-                .is_some_and(|r| r.holds_sessions())
-                && req.route().is_some_and(session::reports_status);
+            // In fleet mode any replica's entry may be this session's: every answer is read.
+            let holds_sessions = self.shared.fleet.is_some()
+                || (self.shared.replay.as_ref()).is_some_and(|r| r.holds_sessions());
+            let watch = holds_sessions && req.route().is_some_and(session::reports_status);
             if watch {
                 return Box::pin(watch_status(
                     Arc::clone(&self.shared),
@@ -407,7 +419,7 @@ where
             }
             return self.inner.call(req);
         };
-        if let Stored::Answer(outcome) = self.shared.stored_for(&t) {
+        if let Stored::Answer(outcome) = self.shared.stored_here(&t) {
             let res = self.shared.deliver(&t, DedupOutcome::Replayed, outcome);
             return Box::pin(std::future::ready(res));
         }

@@ -104,7 +104,7 @@ impl Parts {
         Ok(Parts {
             request: RequestMetrics::new(registry)?,
             validation: ValidationMetrics::new(registry)?,
-            ends: SessionEnds::unset(&dedup),
+            ends: SessionEnds::unset(),
             dedup,
             limit: LimitMetrics::new(registry)?,
             retry: RetryMetrics::new(registry)?,

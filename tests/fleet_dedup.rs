@@ -188,3 +188,119 @@ async fn a_flight_ended_by_the_leaders_death_is_taken_over_by_exactly_one_waiter
         "{text}"
     );
 }
+
+/// A final webhook received by one replica ends replay on every replica: the replica that created
+/// (and holds) the token opens a new session for the clientId instead of replaying the ended one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_final_webhook_through_one_replica_ends_replay_on_the_other() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let upstream = MockUpstream::start().await;
+    upstream.push(token_reply("user-1", "tok-1"));
+    upstream.set_default(token_reply("user-1", "tok-2"));
+    let accounts = account_and_team(HIGH, HIGH).replace(
+        "api_secret = \"test-secret\"\n",
+        "api_secret = \"test-secret\"\nwebhook_key = \"account-webhook-key\"\n",
+    );
+    // A receives the account's webhooks; B creates and holds the token.
+    let dir = tempfile::tempdir().unwrap();
+    let webhooks = format!("\n[webhooks]\ndir = \"{}\"\n", dir.path().display());
+    let a_text = fleet_config(&upstream, &redis, &accounts, &webhooks, "")
+        .replace("[listen]\n", "[listen]\nwebhook = \"127.0.0.1:0\"\n");
+    let b_text = fleet_config(&upstream, &redis, &accounts, "", "");
+    let (a, b) = (
+        TestGateway::start(&a_text).await,
+        TestGateway::start(&b_text).await,
+    );
+    support::fleet::wait_for_backend(&a, 1.0).await;
+    support::fleet::wait_for_backend(&b, 1.0).await;
+
+    let created = token_request(b.url("/api/v2/token"), BEARER).await.unwrap();
+    assert_eq!(created.header("x-gateway-dedup"), "leader");
+    let replayed = token_request(b.url("/api/v2/token"), BEARER).await.unwrap();
+    assert_eq!(replayed.header("x-gateway-dedup"), "replayed");
+    assert_eq!(replayed.json()["authToken"], "tok-1");
+
+    let body = r#"{"final":true,"status":{"overall":"APPROVED"},"scanRef":"scan-tok-1","clientId":"user-1"}"#;
+    let signature = idenfy_gateway::webhooks::sign(b"account-webhook-key", body.as_bytes());
+    let hook = format!(
+        "http://{}/webhooks/idenfy/main",
+        a.running.webhook_addr.expect("A's webhook listener")
+    );
+    let headers = [
+        ("content-type", "application/json"),
+        ("idenfy-event-type", "IDENTIFICATION"),
+        ("idenfy-signature", signature.as_str()),
+    ];
+    let ack = send(Method::POST, &hook, &headers, body.to_owned()).await;
+    assert_eq!(ack.status, StatusCode::OK);
+    // The end reaches Redis beside the acknowledgement, not before it: wait for its key to go.
+    let mut conn = redis.connection();
+    for _ in 0..500 {
+        let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut conn).unwrap();
+        if !keys.iter().any(|k| k.ends_with(":session:scan-tok-1")) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    let after = token_request(b.url("/api/v2/token"), BEARER).await.unwrap();
+    assert_eq!(
+        after.header("x-gateway-dedup"),
+        "leader",
+        "{:?}",
+        after.body
+    );
+    assert_eq!(after.json()["authToken"], "tok-2");
+    assert_eq!(upstream.count(), 2);
+}
+
+/// A status answer relayed by one replica that shows the session over ends replay on every
+/// replica, also on one that never held the token itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_status_seen_by_one_replica_ends_replay_on_the_other() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let upstream = MockUpstream::start().await;
+    upstream.push(token_reply("user-1", "tok-1"));
+    upstream.push(Reply::Respond {
+        status: 200,
+        headers: vec![("content-type", "application/json".into())],
+        body: r#"{"status":"APPROVED","scanRef":"scan-tok-1","clientId":"user-1"}"#.into(),
+    });
+    upstream.set_default(token_reply("user-1", "tok-2"));
+    let accounts = account_and_team(HIGH, HIGH);
+    let (a, b) = fleet(&upstream, &redis, &accounts, "", "").await;
+    let created = token_request(b.url("/api/v2/token"), BEARER).await.unwrap();
+    assert_eq!(created.header("x-gateway-dedup"), "leader");
+
+    // A holds nothing of this session; its relayed status answer ends it for the fleet.
+    let status = send(
+        Method::POST,
+        &a.url("/api/v2/status"),
+        &[BEARER],
+        r#"{"scanRef":"scan-tok-1"}"#,
+    )
+    .await;
+    assert_eq!(status.status, StatusCode::OK);
+    let mut conn = redis.connection();
+    for _ in 0..500 {
+        let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut conn).unwrap();
+        if !keys.iter().any(|k| k.ends_with(":session:scan-tok-1")) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    let after = token_request(b.url("/api/v2/token"), BEARER).await.unwrap();
+    assert_eq!(
+        after.header("x-gateway-dedup"),
+        "leader",
+        "{:?}",
+        after.body
+    );
+    assert_eq!(after.json()["authToken"], "tok-2");
+    assert_eq!(upstream.count(), 3);
+}

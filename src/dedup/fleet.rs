@@ -13,6 +13,8 @@
 //!   wait is renewed a lease TTL at a time; once a dead leader's lease expires, the next `ENTER`
 //!   of one waiter wins `SET NX` and leads: exactly one more upstream call.
 //! - a **stored** entry is the replay (or `client_id_in_use` for another team's): one round trip.
+//!   While Redis answers this is the only replay store asked (a replica's memory copy is the
+//!   fallback), so that a session ended anywhere ([`FleetDedup::end`]) is replayed nowhere.
 //!
 //! Keys: `{prefix}{account}:flight:{kind}:{id}` (the lease), `…:replay:{kind}:{id}`, the channel
 //! `…:done:{kind}:{id}` and `…:session:{scanRef}` (which replay entry a session's end removes);

@@ -40,7 +40,7 @@ where
     req.context_mut().deadline = Some(Deadline(deadline));
     // A flight for this key may have stored its token between our look-up and our lead; or the
     // stored entry is due for a recheck, which this flight makes.
-    match shared.stored_for(&t) {
+    match shared.stored_here(&t) {
         Stored::Answer(outcome) => return outcome,
         Stored::Recheck(hit, scan_ref) => {
             if recheck(&shared, inner.clone(), &req, &t, &scan_ref, deadline).await {

@@ -13,11 +13,8 @@ use arc_swap::ArcSwapOption;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, StatusCode};
-use prometheus::IntCounterVec;
 use serde_json::Value;
 
-use super::key::DedupKey;
-use super::replay::ReplayStore;
 use crate::context::{ClientId, ContextExt, Route, RouteKind};
 
 /// The route a recheck takes: iDenfy's status endpoint, proxied like any other call.
@@ -100,31 +97,26 @@ pub(super) fn recheck_request(token_request: &Request<Bytes>, scan_ref: &str) ->
 /// replace ([`super::DedupLayer::point`]).
 #[derive(Clone)]
 pub struct SessionEnds {
-    pub(super) store: Arc<ArcSwapOption<ReplayStore<DedupKey>>>,
-    pub(super) ended: IntCounterVec,
+    pub(super) dedup: Arc<ArcSwapOption<super::Shared>>,
 }
 
 impl SessionEnds {
-    /// A handle that points at no replay store yet: it ends nothing until a layer is pointed
-    /// at it.
-    pub fn unset(metrics: &super::DedupMetrics) -> Self {
+    /// A handle that points at no dedup state yet: it ends nothing until a layer is pointed at
+    /// it.
+    pub fn unset() -> Self {
         SessionEnds {
-            store: Arc::default(),
-            ended: metrics.replay_ended.clone(),
+            dedup: Arc::default(),
         }
     }
 
     /// The session `scan_ref` is over (`signal`: a bounded label such as `webhook`): its replay
-    /// entry, if any, is removed. `true` if one was.
+    /// entry, if any, is removed, here and, in fleet mode, in the fleet's store (so that no
+    /// replica replays it). `true` if this replica held one.
     pub fn end(&self, scan_ref: &str, signal: &'static str) -> bool {
-        let Some(store) = self.store.load_full() else {
-            return false;
-        };
-        let ended = store.end(scan_ref);
-        if ended {
-            self.ended.with_label_values(&[signal]).inc();
+        match self.dedup.load_full() {
+            Some(dedup) => dedup.end(scan_ref, signal),
+            None => false,
         }
-        ended
     }
 }
 
