@@ -92,6 +92,10 @@ pub struct Parts {
     /// Ends replay for a scanRef from outside the stack (a final webhook), in whichever dedup
     /// state the current build uses.
     ends: SessionEnds,
+    /// Where request and attempt spans go (`telemetry.otlp_endpoint`): started once, at start,
+    /// and kept by every build (a new endpoint needs a restart).
+    #[cfg(feature = "otlp")]
+    spans: Option<crate::telemetry::otlp::Spans>,
 }
 
 impl Parts {
@@ -107,12 +111,21 @@ impl Parts {
             upstream: UpstreamMetrics::new(registry)?,
             quotas: Quotas::default(),
             observer: None,
+            #[cfg(feature = "otlp")]
+            spans: None,
         })
     }
 
     /// Dedup tells `observer` of every session created, in every build.
     pub fn observed_by(mut self, observer: Option<Arc<dyn SessionObserver>>) -> Self {
         self.observer = observer;
+        self
+    }
+
+    /// Every build's requests and attempts are exported as spans to `spans`.
+    #[cfg(feature = "otlp")]
+    pub fn exporting(mut self, spans: Option<crate::telemetry::otlp::Spans>) -> Self {
+        self.spans = spans;
         self
     }
 
@@ -202,6 +215,8 @@ pub fn build(
             config.listen.body_read_timeout,
             config.upstream.deadline,
             parts.request.clone(),
+            #[cfg(feature = "otlp")]
+            parts.spans.clone(),
         ))
         // Answer locally what iDenfy would refuse with 400 (no quota spent), and find the
         // clientId that dedup keys on. Token routes only; needs the route (front).
