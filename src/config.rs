@@ -17,6 +17,7 @@ mod raw;
 mod show;
 mod state;
 mod structure;
+mod telemetry;
 mod tls;
 mod tokens;
 mod validate;
@@ -41,6 +42,7 @@ pub struct Config {
     pub state: State,
     pub log: Log,
     pub webhooks: Webhooks,
+    pub telemetry: Telemetry,
 }
 
 /// `[listen]`
@@ -251,6 +253,21 @@ pub struct Log {
     pub format: LogFormat,
     /// A `tracing` filter directive, e.g. `info` or `idenfy_gateway=debug`.
     pub level: String,
+}
+
+/// `[telemetry]`
+#[derive(Debug, Clone, Default)]
+pub struct Telemetry {
+    /// Span export over OTLP/HTTP; `None` (the default) exports nothing.
+    pub otlp: Option<Otlp>,
+}
+
+/// `telemetry.otlp_*`: where spans go, and under which service name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Otlp {
+    /// The collector's traces URL: `telemetry.otlp_endpoint` + `/v1/traces`.
+    pub traces_url: String,
+    pub service_name: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -43,6 +43,8 @@ use crate::metrics::{
 use crate::route::Routes;
 use crate::stack::Inner;
 use crate::telemetry::access::{self, AccessRecord};
+#[cfg(feature = "otlp")]
+use crate::telemetry::otlp::{RequestSpan, Spans};
 use crate::trace::{self, TraceId};
 
 /// The request id header: kept from the caller when sane, else generated.
@@ -71,6 +73,9 @@ struct Shared {
     deadline: Duration,
     metrics: RequestMetrics,
     handles: Handles,
+    /// Where request and attempt spans go (`telemetry.otlp_endpoint`), if anywhere.
+    #[cfg(feature = "otlp")]
+    spans: Option<Spans>,
 }
 
 /// The request metrics' handles, by team index (then one row for unknown callers), route label
@@ -144,6 +149,7 @@ impl FrontLayer {
         body_read_timeout: Duration,
         deadline: Duration,
         metrics: RequestMetrics,
+        #[cfg(feature = "otlp")] spans: Option<Spans>,
     ) -> Self {
         let handles = Handles::new(&callers, &routes);
         FrontLayer {
@@ -155,6 +161,8 @@ impl FrontLayer {
                 deadline,
                 metrics,
                 handles,
+                #[cfg(feature = "otlp")]
+                spans,
             }),
         }
     }
@@ -320,6 +328,9 @@ struct Answer {
     /// The caller's team, once identified.
     team: Option<usize>,
     route: &'static str,
+    /// Exported when settled (`telemetry.otlp_endpoint`).
+    #[cfg(feature = "otlp")]
+    span: Option<RequestSpan>,
     /// Logged and counted already.
     finished: bool,
 }
@@ -341,6 +352,8 @@ impl Answer {
         // In place when the caller sent its own.
         set_single(req.headers_mut(), REQUEST_ID, request_id.clone());
         Answer {
+            #[cfg(feature = "otlp")]
+            span: shared.spans.as_ref().map(|spans| spans.request(req)),
             shared,
             started,
             _in_flight,
@@ -403,7 +416,7 @@ impl Answer {
             elapsed.as_secs_f64(),
         );
         let [attempts, dedup, error] = gateway_headers(res.headers());
-        access::log(&AccessRecord {
+        let record = AccessRecord {
             request_id: self.request_id.to_str().unwrap_or(""),
             trace_id: self.trace_id.as_ref().map_or("", TraceId::as_str),
             team: team.map_or(UNKNOWN, |(_, name)| name),
@@ -414,7 +427,12 @@ impl Answer {
             dedup,
             error,
             latency_ms: elapsed.as_secs_f64() * 1000.0,
-        });
+        };
+        access::log(&record);
+        #[cfg(feature = "otlp")]
+        if let Some(span) = self.span.take() {
+            span.end(&record);
+        }
         res
     }
 }

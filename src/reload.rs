@@ -35,7 +35,7 @@ use tower::Service;
 use crate::body::Body;
 use crate::config::{Config, LoadError, LoadOptions};
 use crate::credentials::Credentials;
-use crate::dedup::{SessionEnds, SessionObserver};
+use crate::dedup::SessionEnds;
 use crate::front::{Admission, Admit, Admitted};
 use crate::identify::Callers;
 use crate::stack::{App, Kept, Parts};
@@ -193,11 +193,8 @@ impl<A: App> Reloader<A> {
         path: Option<PathBuf>,
         registry: &Registry,
         build: Build<A>,
-        observer: Option<Arc<dyn SessionObserver>>,
+        parts: Parts,
     ) -> anyhow::Result<(Live<A>, Arc<Self>)> {
-        let parts = Parts::new(registry)?
-            .observed_by(observer)
-            .with_state(&config.state, registry)?;
         let credential_reloads = Credentials::register(registry)?;
         let outcomes = IntCounterVec::new(
             Opts::new(
@@ -410,6 +407,11 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
         ),
         ("state", old.state != new.state),
         ("log.format", old.log.format != new.log.format),
+        // The span exporter is started once, with the gateway.
+        (
+            "telemetry.otlp_endpoint",
+            old.telemetry.otlp != new.telemetry.otlp,
+        ),
     ];
     let mut needed: Vec<&'static str> = keys.iter().filter(|(_, c)| *c).map(|(k, _)| *k).collect();
     // A listen key added later and not named above.

@@ -29,7 +29,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::admin::Admin;
 use crate::config::{Config, Listen, Tls};
 use crate::reload::{Outcome, Reload, Reloader};
-use crate::stack::App;
+use crate::stack::{App, Parts};
 use crate::tls::{ClientCert, TlsFiles};
 use crate::webhooks::{HttpTransport, Webhooks};
 
@@ -50,6 +50,9 @@ pub struct Running {
     admin_stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     reloader: Arc<dyn Reload>,
+    /// Flushed last, once every request's span has ended.
+    #[cfg(feature = "otlp")]
+    spans: Option<crate::telemetry::otlp::Spans>,
 }
 
 impl Running {
@@ -61,6 +64,10 @@ impl Running {
         let _ = self.admin_stop.send(true);
         for task in self.tasks {
             let _ = task.await;
+        }
+        #[cfg(feature = "otlp")]
+        if let Some(spans) = self.spans {
+            spans.shutdown().await;
         }
     }
 
@@ -93,7 +100,17 @@ async fn start_with(config: Config, path: Option<PathBuf>) -> anyhow::Result<Run
     let listen = config.listen.clone();
     let upstream_url = config.upstream.url.clone();
     let file = path.clone();
-    let (app, reloader) = Reloader::start(config, path, &registry, crate::stack::build, observer)?;
+    let parts = Parts::new(&registry)?
+        .observed_by(observer)
+        .with_state(&config.state, &registry)?;
+    #[cfg(feature = "otlp")]
+    let spans = match &config.telemetry.otlp {
+        Some(otlp) => Some(crate::telemetry::otlp::Spans::start(otlp)?),
+        None => None,
+    };
+    #[cfg(feature = "otlp")]
+    let parts = parts.exporting(spans.clone());
+    let (app, reloader) = Reloader::start(config, path, &registry, crate::stack::build, parts)?;
     let ready = Arc::new(AtomicBool::new(false));
 
     let tls = tls_files(listen.tls.as_ref(), ClientCert::Optional)?;
@@ -192,6 +209,8 @@ async fn start_with(config: Config, path: Option<PathBuf>) -> anyhow::Result<Run
         admin_stop,
         tasks,
         reloader,
+        #[cfg(feature = "otlp")]
+        spans,
     })
 }
 

@@ -96,6 +96,10 @@ pub struct Parts {
     /// The fleet's shared state (`state.backend = "redis"`); `None`: every quota is local.
     /// Chosen at start (a change of `[state]` needs a restart).
     state: Option<SharedState>,
+    /// Where request and attempt spans go (`telemetry.otlp_endpoint`): started once, at start,
+    /// and kept by every build (a new endpoint needs a restart).
+    #[cfg(feature = "otlp")]
+    spans: Option<crate::telemetry::otlp::Spans>,
 }
 
 impl Parts {
@@ -112,6 +116,8 @@ impl Parts {
             quotas: Quotas::default(),
             observer: None,
             state: None,
+            #[cfg(feature = "otlp")]
+            spans: None,
         })
     }
 
@@ -132,6 +138,13 @@ impl Parts {
     /// Dedup tells `observer` of every session created, in every build.
     pub fn observed_by(mut self, observer: Option<Arc<dyn SessionObserver>>) -> Self {
         self.observer = observer;
+        self
+    }
+
+    /// Every build's requests and attempts are exported as spans to `spans`.
+    #[cfg(feature = "otlp")]
+    pub fn exporting(mut self, spans: Option<crate::telemetry::otlp::Spans>) -> Self {
+        self.spans = spans;
         self
     }
 
@@ -240,6 +253,8 @@ pub fn build(
             config.listen.body_read_timeout,
             config.upstream.deadline,
             parts.request.clone(),
+            #[cfg(feature = "otlp")]
+            parts.spans.clone(),
         ))
         // Answer locally what iDenfy would refuse with 400 (no quota spent), and find the
         // clientId that dedup keys on. Token routes only; needs the route (front).

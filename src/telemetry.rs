@@ -26,6 +26,8 @@ use crate::config::LogFormat;
 pub mod access;
 mod demo;
 mod json;
+#[cfg(feature = "otlp")]
+pub mod otlp;
 
 pub use self::demo::DemoFormat;
 pub use self::json::FastJson;

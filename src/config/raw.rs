@@ -18,6 +18,7 @@ pub struct RawConfig {
     pub state: RawState,
     pub log: RawLog,
     pub webhooks: RawWebhooks,
+    pub telemetry: RawTelemetry,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -321,6 +322,23 @@ impl Default for RawLog {
         RawLog {
             format: "json".into(),
             level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTelemetry {
+    /// OTLP/HTTP collector base URL (`http://host:4318`): spans go to `<it>/v1/traces`.
+    pub otlp_endpoint: Option<String>,
+    pub otlp_service_name: String,
+}
+
+impl Default for RawTelemetry {
+    fn default() -> Self {
+        RawTelemetry {
+            otlp_endpoint: None,
+            otlp_service_name: "idenfy-gateway".into(),
         }
     }
 }

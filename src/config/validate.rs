@@ -55,6 +55,7 @@ pub(super) fn validate(raw: &RawConfig, offline: bool) -> (Config, Vec<ConfigErr
         routes: routes(&mut p, raw.routes.prefixes.clone()),
         state: super::state::state(&mut p, &raw.state),
         log: log(&mut p, &raw.log),
+        telemetry: super::telemetry::telemetry(&mut p, &raw.telemetry),
         listen,
         upstream,
         accounts,

@@ -102,6 +102,8 @@ impl Attempt {
             // No caller: no handle row; looked up by label.
             None => metrics.record(usize::MAX, "", result, seconds),
         }
+        #[cfg(feature = "otlp")]
+        crate::telemetry::otlp::attempt(&self.request, self.started, result);
     }
 
     /// The attempt failed before an answer: counted, and its connection closed now.
