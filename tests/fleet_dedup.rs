@@ -236,14 +236,7 @@ async fn a_final_webhook_through_one_replica_ends_replay_on_the_other() {
     let ack = send(Method::POST, &hook, &headers, body.to_owned()).await;
     assert_eq!(ack.status, StatusCode::OK);
     // The end reaches Redis beside the acknowledgement, not before it: wait for its key to go.
-    let mut conn = redis.connection();
-    for _ in 0..500 {
-        let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut conn).unwrap();
-        if !keys.iter().any(|k| k.ends_with(":session:scan-tok-1")) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    session_key_gone(&redis, "scan-tok-1").await;
 
     let after = token_request(b.url("/api/v2/token"), BEARER).await.unwrap();
     assert_eq!(
@@ -285,14 +278,7 @@ async fn a_finished_status_seen_by_one_replica_ends_replay_on_the_other() {
     )
     .await;
     assert_eq!(status.status, StatusCode::OK);
-    let mut conn = redis.connection();
-    for _ in 0..500 {
-        let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut conn).unwrap();
-        if !keys.iter().any(|k| k.ends_with(":session:scan-tok-1")) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    session_key_gone(&redis, "scan-tok-1").await;
 
     let after = token_request(b.url("/api/v2/token"), BEARER).await.unwrap();
     assert_eq!(
@@ -303,4 +289,18 @@ async fn a_finished_status_seen_by_one_replica_ends_replay_on_the_other() {
     );
     assert_eq!(after.json()["authToken"], "tok-2");
     assert_eq!(upstream.count(), 3);
+}
+
+/// Waits until the fleet's store no longer indexes session `scan_ref` (a session's end reaches
+/// Redis beside the answer that carried it, not before it).
+async fn session_key_gone(redis: &RedisServer, scan_ref: &str) {
+    let mut conn = redis.connection();
+    let suffix = format!(":session:{scan_ref}");
+    for _ in 0..500 {
+        let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut conn).unwrap();
+        if !keys.iter().any(|k| k.ends_with(&suffix)) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }

@@ -11,14 +11,10 @@ use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::ServerName;
 use support::gateway::{config_text, TestGateway, ACCOUNT_AND_TEAM, UPSTREAM_AUTH};
+use support::tls::fixture;
 use support::upstream::{MockUpstream, Reply};
-
-fn fixture(name: &str) -> String {
-    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
-}
 
 /// A TLS connection to the gateway, trusting the fixture certificate, offering `alpn`.
 async fn connect(
@@ -34,28 +30,7 @@ async fn connect_as(
     alpn: &[u8],
     client: bool,
 ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(fixture("localhost.pem")).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots);
-    let mut config = match client {
-        false => builder.with_no_client_auth(),
-        true => {
-            let certs = CertificateDer::pem_file_iter(fixture("client.pem"))
-                .unwrap()
-                .collect::<Result<Vec<_>, _>>()
-                .unwrap();
-            let key =
-                rustls_pki_types::PrivateKeyDer::from_pem_file(fixture("client.key")).unwrap();
-            builder.with_client_auth_cert(certs, key).unwrap()
-        }
-    };
-    config.alpn_protocols = vec![alpn.to_vec()];
+    let config = support::tls::client_config(&[alpn], client);
     let tcp = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
     let name = ServerName::try_from("localhost").unwrap();
     let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
