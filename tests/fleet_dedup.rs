@@ -235,17 +235,7 @@ async fn a_final_webhook_through_one_replica_ends_replay_on_the_other() {
     ];
     let ack = send(Method::POST, &hook, &headers, body.to_owned()).await;
     assert_eq!(ack.status, StatusCode::OK);
-    // The end reaches Redis beside the acknowledgement, not before it: wait for its key to go.
-    session_key_gone(&redis, "scan-tok-1").await;
-
-    let after = token_request(b.url("/api/v2/token"), BEARER).await.unwrap();
-    assert_eq!(
-        after.header("x-gateway-dedup"),
-        "leader",
-        "{:?}",
-        after.body
-    );
-    assert_eq!(after.json()["authToken"], "tok-2");
+    leads_a_new_session_once_ended(&b, &redis).await;
     assert_eq!(upstream.count(), 2);
 }
 
@@ -278,9 +268,17 @@ async fn a_finished_status_seen_by_one_replica_ends_replay_on_the_other() {
     )
     .await;
     assert_eq!(status.status, StatusCode::OK);
-    session_key_gone(&redis, "scan-tok-1").await;
+    leads_a_new_session_once_ended(&b, &redis).await;
+    assert_eq!(upstream.count(), 3);
+}
 
-    let after = token_request(b.url("/api/v2/token"), BEARER).await.unwrap();
+/// Once session `scan-tok-1` has left the fleet's store (its end reaches Redis beside the answer
+/// that carried it, not before it), a token request through `gw` leads a new session, `tok-2`.
+async fn leads_a_new_session_once_ended(gw: &TestGateway, redis: &RedisServer) {
+    session_key_gone(redis, "scan-tok-1").await;
+    let after = token_request(gw.url("/api/v2/token"), BEARER)
+        .await
+        .unwrap();
     assert_eq!(
         after.header("x-gateway-dedup"),
         "leader",
@@ -288,11 +286,9 @@ async fn a_finished_status_seen_by_one_replica_ends_replay_on_the_other() {
         after.body
     );
     assert_eq!(after.json()["authToken"], "tok-2");
-    assert_eq!(upstream.count(), 3);
 }
 
-/// Waits until the fleet's store no longer indexes session `scan_ref` (a session's end reaches
-/// Redis beside the answer that carried it, not before it).
+/// Waits until the fleet's store no longer indexes session `scan_ref`.
 async fn session_key_gone(redis: &RedisServer, scan_ref: &str) {
     let mut conn = redis.connection();
     let suffix = format!(":session:{scan_ref}");
