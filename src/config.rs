@@ -146,6 +146,9 @@ pub struct Webhooks {
     pub unknown: UnknownScanRef,
     /// One delivery attempt's bound.
     pub delivery_timeout: Duration,
+    /// With `state.backend = "redis"`: a delivery claimed by a replica that has not kept its
+    /// claim alive for this long (it died) is taken over by another.
+    pub reclaim_after: Duration,
 }
 
 /// `webhooks.unknown`.

@@ -89,20 +89,18 @@ pub async fn start_from(path: PathBuf, config: Config) -> anyhow::Result<Running
 
 async fn start_with(config: Config, path: Option<PathBuf>) -> anyhow::Result<Running> {
     let registry = crate::metrics::registry()?;
+    let parts = Parts::new(&registry)?.with_state(&config.state, &registry)?;
     let mut webhooks = match config.listen.webhook {
-        Some(_) => Some(Webhooks::open(&config, &registry)?),
+        Some(_) => Some(Webhooks::open(&config, &registry, parts.shared_state())?),
         None => None,
     };
-    let observer = webhooks.as_ref().map(Webhooks::route_book);
+    let parts = parts.observed_by(webhooks.as_ref().map(Webhooks::route_book));
     // What the webhook listener needs of the config (account keys, teams' endpoints) is read at
     // start: a reload does not change it ("restart needed for listen.webhook").
     let webhook_config = webhooks.as_ref().map(|_| config.clone());
     let listen = config.listen.clone();
     let upstream_url = config.upstream.url.clone();
     let file = path.clone();
-    let parts = Parts::new(&registry)?
-        .observed_by(observer)
-        .with_state(&config.state, &registry)?;
     #[cfg(feature = "otlp")]
     let spans = match &config.telemetry.otlp {
         Some(otlp) => Some(crate::telemetry::otlp::Spans::start(otlp)?),

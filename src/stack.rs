@@ -135,6 +135,11 @@ impl Parts {
         Ok(self)
     }
 
+    /// The fleet's shared state, with `state.backend = "redis"`.
+    pub fn shared_state(&self) -> Option<&SharedState> {
+        self.state.as_ref()
+    }
+
     /// Dedup tells `observer` of every session created, in every build.
     pub fn observed_by(mut self, observer: Option<Arc<dyn SessionObserver>>) -> Self {
         self.observer = observer;

@@ -13,11 +13,13 @@
 //!   letters (listed and re-sent on the admin listener);
 //! - [`schedule`]: what is due when, in memory (O(log n) per webhook, whatever the backlog);
 //! - [`store`]: the storage trait; [`disk`]: redb under `webhooks.dir` (`state.backend =
-//!   "memory"`); a Redis backend implements the same trait;
+//!   "memory"`); [`fleet`]: Redis (`state.backend = "redis"`), a Stream read by a consumer group
+//!   so that any replica accepts and any replica delivers;
 //! - [`signature`], [`metrics`].
 
 pub mod delivery;
 pub mod disk;
+pub mod fleet;
 pub mod intake;
 pub mod metrics;
 pub mod schedule;
@@ -33,6 +35,8 @@ use tokio::sync::{mpsc, watch, Notify};
 
 use crate::config::Config;
 use crate::dedup::{SessionEnds, SessionObserver};
+use crate::state::SharedState;
+use fleet::FleetStore;
 
 pub use delivery::{DeadLetters, HttpTransport, Queue, Transport, X_GATEWAY_DELIVERY_ID};
 pub use intake::{Intake, WebhookKey};
@@ -133,13 +137,26 @@ pub struct Webhooks {
     clock: Clock,
     wake: Arc<Notify>,
     schedule: Arc<Mutex<Schedule>>,
+    /// The fleet's queue, with `state.backend = "redis"`.
+    fleet: Option<Arc<FleetStore>>,
 }
 
 impl Webhooks {
-    /// Opens the store under `webhooks.dir`.
-    pub fn open(config: &Config, registry: &prometheus::Registry) -> anyhow::Result<Self> {
-        let store: Arc<dyn WebhookStore> = Arc::new(disk::DiskStore::open(&config.webhooks.dir)?);
-        Self::with_store(config, registry, store)
+    /// Opens the store: the fleet's on `state` when there is one, else under `webhooks.dir`.
+    pub fn open(
+        config: &Config,
+        registry: &prometheus::Registry,
+        state: Option<&SharedState>,
+    ) -> anyhow::Result<Self> {
+        let Some(state) = state else {
+            let store = Arc::new(disk::DiskStore::open(&config.webhooks.dir)?);
+            return Self::with_store(config, registry, store);
+        };
+        let w = &config.webhooks;
+        let fleet = Arc::new(FleetStore::new(state, w.max_age, w.reclaim_after));
+        let mut webhooks = Self::with_store(config, registry, fleet.clone())?;
+        webhooks.fleet = Some(fleet);
+        Ok(webhooks)
     }
 
     /// Around a given store (tests, other backends).
@@ -167,7 +184,14 @@ impl Webhooks {
             clock,
             wake: Arc::new(Notify::new()),
             schedule: Arc::default(),
+            fleet: None,
         })
+    }
+
+    /// Where stored webhooks are scheduled: here, or (a fleet) by the replica the group hands
+    /// them to.
+    fn local_schedule(&self) -> Option<Arc<Mutex<Schedule>>> {
+        self.fleet.is_none().then(|| Arc::clone(&self.schedule))
     }
 
     /// What dedup tells of each session created.
@@ -179,7 +203,7 @@ impl Webhooks {
     pub fn dead_letters(&self) -> DeadLetters {
         DeadLetters {
             store: Arc::clone(&self.store),
-            schedule: Arc::clone(&self.schedule),
+            schedule: self.local_schedule(),
             wake: Arc::clone(&self.wake),
             clock: self.clock,
         }
@@ -198,7 +222,7 @@ impl Webhooks {
             ends,
             metrics: self.metrics.clone(),
             wake: Arc::clone(&self.wake),
-            schedule: Arc::clone(&self.schedule),
+            schedule: self.local_schedule(),
             max_body: config.limits.max_body,
             body_timeout: config.listen.body_read_timeout,
             clock: self.clock,
@@ -235,10 +259,11 @@ impl Webhooks {
             clock: self.clock,
             wake: Arc::clone(&self.wake),
             schedule: Arc::clone(&self.schedule),
+            fleet: self.fleet.clone(),
         })
     }
 
-    /// Starts the route writer and the delivery queue; both stop with `stop` (the writer when the
+    /// Starts the route writer and the delivery queue (and a fleet's feed); all stop with `stop` (the writer when the
     /// route book is dropped).
     pub fn spawn(
         &mut self,
@@ -246,6 +271,14 @@ impl Webhooks {
         stop: watch::Receiver<bool>,
     ) -> Vec<tokio::task::JoinHandle<()>> {
         let mut tasks = vec![tokio::spawn(queue.run(stop.clone()))];
+        if let Some(fleet) = &self.fleet {
+            let (schedule, wake) = (Arc::clone(&self.schedule), Arc::clone(&self.wake));
+            tasks.push(tokio::spawn(Arc::clone(fleet).feed(
+                schedule,
+                wake,
+                stop.clone(),
+            )));
+        }
         if let Some(rx) = self.route_writes.take() {
             let writer = write_routes(Arc::clone(&self.store), Arc::clone(&self.recent), rx);
             let mut stop = stop;

@@ -49,6 +49,9 @@ pub(crate) const RECHECK_AFTER: Range = Range::new(Duration::ZERO, Duration::fro
 /// `webhooks.max_age`: 1s..30d (short values are for tests and drills).
 pub(crate) const WEBHOOK_MAX_AGE: Range = Range::new(SECOND, Duration::from_secs(2_592_000));
 
+/// `webhooks.reclaim_after`: 1s..1h (a replica renews its claims three times within it).
+pub(crate) const RECLAIM_AFTER: Range = Range::new(SECOND, HOUR);
+
 /// `state.timeout`, one Redis operation: 1ms..10s (a round trip on a LAN is well under 1 ms;
 /// longer than seconds would hold requests on a Redis that is gone).
 pub(crate) const REDIS_TIMEOUT: Range = Range::new(MS, Duration::from_secs(10));

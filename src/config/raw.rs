@@ -295,6 +295,7 @@ pub struct RawWebhooks {
     pub max_age: String,
     pub unknown: String,
     pub delivery_timeout: String,
+    pub reclaim_after: String,
 }
 
 impl Default for RawWebhooks {
@@ -306,6 +307,7 @@ impl Default for RawWebhooks {
             max_age: "72h".into(),
             unknown: "dead".into(),
             delivery_timeout: "10s".into(),
+            reclaim_after: "10s".into(),
         }
     }
 }

@@ -137,6 +137,11 @@ fn webhooks(p: &mut Problems, raw: &RawWebhooks, teams: &[Team]) -> Webhooks {
             &raw.delivery_timeout,
             ranges::TIMEOUT,
         ),
+        reclaim_after: p.duration(
+            "webhooks.reclaim_after",
+            &raw.reclaim_after,
+            ranges::RECLAIM_AFTER,
+        ),
     }
 }
 

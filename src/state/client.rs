@@ -47,6 +47,12 @@ pub enum Op {
     Subscribe,
     /// A session over: its replay entry removed.
     End,
+    /// The webhook queue's storage: a webhook stored, its delivery's state, the dead letters,
+    /// the scanRef→team routes.
+    Webhook,
+    /// A replica's claim on webhook deliveries: new ones read, a dead replica's taken over, its
+    /// own kept alive.
+    Claim,
 }
 
 impl Op {
@@ -60,6 +66,8 @@ impl Op {
             Op::Finish => "finish",
             Op::Subscribe => "subscribe",
             Op::End => "end",
+            Op::Webhook => "webhook",
+            Op::Claim => "claim",
         }
     }
 }
@@ -118,12 +126,7 @@ impl SharedState {
             info = info.set_redis_settings(settings);
         }
         let client = redis::Client::open(info)?;
-        let manager = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(None)
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(100));
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager)?;
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_config())?;
         metrics.up.set(0);
         let state = SharedState {
             inner: Arc::new(Inner {
@@ -173,7 +176,55 @@ impl SharedState {
         if self.is_down() && op != Op::Ping {
             return Err(StateError::Down);
         }
-        self.inner.run(op, self.inner.timeout, call).await
+        let timeout = self.inner.timeout;
+        self.inner
+            .run(op, self.inner.conn.clone(), timeout, call)
+            .await
+    }
+
+    /// [`run`](Self::run) for an operation off the request path, which may move more than a
+    /// request's (a webhook's body): within the connection timeout when that is longer than
+    /// `state.timeout`.
+    pub async fn run_slow<T, F>(
+        &self,
+        op: Op,
+        call: impl FnOnce(ConnectionManager) -> F,
+    ) -> Result<T, StateError>
+    where
+        F: Future<Output = RedisResult<T>>,
+    {
+        if self.is_down() {
+            return Err(StateError::Down);
+        }
+        let timeout = self.inner.timeout.max(CONNECT_TIMEOUT);
+        self.inner
+            .run(op, self.inner.conn.clone(), timeout, call)
+            .await
+    }
+
+    /// A connection of its own, for blocking reads: on the shared connection, a read that
+    /// waits would hold up every operation queued behind it. Connects lazily, reconnects on its
+    /// own.
+    pub fn dedicated(&self) -> Result<ConnectionManager, StateError> {
+        ConnectionManager::new_lazy_with_config(self.inner.client.clone(), manager_config())
+            .map_err(|e| StateError::Failed(e.category().to_string()))
+    }
+
+    /// One operation on `conn` (from [`dedicated`](Self::dedicated)), within `timeout`.
+    pub async fn run_on<T, F>(
+        &self,
+        op: Op,
+        conn: &ConnectionManager,
+        timeout: Duration,
+        call: impl FnOnce(ConnectionManager) -> F,
+    ) -> Result<T, StateError>
+    where
+        F: Future<Output = RedisResult<T>>,
+    {
+        if self.is_down() {
+            return Err(StateError::Down);
+        }
+        self.inner.run(op, conn.clone(), timeout, call).await
     }
 
     /// A subscription to `channel`, on a connection of its own: a new connection (a TLS
@@ -191,7 +242,8 @@ impl SharedState {
             Ok(pubsub.into_on_message())
         };
         let timeout = self.inner.timeout.max(CONNECT_TIMEOUT);
-        self.inner.run(Op::Subscribe, timeout, call).await
+        let conn = self.inner.conn.clone();
+        self.inner.run(Op::Subscribe, conn, timeout, call).await
     }
 }
 
@@ -199,6 +251,7 @@ impl Inner {
     async fn run<T, F>(
         &self,
         op: Op,
+        conn: ConnectionManager,
         timeout: Duration,
         call: impl FnOnce(ConnectionManager) -> F,
     ) -> Result<T, StateError>
@@ -206,7 +259,7 @@ impl Inner {
         F: Future<Output = RedisResult<T>>,
     {
         let start = Instant::now();
-        let result = match tokio::time::timeout(timeout, call(self.conn.clone())).await {
+        let result = match tokio::time::timeout(timeout, call(conn)).await {
             Ok(Ok(value)) => Ok(value),
             // The category only: a server's message may quote a key (which names an account),
             // never the URL, but stays out of the logs all the same.
@@ -248,6 +301,15 @@ impl Inner {
     }
 }
 
+/// Connections time out on connecting; each operation is bounded by its caller.
+fn manager_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(None)
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(100))
+}
+
 /// PINGs the backend while it is down, until the client is dropped.
 async fn probe(inner: Weak<Inner>) {
     let mut every = tokio::time::interval(PROBE_EVERY);
@@ -260,9 +322,8 @@ async fn probe(inner: Weak<Inner>) {
                 redis::cmd("PING").query_async::<()>(&mut conn).await
             };
             // Not on the request path: the time a new connection (a TLS handshake) needs.
-            let _ = inner
-                .run(Op::Ping, inner.timeout.max(CONNECT_TIMEOUT), ping)
-                .await;
+            let timeout = inner.timeout.max(CONNECT_TIMEOUT);
+            let _ = inner.run(Op::Ping, inner.conn.clone(), timeout, ping).await;
         }
     }
 }

@@ -29,6 +29,7 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::{watch, Notify};
 
+use super::fleet::{FleetStore, ORDER_WAIT};
 use super::intake::{WebhookKey, IDENFY_EVENT_TYPE};
 use super::metrics::WebhookMetrics;
 use super::schedule::Schedule;
@@ -132,8 +133,12 @@ pub struct Queue {
     pub metrics: WebhookMetrics,
     pub clock: Clock,
     pub wake: Arc<Notify>,
-    /// What is due when; shared with the intake and the dead letters, which add to it.
+    /// What is due when; shared with the intake and the dead letters, which add to it (and in
+    /// a fleet with the group's feed instead).
     pub schedule: Arc<Mutex<Schedule>>,
+    /// A fleet's queue ([`super::fleet`]): a webhook waits for the ones before it in its lane
+    /// that other replicas hold.
+    pub fleet: Option<Arc<FleetStore>>,
 }
 
 /// How one attempt ended.
@@ -143,6 +148,9 @@ enum Attempted {
     Retry(String),
     /// The webhook is no longer stored (delivered or re-sent meanwhile).
     Gone,
+    /// An earlier webhook of its scanRef is still undelivered, held by another replica: not
+    /// attempted, looked at again after [`ORDER_WAIT`].
+    NotYet,
 }
 
 /// Full jitter between `base` and `min(cap, base·2^(attempt-1))`.
@@ -259,6 +267,11 @@ impl Queue {
                 self.schedule().finished(seq);
                 Ok(())
             }
+            Attempted::NotYet => {
+                self.schedule()
+                    .release(seq, now + ORDER_WAIT.as_millis() as u64);
+                Ok(())
+            }
             Attempted::Delivered(team) => {
                 blocking(move || store.delivered(seq)).await?;
                 self.schedule().finished(seq);
@@ -325,6 +338,12 @@ impl Queue {
     }
 
     async fn attempt(&self, p: &Pending) -> Attempted {
+        if let Some(fleet) = &self.fleet {
+            // Unknown (Redis down) counts as not yet: order is kept, nothing is lost.
+            if !fleet.is_next(p.seq, &p.scan_ref).await.unwrap_or(false) {
+                return Attempted::NotYet;
+            }
+        }
         let store = Arc::clone(&self.store);
         let seq = p.seq;
         let event = match blocking(move || store.event(seq)).await {
@@ -389,7 +408,8 @@ fn delivery_headers(meta: &super::store::Meta, key: &[u8], body: &[u8]) -> Heade
 #[derive(Clone)]
 pub struct DeadLetters {
     pub store: Arc<dyn WebhookStore>,
-    pub schedule: Arc<Mutex<Schedule>>,
+    /// `None` in a fleet, whose queue hands a re-sent webhook to one replica.
+    pub schedule: Option<Arc<Mutex<Schedule>>>,
     pub wake: Arc<Notify>,
     pub clock: Clock,
 }
@@ -406,8 +426,10 @@ impl DeadLetters {
         let Some(revived) = blocking(move || store.revive(&id, now)).await? else {
             return Ok(false);
         };
-        lock(&self.schedule).add(revived);
-        self.wake.notify_one();
+        if let Some(schedule) = &self.schedule {
+            lock(schedule).add(revived);
+            self.wake.notify_one();
+        }
         Ok(true)
     }
 }

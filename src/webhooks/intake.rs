@@ -84,8 +84,9 @@ pub struct Intake {
     pub metrics: WebhookMetrics,
     /// Wakes the delivery queue.
     pub wake: Arc<Notify>,
-    /// The delivery queue's schedule: a stored webhook is added to it.
-    pub schedule: Arc<std::sync::Mutex<Schedule>>,
+    /// The delivery queue's schedule: a stored webhook is added to it. `None` in a fleet, whose
+    /// queue hands each stored webhook to one replica ([`super::fleet`]).
+    pub schedule: Option<Arc<std::sync::Mutex<Schedule>>>,
     pub max_body: u64,
     pub body_timeout: Duration,
     pub clock: Clock,
@@ -168,14 +169,16 @@ impl Intake {
         self.metrics.received.with_label_values(&[&account]).inc();
         match stored {
             Accepted::Queued(seq) => {
-                super::delivery::lock(&self.schedule).add(Pending {
-                    seq,
-                    scan_ref: facts.scan_ref.clone(),
-                    attempts: 0,
-                    next_at_ms: received_ms,
-                    received_ms,
-                });
-                self.wake.notify_one();
+                if let Some(schedule) = &self.schedule {
+                    super::delivery::lock(schedule).add(Pending {
+                        seq,
+                        scan_ref: facts.scan_ref.clone(),
+                        attempts: 0,
+                        next_at_ms: received_ms,
+                        received_ms,
+                    });
+                    self.wake.notify_one();
+                }
             }
             Accepted::Duplicate => self.metrics.duplicates.with_label_values(&[&account]).inc(),
         }

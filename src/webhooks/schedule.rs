@@ -135,6 +135,11 @@ impl Schedule {
         }
     }
 
+    /// The seqs scheduled here, in flight or waiting.
+    pub fn seqs(&self) -> Vec<u64> {
+        self.entries.keys().copied().collect()
+    }
+
     /// Webhooks waiting for delivery.
     pub fn depth(&self) -> usize {
         self.entries.len()

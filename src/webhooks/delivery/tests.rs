@@ -88,6 +88,7 @@ fn setup(transport: Arc<Scripted>, max_age: Duration) -> Setup {
         clock: Clock::new(),
         wake: Arc::new(Notify::new()),
         schedule: Arc::default(),
+        fleet: None,
     });
     let (stop, rx) = watch::channel(false);
     tokio::spawn(Arc::clone(&queue).run(rx));
@@ -130,7 +131,7 @@ impl Setup {
     fn dead_letters(&self) -> DeadLetters {
         DeadLetters {
             store: Arc::clone(&self.store),
-            schedule: Arc::clone(&self.queue.schedule),
+            schedule: Some(Arc::clone(&self.queue.schedule)),
             wake: Arc::clone(&self.queue.wake),
             clock: self.queue.clock,
         }
