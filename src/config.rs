@@ -15,7 +15,7 @@ mod locate;
 mod ranges;
 mod raw;
 mod show;
-mod state;
+pub(crate) mod state;
 mod structure;
 mod telemetry;
 mod tls;
@@ -233,6 +233,9 @@ pub struct Redis {
     pub url: Secret,
     /// `state.redis_password_file`: the password, read from a file (in place of the URL's).
     pub password_file: Option<PathBuf>,
+    /// `state.redis_ca_file`: the CAs (PEM) a `rediss://` server's certificate is checked
+    /// against, in place of the public roots.
+    pub ca_file: Option<PathBuf>,
     /// `state.key_prefix`: every key starts with it (default `idenfy-gateway:`).
     pub key_prefix: String,
     /// `state.timeout`: the longest one Redis operation may take (default 50 ms).

@@ -121,6 +121,39 @@ fn a_missing_password_file_is_a_problem_of_this_machine() {
 }
 
 #[test]
+fn a_redis_ca_file_must_be_a_readable_pem_and_needs_rediss() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_pem = dir.path().join("ca.txt");
+    std::fs::write(&not_pem, "not a certificate").unwrap();
+    let ca = format!(
+        "{}/tests/fixtures/localhost.pem",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let state = |url: &str, file: &str| {
+        format!("backend = \"redis\"\nredis_url = \"{url}\"\nredis_ca_file = {file:?}")
+    };
+    let ok = Config::parse(&with_state(&state("rediss://r:6380", &ca)), &env).unwrap();
+    let State::Redis(redis) = &ok.state else {
+        panic!("redis expected");
+    };
+    assert_eq!(redis.ca_file.as_deref(), Some(std::path::Path::new(&ca)));
+    for (url, file, message) in [
+        ("rediss://r:6380", "/nonexistent/ca.pem", "cannot read"),
+        (
+            "rediss://r:6380",
+            not_pem.to_str().unwrap(),
+            "no PEM certificate",
+        ),
+        ("redis://r:6379", ca.as_str(), "only with a rediss:// URL"),
+    ] {
+        let problems = problems(&state(url, file));
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].0, "state.redis_ca_file");
+        assert!(problems[0].1.contains(message), "{problems:?}");
+    }
+}
+
+#[test]
 fn config_show_redacts_the_redis_password() {
     let text = with_state(
         "backend = \"redis\"\nredis_url = \"redis://gateway:${REDIS_PASSWORD}@redis:6379/0\"",

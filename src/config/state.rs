@@ -17,6 +17,12 @@ pub(super) fn state(p: &mut Problems, raw: &RawState) -> State {
         "redis" => match raw.redis_url.as_deref() {
             Some(url) => {
                 check_url(p, url);
+                if raw.redis_ca_file.is_some() && !url.starts_with("rediss://") {
+                    p.add(
+                        "state.redis_ca_file",
+                        "only with a rediss:// URL (the CA checks the server's TLS certificate)",
+                    );
+                }
                 State::Redis(Redis {
                     url: Secret::new(url),
                     ..redis
@@ -69,13 +75,29 @@ fn redis(p: &mut Problems, raw: &RawState) -> Redis {
             p.environment("state.redis_password_file", e);
         }
     }
+    let ca_file = raw.redis_ca_file.as_ref().map(PathBuf::from);
+    if let Some(file) = ca_file.as_ref().filter(|_| !p.offline()) {
+        if let Err(e) = read_ca(file) {
+            p.environment("state.redis_ca_file", e);
+        }
+    }
     Redis {
         url: Secret::new(""),
         password_file,
+        ca_file,
         key_prefix: raw.key_prefix.clone(),
         timeout: p.duration("state.timeout", &raw.timeout, ranges::REDIS_TIMEOUT),
         on_unavailable,
     }
+}
+
+/// The PEM file of `state.redis_ca_file`: read, and holding at least one certificate.
+pub(crate) fn read_ca(file: &Path) -> Result<Vec<u8>, String> {
+    let pem = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+        return Err(format!("{}: no PEM certificate in it", file.display()));
+    }
+    Ok(pem)
 }
 
 /// A URL the Redis client accepts: `redis://` or `rediss://` (a parse error names neither

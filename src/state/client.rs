@@ -125,7 +125,18 @@ impl SharedState {
             let settings = info.redis_settings().clone().set_password(password);
             info = info.set_redis_settings(settings);
         }
-        let client = redis::Client::open(info)?;
+        let client = match &config.ca_file {
+            Some(file) => {
+                let pem = config::state::read_ca(file)
+                    .map_err(|e| anyhow::anyhow!("state.redis_ca_file: {e}"))?;
+                let trust = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                };
+                redis::Client::build_with_tls(info, trust)?
+            }
+            None => redis::Client::open(info)?,
+        };
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_config())?;
         metrics.up.set(0);
         let state = SharedState {

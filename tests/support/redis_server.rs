@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 pub struct RedisServer {
     bin: PathBuf,
     port: u16,
+    /// More arguments for `redis-server` (a password, a TLS port).
+    args: Vec<String>,
     dir: tempfile::TempDir,
     child: Option<Child>,
 }
@@ -19,20 +21,26 @@ impl RedisServer {
     /// Starts one and waits for its PING; `None` (after a notice) when redis-server is missing
     /// and not required.
     pub fn start() -> Option<RedisServer> {
+        Self::start_with(Vec::new())
+    }
+
+    /// [`start`](Self::start) with more arguments for `redis-server`.
+    pub fn start_with(args: Vec<String>) -> Option<RedisServer> {
         let bin = crate::support::deploy::tool("redis-server")?;
-        // A free port: bound, read, released (redis-server binds it a moment later).
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free loopback port")
-            .port();
         let mut server = RedisServer {
             bin,
-            port,
+            port: free_port(),
+            args,
             dir: tempfile::tempdir().expect("a temporary directory"),
             child: None,
         };
         server.restart();
         Some(server)
+    }
+
+    /// The plain port.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// `redis://127.0.0.1:PORT/0`.
@@ -63,6 +71,7 @@ impl RedisServer {
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -76,7 +85,9 @@ impl RedisServer {
         let client = redis::Client::open(self.url()).expect("a valid url");
         while start.elapsed() < Duration::from_secs(10) {
             if let Ok(mut conn) = client.get_connection() {
-                if redis::cmd("PING").query::<String>(&mut conn).is_ok() {
+                // Up: a PONG, or a refusal for want of the password it was started with.
+                let pong = redis::cmd("PING").query::<String>(&mut conn);
+                if pong.is_ok() || pong.is_err_and(|e| e.code() == Some("NOAUTH")) {
                     return;
                 }
             }
@@ -88,6 +99,14 @@ impl RedisServer {
             self.port
         );
     }
+}
+
+/// A free loopback port: bound, read, released (redis-server binds it a moment later).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
 }
 
 impl Drop for RedisServer {
