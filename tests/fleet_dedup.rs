@@ -120,6 +120,11 @@ async fn a_token_created_through_one_replica_is_replayed_by_the_other_to_its_tea
         "{keys:?}"
     );
     assert!(keys.iter().all(|k| !k.contains("user-1")), "{keys:?}");
+    // Every key of the account carries it as its hash tag (one Cluster slot, README).
+    assert!(
+        keys.iter().all(|k| k.starts_with("idenfy-gateway:{main}:")),
+        "{keys:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
