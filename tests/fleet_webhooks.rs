@@ -94,7 +94,7 @@ async fn key_stored(redis: &RedisServer, key: &str) {
     panic!("{key} not stored in 10 s");
 }
 
-fn text(r: &Recorded) -> String {
+fn text_of(r: &Recorded) -> String {
     String::from_utf8(r.body.to_vec()).unwrap()
 }
 
@@ -141,7 +141,7 @@ async fn a_webhook_accepted_by_a_replica_that_died_is_delivered_by_the_other_in_
     // second waited for the first although B held it from the start.
     within("B's deliveries", receiver.wait_for(3)).await;
     let seen = receiver.received();
-    let bodies: Vec<String> = seen.iter().map(text).collect();
+    let bodies: Vec<String> = seen.iter().map(text_of).collect();
     assert_eq!(bodies, [first.clone(), first, second]);
     assert!(seen.iter().all(signed_for_the_team));
     let id = |r: &Recorded| {
@@ -208,7 +208,7 @@ async fn a_redelivery_to_the_other_replica_is_queued_once_and_routed_by_what_the
     // Once only, to the team that created the session, byte for byte, signed with its key.
     assert_eq!(receiver.count(), 1);
     let got = &receiver.received()[0];
-    assert_eq!(text(got), hook);
+    assert_eq!(text_of(got), hook);
     assert!(signed_for_the_team(got));
     let dead = sum("idenfy_gateway_webhooks_dead_total");
     assert_eq!(dead, 0.0);
@@ -233,7 +233,7 @@ async fn a_dead_letter_buried_by_one_replica_is_listed_and_resent_by_the_other()
     let ack = post_hook(a.running.webhook_addr.unwrap(), &hook).await;
     assert_eq!(ack.status, StatusCode::OK);
     wait_for_metric(&a, "idenfy_gateway_webhooks_dead_total", 1.0).await;
-    drop(a);
+    a.running.shutdown().await;
 
     let b = TestGateway::start(&config(&upstream, &redis, &receiver.url(), "")).await;
     wait_for_backend(&b, 1.0).await;
@@ -268,7 +268,7 @@ async fn a_dead_letter_buried_by_one_replica_is_listed_and_resent_by_the_other()
     assert_eq!(retried.status, StatusCode::ACCEPTED);
     within("the re-send", receiver.wait_for(2)).await;
     let seen = receiver.received();
-    assert_eq!(text(&seen[1]), hook);
+    assert_eq!(text_of(&seen[1]), hook);
     assert_eq!(
         seen[1].headers[X_GATEWAY_DELIVERY_ID],
         seen[0].headers[X_GATEWAY_DELIVERY_ID]
@@ -304,5 +304,35 @@ async fn while_redis_is_down_a_webhook_is_not_acknowledged_so_idenfy_sends_it_ag
     let ack = post_hook(gw.running.webhook_addr.unwrap(), &hook).await;
     assert_eq!(ack.status, StatusCode::OK);
     within("the delivery", receiver.wait_for(1)).await;
-    assert_eq!(text(&receiver.received()[0]), hook);
+    assert_eq!(text_of(&receiver.received()[0]), hook);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_stops_leaves_its_deliveries_to_the_other_at_once() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let upstream = MockUpstream::start().await;
+    upstream.set_default(token_reply("scan-5"));
+    let receiver = MockUpstream::start().await;
+    receiver.push(Reply::json(503, "{}"));
+    // Claims of a dead replica would be taken over only after an hour: within the test, only
+    // the stopping replica's release hands its delivery over.
+    let text = config(&upstream, &redis, &receiver.url(), "retry_base = \"1s\"")
+        .replace("reclaim_after = \"1s\"", "reclaim_after = \"1h\"");
+    let a = TestGateway::start(&text).await;
+    wait_for_backend(&a, 1.0).await;
+    create_token(a.url("/api/v2/token")).await;
+    key_stored(&redis, "idenfy-gateway:{webhooks}:wh:route:scan-5").await;
+    let hook = body("scan-5", 1);
+    let ack = post_hook(a.running.webhook_addr.unwrap(), &hook).await;
+    assert_eq!(ack.status, StatusCode::OK);
+    within("A's attempt", receiver.wait_for(1)).await;
+    a.running.shutdown().await;
+
+    let b = TestGateway::start(&text).await;
+    wait_for_backend(&b, 1.0).await;
+    within("B's delivery", receiver.wait_for(2)).await;
+    assert_eq!(text_of(&receiver.received()[1]), hook);
+    wait_for_metric(&b, "idenfy_gateway_webhooks_delivered_total", 1.0).await;
 }

@@ -309,7 +309,7 @@ impl Default for RawWebhooks {
             max_age: "72h".into(),
             unknown: "dead".into(),
             delivery_timeout: "10s".into(),
-            reclaim_after: "10s".into(),
+            reclaim_after: "5s".into(),
         }
     }
 }

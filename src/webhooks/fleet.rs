@@ -134,7 +134,7 @@ impl FleetStore {
                         Ok(new) => claimed.extend(new),
                         Err(_) => failed = true,
                     },
-                    _ = stop.wait_for(|s| *s) => return,
+                    _ = stop.wait_for(|s| *s) => break,
                 }
             }
             if !claimed.is_empty() {
@@ -149,14 +149,24 @@ impl FleetStore {
                 // Redis down: the client logs it once and probes; look again in a second.
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = stop.wait_for(|s| *s) => return,
+                    _ = stop.wait_for(|s| *s) => break,
                 }
             }
         }
+        // Stopping: what this replica holds is left to the others at once (its claims made to
+        // look idle past the reclaim time), rather than after `webhooks.reclaim_after`.
+        let _ = self.keep(&schedule, self.reclaim_after * 2).await;
     }
 
     /// Renews this replica's claims (forgetting those it lost) and takes over a dead replica's.
     async fn care(&self, schedule: &Mutex<Schedule>) -> Result<Vec<Pending>, StateError> {
+        self.keep(schedule, Duration::ZERO).await?;
+        self.take_over().await
+    }
+
+    /// Sets the idle time of this replica's claims to `idle` (zero: renewed), forgetting those
+    /// it lost.
+    async fn keep(&self, schedule: &Mutex<Schedule>, idle: Duration) -> Result<(), StateError> {
         let held = lock(schedule).seqs();
         if !held.is_empty() {
             let mut invocation = scripts::KEEP.key(self.key("queue"));
@@ -164,6 +174,7 @@ impl FleetStore {
                 .arg(&self.base)
                 .arg(GROUP)
                 .arg(&self.me)
+                .arg(idle.as_millis() as u64)
                 .arg(&held);
             let all = held.clone();
             let call = |mut conn: ConnectionManager| async move {
@@ -179,6 +190,11 @@ impl FleetStore {
                 schedule.finished(seq);
             }
         }
+        Ok(())
+    }
+
+    /// Takes over the deliveries of replicas that stopped renewing their claims.
+    async fn take_over(&self) -> Result<Vec<Pending>, StateError> {
         let mut invocation = scripts::TAKE_OVER.key(self.key("queue"));
         invocation
             .arg(&self.base)

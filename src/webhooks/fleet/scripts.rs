@@ -64,16 +64,16 @@ return load(ARGV[1], KEYS[1], ARGV[2], list)"#
     ))
 });
 
-/// Renews this consumer's claims on the given seqs (resets their idle time); returns the seqs
-/// no longer its own (taken over, or settled elsewhere). KEYS: queue; ARGV: key base, group,
-/// this consumer, seqs.
+/// Sets the idle time of this consumer's claims on the given seqs (0: renewed; past the reclaim
+/// time: left to the others); returns the seqs no longer its own (taken over, or settled
+/// elsewhere). KEYS: queue; ARGV: key base, group, this consumer, idle (ms), seqs.
 const KEEP_LUA: &str = r#"
 local lost = {}
-for i = 4, #ARGV do
+for i = 5, #ARGV do
   local entry = redis.call('HGET', ARGV[1] .. 'ev:' .. ARGV[i], 'entry')
   local p = entry and redis.call('XPENDING', KEYS[1], ARGV[2], entry, entry, 1)[1]
   if p and p[2] == ARGV[3] then
-    redis.call('XCLAIM', KEYS[1], ARGV[2], ARGV[3], 0, entry, 'JUSTID')
+    redis.call('XCLAIM', KEYS[1], ARGV[2], ARGV[3], 0, entry, 'IDLE', ARGV[4], 'JUSTID')
   else
     lost[#lost + 1] = tonumber(ARGV[i])
   end
