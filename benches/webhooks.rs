@@ -9,7 +9,10 @@
 //! per case, and what the queue did.
 //!
 //! Environment (optional): `WEBHOOK_BENCH_RATE` (200) webhooks/s, `WEBHOOK_BENCH_SECS` (10)
-//! seconds per case. Everything binds 127.0.0.1; every run is bounded by its duration.
+//! seconds per case; `WEBHOOK_BENCH_BACKEND=redis` stores the queue in Redis (fleet mode)
+//! instead: a `redis-server` of the bench's own on a free port, with `appendonly yes` and
+//! `appendfsync` from `WEBHOOK_BENCH_REDIS_FSYNC` (`always`, the durability of the redb store;
+//! or `everysec`). Everything binds 127.0.0.1; every run is bounded by its duration.
 
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
@@ -65,8 +68,37 @@ fn receiver() -> String {
     format!("http://{}", rx.recv().unwrap())
 }
 
+/// A `redis-server` on a free port with an append-only file fsynced as `fsync` says, in `dir`;
+/// killed when the bench exits. Its URL.
+fn redis_server(dir: &std::path::Path, fsync: &str) -> (std::process::Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let child = std::process::Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+        .args(["--appendonly", "yes", "--appendfsync", fsync])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server (Debian package redis-server) starts");
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let client = redis::Client::open(url.as_str()).unwrap();
+    for _ in 0..500 {
+        if let Ok(mut conn) = client.get_connection() {
+            if redis::cmd("PING").query::<String>(&mut conn).is_ok() {
+                return (child, url);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("redis-server did not answer");
+}
+
 /// The gateway on its own thread (it lives until the bench exits): its webhook URL and admin URL.
-fn gateway(team_url: &str, dir: &std::path::Path) -> (String, String) {
+/// `state`: the `[state]` lines (empty: the memory backend, the queue in `dir`).
+fn gateway(team_url: &str, dir: &std::path::Path, state: &str) -> (String, String) {
     let text = format!(
         r#"
 [listen]
@@ -93,6 +125,7 @@ retry_cap = "5s"
 [log]
 format = "human"
 level = "error"
+{state}
 "#,
         dir = dir.display()
     );
@@ -207,11 +240,27 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    let redis_dir = tempfile::tempdir().unwrap();
+    let redis = match std::env::var("WEBHOOK_BENCH_BACKEND").as_deref() {
+        Ok("redis") => {
+            let fsync = std::env::var("WEBHOOK_BENCH_REDIS_FSYNC").unwrap_or("always".into());
+            println!("queue in Redis (appendfsync {fsync})");
+            Some(redis_server(redis_dir.path(), &fsync))
+        }
+        _ => None,
+    };
     println!("| receiver | webhooks/s | sent | failed | p50 | p99 | max | delivered | queued at the end |");
     println!("|---|---|---|---|---|---|---|---|---|");
     for (name, team_url) in [("up", up.as_str()), ("down", down.as_str())] {
         let dir = tempfile::tempdir().unwrap();
-        let (hook, admin) = gateway(team_url, dir.path());
+        let state = match &redis {
+            // A prefix per case: the second does not see the first's queue.
+            Some((_, url)) => format!(
+                "[state]\nbackend = \"redis\"\nredis_url = \"{url}\"\ntimeout = \"500ms\"\nkey_prefix = \"bench-{name}:\"\n"
+            ),
+            None => String::new(),
+        };
+        let (hook, admin) = gateway(team_url, dir.path(), &state);
         let case = rt.block_on(load(&hook, rate, secs));
         let text = rt.block_on(admin_metrics(&admin));
         println!(
@@ -226,4 +275,8 @@ fn main() {
         );
     }
     drop(down_socket);
+    if let Some((mut child, _)) = redis {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 }
