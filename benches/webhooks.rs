@@ -76,7 +76,14 @@ fn redis_server(dir: &std::path::Path, fsync: &str) -> (std::process::Child, Str
         .unwrap()
         .port();
     let child = std::process::Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
         .args(["--appendonly", "yes", "--appendfsync", fsync])
         .arg("--dir")
         .arg(dir)
@@ -93,6 +100,9 @@ fn redis_server(dir: &std::path::Path, fsync: &str) -> (std::process::Child, Str
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+    let mut child = child;
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("redis-server did not answer");
 }
 

@@ -8,21 +8,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::{Method, StatusCode};
-use support::fleet::{account_and_team, fleet, wait_for_backend, HIGH};
-use support::gateway::{metric, send, Answer, TestGateway, BEARER};
+use http::StatusCode;
+use support::fleet::{account_and_team, fleet, status, wait_for_backend, HIGH};
+use support::gateway::{metric, TestGateway};
 use support::redis_server::RedisServer;
 use support::upstream::{MockUpstream, Reply};
-
-async fn status(gw: &TestGateway) -> Answer {
-    send(
-        Method::POST,
-        &gw.url("/api/v2/status"),
-        &[BEARER],
-        r#"{"scanRef":"s"}"#,
-    )
-    .await
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_replicas_together_keep_to_the_accounts_rate() {

@@ -6,9 +6,9 @@
 
 mod support;
 
-use http::{Method, StatusCode};
-use support::fleet::{account_and_team, wait_for_backend, wait_for_metric, HIGH};
-use support::gateway::{config_text, metric, send, TestGateway, BEARER};
+use http::StatusCode;
+use support::fleet::{account_and_team, status, wait_for_backend, wait_for_metric, HIGH};
+use support::gateway::{config_text, metric, TestGateway};
 use support::redis_server::{free_port, RedisServer};
 use support::tls::fixture;
 use support::upstream::{MockUpstream, Reply};
@@ -47,17 +47,6 @@ fn config(upstream: &MockUpstream, url: &str, state: &str) -> String {
     )
 }
 
-async fn status(gw: &TestGateway) -> StatusCode {
-    send(
-        Method::POST,
-        &gw.url("/api/v2/status"),
-        &[BEARER],
-        r#"{"scanRef":"s"}"#,
-    )
-    .await
-    .status
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quotas_are_decided_over_rediss_with_the_password_from_a_file_and_a_private_ca() {
     let Some((redis, tls_port)) = secured_redis() else {
@@ -76,7 +65,7 @@ async fn quotas_are_decided_over_rediss_with_the_password_from_a_file_and_a_priv
     let url = format!("rediss://127.0.0.1:{tls_port}/0");
     let gw = TestGateway::start(&config(&upstream, &url, &state)).await;
     wait_for_backend(&gw, 1.0).await;
-    assert_eq!(status(&gw).await, StatusCode::OK);
+    assert_eq!(status(&gw).await.status, StatusCode::OK);
     let text = gw.metrics().await;
     assert!(
         metric(
@@ -118,7 +107,7 @@ async fn a_wrong_password_or_an_untrusted_certificate_leaves_the_backend_down() 
         let gw = TestGateway::start(&config(&upstream, &url, state)).await;
         wait_for_metric(&gw, "idenfy_gateway_state_errors_total", 1.0).await;
         // Served all the same, from the replica's own quotas (`on_unavailable = "local"`).
-        assert_eq!(status(&gw).await, StatusCode::OK);
+        assert_eq!(status(&gw).await.status, StatusCode::OK);
         let text = gw.metrics().await;
         assert_eq!(metric(&text, "idenfy_gateway_state_backend_up"), 0.0);
         assert!(metric(&text, "idenfy_gateway_state_fallbacks_total") >= 1.0);

@@ -204,13 +204,8 @@ impl SharedState {
     where
         F: Future<Output = RedisResult<T>>,
     {
-        if self.is_down() {
-            return Err(StateError::Down);
-        }
         let timeout = self.inner.timeout.max(CONNECT_TIMEOUT);
-        self.inner
-            .run(op, self.inner.conn.clone(), timeout, call)
-            .await
+        self.run_on(op, &self.inner.conn, timeout, call).await
     }
 
     /// A connection of its own, for blocking reads: on the shared connection, a read that

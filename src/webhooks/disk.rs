@@ -212,18 +212,7 @@ impl WebhookStore for DiskStore {
             let Some(event) = tx!("dead", events.get(seq.value())) else {
                 continue;
             };
-            let meta = meta_of(event.value().0)?;
-            out.push(DeadLetter {
-                id: meta.id,
-                account: meta.account,
-                scan_ref: meta.scan_ref,
-                event_type: meta.event_type,
-                team: burial.team,
-                reason: burial.reason,
-                attempts: burial.attempts,
-                received_ms: meta.received_ms,
-                dead_ms: burial.dead_ms,
-            });
+            out.push(DeadLetter::of(meta_of(event.value().0)?, burial));
         }
         Ok(out)
     }

@@ -412,20 +412,7 @@ impl WebhookStore for FleetStore {
         let rows: Vec<(String, String)> =
             self.call(|mut conn| async move { invocation.invoke_async(&mut conn).await })?;
         rows.iter()
-            .map(|(meta, burial)| {
-                let (meta, burial): (Meta, Burial) = (decode(meta)?, decode(burial)?);
-                Ok(DeadLetter {
-                    id: meta.id,
-                    account: meta.account,
-                    scan_ref: meta.scan_ref,
-                    event_type: meta.event_type,
-                    team: burial.team,
-                    reason: burial.reason,
-                    attempts: burial.attempts,
-                    received_ms: meta.received_ms,
-                    dead_ms: burial.dead_ms,
-                })
-            })
+            .map(|(meta, burial)| Ok(DeadLetter::of(decode(meta)?, decode(burial)?)))
             .collect()
     }
 

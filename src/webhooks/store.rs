@@ -86,6 +86,23 @@ pub struct DeadLetter {
     pub dead_ms: u64,
 }
 
+impl DeadLetter {
+    /// The listing of a stored webhook given up as `burial` says.
+    pub fn of(meta: Meta, burial: Burial) -> Self {
+        DeadLetter {
+            id: meta.id,
+            account: meta.account,
+            scan_ref: meta.scan_ref,
+            event_type: meta.event_type,
+            team: burial.team,
+            reason: burial.reason,
+            attempts: burial.attempts,
+            received_ms: meta.received_ms,
+            dead_ms: burial.dead_ms,
+        }
+    }
+}
+
 /// The webhook queue's storage; see the module docs.
 pub trait WebhookStore: Send + Sync + 'static {
     /// Stores `event` durably (when this returns `Queued`, a crash loses nothing), or says it is a

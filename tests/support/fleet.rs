@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use crate::support::gateway::{config_text, metric, TestGateway};
+use http::Method;
+
+use crate::support::gateway::{config_text, metric, send, Answer, TestGateway, BEARER};
 use crate::support::redis_server::RedisServer;
 use crate::support::upstream::MockUpstream;
 
@@ -73,6 +75,17 @@ pub async fn fleet(
     wait_for_backend(&a, 1.0).await;
     wait_for_backend(&b, 1.0).await;
     (a, b)
+}
+
+/// A status request of team `payments`, as the fleet tests send it.
+pub async fn status(gw: &TestGateway) -> Answer {
+    send(
+        Method::POST,
+        &gw.url("/api/v2/status"),
+        &[BEARER],
+        r#"{"scanRef":"s"}"#,
+    )
+    .await
 }
 
 /// Waits (at most 10 s) until the gateway's `idenfy_gateway_state_backend_up` is `up`.
