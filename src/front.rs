@@ -243,7 +243,7 @@ pub trait Admit {
     /// Identifies the caller (401), routes the request (404/400) and checks `declared`, the body
     /// length its head announces, against `limits.max_body` (413); gives the request its id,
     /// deadline and context.
-    fn admit<B>(&self, req: &mut Request<B>, declared: u64) -> Admission;
+    fn admit<B>(&mut self, req: &mut Request<B>, declared: u64) -> Admission;
 
     /// Serves a request that [`Admit::admit`] took, its body now read.
     fn serve(&mut self, admitted: Admitted, req: Request<Bytes>) -> Self::Future;
@@ -276,7 +276,7 @@ where
 {
     type Future = FrontFuture;
 
-    fn admit<B>(&self, req: &mut Request<B>, declared: u64) -> Admission {
+    fn admit<B>(&mut self, req: &mut Request<B>, declared: u64) -> Admission {
         let mut answer = Answer::start(self.shared.clone(), req);
         let max = self.shared.max_body;
         let within = if declared > max {
