@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderName};
+use http::HeaderValue;
 
 use crate::context::Deadline;
 
@@ -19,12 +19,10 @@ pub const X_GATEWAY_TIMEOUT: &str = "x-gateway-timeout";
 /// less than that cannot plausibly reach iDenfy and come back.
 pub const MIN_ATTEMPT_TIME: Duration = Duration::from_millis(100);
 
-/// The deadline for one request: `configured`, shortened by a valid `x-gateway-timeout` header.
-pub fn deadline_for(headers: &HeaderMap, configured: Duration) -> Duration {
-    // A name built at compile time: a look-up by `&str` parses the name on every request.
-    const NAME: HeaderName = HeaderName::from_static(X_GATEWAY_TIMEOUT);
-    headers
-        .get(NAME)
+/// The deadline for one request: `configured`, shortened by `asked`, the request's
+/// [`X_GATEWAY_TIMEOUT`] (its first value), when valid.
+pub fn deadline_for(asked: Option<&HeaderValue>, configured: Duration) -> Duration {
+    asked
         .and_then(|v| v.to_str().ok())
         .and_then(parse_timeout)
         .map_or(configured, |asked| asked.min(configured))
@@ -53,46 +51,50 @@ mod tests {
     use super::*;
     use http::HeaderValue;
 
-    fn with_header(value: &str) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        headers.insert(X_GATEWAY_TIMEOUT, HeaderValue::from_str(value).unwrap());
-        headers
+    fn with_header(value: &str) -> Option<HeaderValue> {
+        Some(HeaderValue::from_str(value).unwrap())
     }
 
     const CONFIGURED: Duration = Duration::from_secs(30);
 
     #[test]
     fn without_header_the_configured_deadline_applies() {
-        assert_eq!(deadline_for(&HeaderMap::new(), CONFIGURED), CONFIGURED);
+        assert_eq!(deadline_for(None, CONFIGURED), CONFIGURED);
     }
 
     #[test]
     fn header_shortens_the_deadline() {
         assert_eq!(
-            deadline_for(&with_header("5s"), CONFIGURED),
+            deadline_for(with_header("5s").as_ref(), CONFIGURED),
             Duration::from_secs(5)
         );
         assert_eq!(
-            deadline_for(&with_header("250ms"), CONFIGURED),
+            deadline_for(with_header("250ms").as_ref(), CONFIGURED),
             Duration::from_millis(250)
         );
         assert_eq!(
-            deadline_for(&with_header(" 1500 "), CONFIGURED),
+            deadline_for(with_header(" 1500 ").as_ref(), CONFIGURED),
             Duration::from_millis(1500)
         );
     }
 
     #[test]
     fn header_never_lengthens_the_deadline() {
-        assert_eq!(deadline_for(&with_header("5m"), CONFIGURED), CONFIGURED);
-        assert_eq!(deadline_for(&with_header("600000"), CONFIGURED), CONFIGURED);
+        assert_eq!(
+            deadline_for(with_header("5m").as_ref(), CONFIGURED),
+            CONFIGURED
+        );
+        assert_eq!(
+            deadline_for(with_header("600000").as_ref(), CONFIGURED),
+            CONFIGURED
+        );
     }
 
     #[test]
     fn garbage_and_zero_are_ignored() {
         for bad in ["soon", "-5", "5 parsecs", "", "0", "0ms"] {
             assert_eq!(
-                deadline_for(&with_header(bad), CONFIGURED),
+                deadline_for(with_header(bad).as_ref(), CONFIGURED),
                 CONFIGURED,
                 "{bad}"
             );

@@ -20,10 +20,10 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, Cache};
 use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -43,20 +43,49 @@ use crate::stack::{App, Kept, Parts};
 mod file;
 pub use file::watch_config_file;
 
-/// The proxy's service, always the current stack. Clones share the stack in use.
+/// The proxy's service, always the current stack. Clones share the stack in use; each clone
+/// (one per connection) keeps its own copy of the stack's handle, made again only after a
+/// reload, instead of a copy per request (each layer holds `Arc`s: with the look-up, ~150
+/// instructions a request, docs/benchmarks.md §6). Until its next request, a connection keeps
+/// the stack it last used alive, as a request in flight does.
 pub struct Live<A> {
-    current: Arc<ArcSwap<A>>,
-    /// The stack whose `admit` took the request being read on this connection: `serve` must use
-    /// the same one.
-    admitted_by: Mutex<Option<Arc<A>>>,
+    /// Where reloads put the current stack.
+    swapped: Arc<ArcSwap<A>>,
+    /// The current stack: one atomic load tells whether it changed since this clone looked.
+    current: Cache<Arc<ArcSwap<A>>, Arc<A>>,
+    /// The stack this clone last took a request with, and its handle. `admit` takes it up to
+    /// date; `serve` uses it as it is, since it must serve a request with the stack that
+    /// admitted it.
+    stack: Option<(Arc<A>, A)>,
 }
 
 impl<A> Clone for Live<A> {
     fn clone(&self) -> Self {
+        Live::new(Arc::clone(&self.swapped))
+    }
+}
+
+impl<A> Live<A> {
+    fn new(swapped: Arc<ArcSwap<A>>) -> Self {
         Live {
-            current: self.current.clone(),
-            admitted_by: Mutex::new(None),
+            current: Cache::new(Arc::clone(&swapped)),
+            swapped,
+            stack: None,
         }
+    }
+}
+
+impl<A: Clone> Live<A> {
+    /// The current stack's handle, made again only when a reload swapped the stack.
+    fn current(&mut self) -> &mut A {
+        let current = self.current.load();
+        if !matches!(&self.stack, Some((of, _)) if Arc::ptr_eq(of, current)) {
+            self.stack = None;
+        }
+        let (_, stack) = self
+            .stack
+            .get_or_insert_with(|| (Arc::clone(current), A::clone(current)));
+        stack
     }
 }
 
@@ -71,31 +100,23 @@ impl<A: App> Service<Request<Incoming>> for Live<A> {
     }
 
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
-        let mut app = A::clone(&self.current.load());
-        app.call(req)
+        self.current().call(req)
     }
 }
 
 impl<A: App> Admit for Live<A> {
     type Future = <A as Admit>::Future;
 
-    fn admit<B>(&self, req: &mut Request<B>, declared: u64) -> Admission {
-        let app = self.current.load_full();
-        let admission = app.admit(req, declared);
-        *self
-            .admitted_by
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(app);
-        admission
+    fn admit<B>(&mut self, req: &mut Request<B>, declared: u64) -> Admission {
+        self.current().admit(req, declared)
     }
 
     fn serve(&mut self, admitted: Admitted, req: Request<Bytes>) -> Self::Future {
-        let taken = self
-            .admitted_by
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner);
-        let app = taken.take().unwrap_or_else(|| self.current.load_full());
-        A::clone(&app).serve(admitted, req)
+        let stack = match &mut self.stack {
+            Some((_, admitted_by)) => admitted_by,
+            None => self.current(),
+        };
+        stack.serve(admitted, req)
     }
 }
 
@@ -224,10 +245,7 @@ impl<A: App> Reloader<A> {
             build_info,
             build,
         });
-        let live = Live {
-            current,
-            admitted_by: Mutex::new(None),
-        };
+        let live = Live::new(current);
         Ok((live, reloader))
     }
 

@@ -151,6 +151,9 @@ where
     }
 
     fn call(&mut self, req: Request<Bytes>) -> Self::Future {
+        // Shared before the loop's future is made: the future holds a pointer, not the request
+        // itself, which would be copied into it and then again into the box and the `Arc`.
+        let req = Arc::new(req);
         Box::pin(Shared::run(self.shared.clone(), self.inner.clone(), req))
     }
 }
@@ -164,7 +167,7 @@ impl Shared {
     /// is always ready. Every attempt is handed the same request, shared: the layers inside only
     /// read it (the upstream client encodes it when the attempt is made), so a retry needs no
     /// copy.
-    async fn run<S>(self: Arc<Self>, mut inner: S, req: Request<Bytes>) -> Answer
+    async fn run<S>(self: Arc<Self>, mut inner: S, req: Arc<Request<Bytes>>) -> Answer
     where
         S: Service<Arc<Request<Bytes>>, Response = Response<Body>, Error = GatewayError>,
     {
@@ -174,7 +177,6 @@ impl Shared {
             .map_or((None, None), |c| (c.route, c.deadline));
         let kind = route.map_or(RouteKind::Other, |r| r.kind);
         self.budget.deposit();
-        let req = Arc::new(req);
         // `retry`: why the coming attempt is a retry, if it is one; counted once it is sent.
         let (mut attempts, mut last, mut retry) = (0, None, None);
         loop {

@@ -11,6 +11,9 @@ use http::{Method, StatusCode};
 use support::gateway::{config_text, metric, send};
 use support::process::GatewayProcess;
 use support::upstream::{MockUpstream, Reply};
+use support::wire::Reader;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 
 const ACCOUNT: &str = r#"
 [[account]]
@@ -164,6 +167,55 @@ async fn sighup_swaps_a_valid_config_and_refuses_an_invalid_one_without_failing_
         .await
         .unwrap();
     assert_eq!(code, Some(0));
+}
+
+/// A connection kept alive across a reload takes its next request with the new config: the
+/// listener keeps the stack's handle per connection, and a reload must not leave it on the old
+/// one (here the old token would still work, and the new one would not).
+#[tokio::test]
+async fn a_kept_alive_connection_takes_its_next_request_with_the_reloaded_config() {
+    let upstream = MockUpstream::start().await;
+    upstream.set_default(Reply::json(200, r#"{"status":"APPROVED"}"#));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gw.toml");
+    let config = |tokens: &str| {
+        config_text(
+            &upstream.url(),
+            &format!("{ACCOUNT}{}", team(tokens, "1000/s")),
+        )
+    };
+    std::fs::write(&file, config("\"tok-a\"")).unwrap();
+    let gw = GatewayProcess::start(&file, &[]);
+    let mut conn = Reader::new(TcpStream::connect(gw.proxy).await.unwrap());
+    let mut ask = async |token: &str| {
+        let head = format!(
+            "POST /api/v2/status HTTP/1.1\r\nhost: gw\r\nauthorization: Bearer {token}\r\n\
+             content-length: 2\r\n\r\n{{}}"
+        );
+        conn.stream.write_all(head.as_bytes()).await.unwrap();
+        conn.response(false).await.status
+    };
+    assert_eq!(ask("tok-a").await, 200);
+
+    std::fs::write(&file, config("\"tok-b\"")).unwrap();
+    gw.hangup();
+    gw.wait_for_log("config reloaded", 1).await;
+    assert_eq!(
+        ask("tok-b").await,
+        200,
+        "the new token, on the same connection"
+    );
+    assert_eq!(ask("tok-a").await, 401, "the old token is gone");
+    let received = upstream.received();
+    assert_eq!(received.len(), 2, "the two requests taken went upstream");
+    for request in &received {
+        assert_eq!(request.uri, "/api/v2/status");
+        assert_eq!(
+            request.headers["authorization"],
+            "Basic dGVzdC1rZXk6dGVzdC1zZWNyZXQ="
+        );
+    }
+    gw.terminate();
 }
 
 #[tokio::test]

@@ -178,6 +178,35 @@ async fn refuses_an_oversized_head_with_431_in_idenfys_shape() {
     assert_eq!(upstream.count(), 0);
 }
 
+/// A head the parser takes whole but that makes no request (a target longer than a URI may be,
+/// under a head limit that lets it through) is refused where the request is built, when the
+/// loop serves it: 400 in iDenfy's shape, after the answer to the request before it on the
+/// connection, which then closes; nothing of it goes upstream.
+#[tokio::test]
+async fn refuses_a_head_that_makes_no_request_after_the_answers_before_it() {
+    let (upstream, gw) = with_mock_upstream_listen("max_header_bytes = \"128KiB\"\n").await;
+    upstream.set_default(Reply::json(200, "{}"));
+    let mut conn = connect(&gw).await;
+    let long = format!("/api/v2/status?q={}", "a".repeat(70_000));
+    let pipeline = [
+        request("GET", "/api/v2/status?n=1", "", ""),
+        request("GET", &long, "", ""),
+        request("GET", "/api/v2/status?n=3", "", ""),
+    ]
+    .concat();
+    conn.stream.write_all(pipeline.as_bytes()).await.unwrap();
+    assert_eq!(conn.response(false).await.status, 200);
+    let res = conn.response(false).await;
+    assert_eq!(res.status, 400);
+    assert_eq!(res.header("connection"), Some("close"));
+    assert_eq!(res.header("x-gateway-error"), Some("malformed_request"));
+    let body: serde_json::Value = serde_json::from_slice(&res.body).unwrap();
+    assert_eq!(body["identifier"], "BAD_REQUEST");
+    assert!(conn.closed().await);
+    let seen: Vec<_> = upstream.received().iter().map(|r| r.uri.clone()).collect();
+    assert_eq!(seen, ["/api/v2/status?n=1"]);
+}
+
 #[tokio::test]
 async fn keeps_reading_what_a_refused_client_still_sends_after_the_answer() {
     let (upstream, gw) = with_mock_upstream("").await;

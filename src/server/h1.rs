@@ -33,7 +33,7 @@ use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
@@ -57,7 +57,7 @@ mod wait;
 mod write;
 
 pub use crate::http1::request::Limits;
-use crate::http1::request::{self as head, HeaderIndices, Parsed, Refusal};
+use crate::http1::request::{self as head, HeaderIndices, Parsed, RawRequest, Refusal};
 use rewind::Rewind;
 pub use transport::Transport;
 use wait::{poll_gone, poll_stopping, poll_until};
@@ -124,15 +124,6 @@ struct Conn<S, T> {
 }
 
 type Stopping = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-/// A request head read, its body not yet.
-struct Head {
-    req: Request<Bytes>,
-    /// The `content-length`.
-    body: u64,
-    /// The client sent `connection: close`.
-    close: bool,
-}
 
 /// Why the loop serves no further request on a connection.
 enum Stop {
@@ -290,25 +281,20 @@ async fn stopped_owned(mut stop: watch::Receiver<bool>) {
     super::stopped(&mut stop).await;
 }
 
-/// Takes the request head at the start of `buf` when all of it is there. Not async: the header
-/// positions live on the stack only while the head is parsed.
-fn take_request(
-    buf: &mut BytesMut,
+/// The plain request head at the start of `buf`, when all of it is there: where its parts are
+/// (the header lines' in `indices`). The request is built from it where it is served
+/// ([`Conn::serve`]), not here: a request (~250 bytes) handed back through the loop's futures
+/// was copied at each step.
+fn whole_head(
+    buf: &[u8],
     indices: &mut Vec<HeaderIndices>,
     limits: &Limits,
-) -> Result<Option<Head>, Stop> {
+) -> Result<Option<RawRequest>, Stop> {
     match head::parse(buf, limits, indices) {
         Parsed::Partial => Ok(None),
         Parsed::Fallback => Err(Stop::Fallback),
         Parsed::Refused(refusal) => Err(Stop::Refuse(refusal)),
-        Parsed::Plain(raw) => match head::take(buf, &raw, indices) {
-            Ok(req) => Ok(Some(Head {
-                req,
-                body: raw.body,
-                close: raw.close,
-            })),
-            Err(refusal) => Err(Stop::Refuse(refusal)),
-        },
+        Parsed::Plain(raw) => Ok(Some(raw)),
     }
 }
 
@@ -328,12 +314,11 @@ impl<S: App, T: Transport> Conn<S, T> {
         server: &Server<S>,
         idle_until: Instant,
         mut head_until: Option<Instant>,
-    ) -> Result<Head, Stop> {
+    ) -> Result<RawRequest, Stop> {
         loop {
             let idle = self.buf.is_empty();
             if !idle {
-                if let Some(head) = take_request(&mut self.buf, &mut self.indices, &server.limits)?
-                {
+                if let Some(head) = whole_head(&self.buf, &mut self.indices, &server.limits)? {
                     return Ok(head);
                 }
             }
@@ -394,14 +379,18 @@ impl<S: App, T: Transport> Conn<S, T> {
         later(now, timeout)
     }
 
-    /// Serves one request: admitted from its head, then its body read, then answered. `false`
-    /// when the connection closes after it.
-    async fn serve(&mut self, server: &Server<S>, head: Head) -> bool {
-        let Head {
-            mut req,
-            body,
-            close,
-        } = head;
+    /// Serves one request: built from its head (taken out of the buffer), admitted, then its
+    /// body read, then answered. `false` when the connection closes after it.
+    async fn serve(&mut self, server: &Server<S>, head: RawRequest) -> bool {
+        let (body, close) = (head.body, head.close);
+        let mut req = match head::take(&mut self.buf, &head, &self.indices) {
+            Ok(req) => req,
+            Err(refusal) => {
+                let res = refusal.error(&server.limits).into_response();
+                self.refuse(res, false).await;
+                return false;
+            }
+        };
         let head_request = req.method() == Method::HEAD;
         if let Some(names) = &self.client_cert {
             req.extensions_mut().insert(names.clone());
