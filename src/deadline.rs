@@ -40,9 +40,32 @@ fn parse_timeout(text: &str) -> Option<Duration> {
 /// How long a request may queue for quota: `max_wait`, and never so long that less than
 /// [`MIN_ATTEMPT_TIME`] of the deadline would be left for the attempt.
 pub fn wait_budget(max_wait: Duration, deadline: Option<&Deadline>) -> Duration {
-    match deadline {
-        Some(d) => max_wait.min(d.remaining().saturating_sub(MIN_ATTEMPT_TIME)),
-        None => max_wait,
+    WaitBudget::new(max_wait, deadline).from_now()
+}
+
+/// The waits for quota of one request, when several are decided at once (the team's and the
+/// first attempt's account's, in fleet mode): each at most `max_wait` from its own start, and
+/// all of them within `room`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaitBudget {
+    /// `limits.max_wait`: the longest one wait may last.
+    pub max_wait: Duration,
+    /// The deadline less [`MIN_ATTEMPT_TIME`], from now; `None`: the request has no deadline.
+    pub room: Option<Duration>,
+}
+
+impl WaitBudget {
+    pub fn new(max_wait: Duration, deadline: Option<&Deadline>) -> Self {
+        WaitBudget {
+            max_wait,
+            room: deadline.map(|d| d.remaining().saturating_sub(MIN_ATTEMPT_TIME)),
+        }
+    }
+
+    /// How long a wait that starts now may last ([`wait_budget`]).
+    pub fn from_now(&self) -> Duration {
+        self.room
+            .map_or(self.max_wait, |room| room.min(self.max_wait))
     }
 }
 
@@ -114,5 +137,15 @@ mod tests {
         );
         let gone = Deadline(tokio::time::Instant::now() + Duration::from_millis(50));
         assert_eq!(wait_budget(max_wait, Some(&gone)), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_budget_keeps_the_room_for_later_waits() {
+        let max_wait = Duration::from_secs(2);
+        let far = Deadline(tokio::time::Instant::now() + Duration::from_secs(10));
+        let budget = WaitBudget::new(max_wait, Some(&far));
+        assert_eq!(budget.room, Some(Duration::from_millis(9900)));
+        assert_eq!(budget.from_now(), max_wait);
+        assert_eq!(WaitBudget::new(max_wait, None).room, None);
     }
 }

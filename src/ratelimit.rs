@@ -7,22 +7,23 @@
 //! [`crate::deadline::MIN_ATTEMPT_TIME`] before its deadline; otherwise it is refused at once with
 //! `GatewayError::RateLimited` and a `Retry-After` from the limiter. With `state.backend =
 //! "redis"` the quotas and the pause are the fleet's, decided in Redis ([`gate`], and
-//! [`crate::state::quota`]) with the same semantics. Coalesced and replayed
+//! [`crate::state::quota`]) with the same semantics; a request's team cell and its first
+//! attempt's account cell in one round trip ([`first_attempt`]). Coalesced and replayed
 //! requests are answered by dedup, outside, and spend nothing here.
 
 pub mod account;
 pub mod carry;
 pub mod clock;
+pub mod first_attempt;
 pub mod gate;
 pub mod metrics;
 pub mod quota;
 pub mod team;
 
-use std::time::Duration;
-
 pub use self::account::{AccountLimit, AccountLimitLayer};
 pub use self::carry::Quotas;
-pub use self::gate::{Denied, Gate, Gates};
+pub use self::first_attempt::FirstAttempt;
+pub use self::gate::{Admitted, Denied, Gate, Gates};
 pub use self::metrics::LimitMetrics;
 pub use self::quota::Quota;
 pub use self::team::{TeamLimit, TeamLimitLayer};
@@ -30,26 +31,17 @@ pub use self::team::{TeamLimit, TeamLimitLayer};
 use self::metrics::QuotaMetrics;
 use crate::error::{GatewayError, Limit};
 
-/// Waits for a cell of `gate` within `budget`, counting the outcome.
-async fn admit(
-    gate: &Gate,
-    metrics: &QuotaMetrics,
-    limit: Limit,
-    budget: Duration,
-) -> Result<(), GatewayError> {
-    match gate.acquire(budget).await {
-        Ok(waited) => {
-            metrics.admitted(waited);
-            Ok(())
-        }
-        Err(Denied::Refused(refused)) => {
+/// A request or attempt denied its cell by `limit`: counted, and its error.
+fn denied(denied: Denied, metrics: &QuotaMetrics, limit: Limit) -> GatewayError {
+    match denied {
+        Denied::Refused(refused) => {
             metrics.refused();
-            Err(GatewayError::RateLimited {
+            GatewayError::RateLimited {
                 limit,
                 retry_after: refused.retry_after,
-            })
+            }
         }
-        Err(Denied::Unavailable) => Err(GatewayError::StateUnavailable),
+        Denied::Unavailable => GatewayError::StateUnavailable,
     }
 }
 

@@ -9,8 +9,9 @@
 //!   in the background while down), and the keys, each with the account as its hash tag
 //! - [`metrics`]: `idenfy_gateway_state_*`: backend up, round trips and errors by operation,
 //!   fallbacks
-//! - [`quota`]: the quota decision (GCRA on Redis's clock, the pause read in the same round trip)
-//!   and the shared pause, each one Lua script
+//! - [`quota`]: the quota decision (GCRA on Redis's clock, the pause read in the same round trip;
+//!   a request's team and first-attempt account decisions in one script) and the shared pause,
+//!   each one Lua script
 //!
 //! The dedup flight's scripts live with dedup (`dedup/fleet.rs`). The layers use this module
 //! through [`crate::ratelimit::Gate`] and the dedup layer's fleet part, both chosen once in

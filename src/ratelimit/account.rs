@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use tower::{Layer, Service};
 
 use super::metrics::{LimitMetrics, PauseMetrics, QuotaMetrics};
-use super::{admit, Gate, Gates, Quotas};
+use super::{denied, Gate, Gates, Quotas};
 use crate::body::{Body, ResponseFuture};
 use crate::config;
 use crate::context::ContextExt;
@@ -155,8 +155,13 @@ where
         let (mut inner, shared) = (self.inner.clone(), self.shared.clone());
         AccountFuture::boxed(Box::pin(async move {
             let account = &shared.accounts[index];
-            let budget = wait_budget(shared.max_wait, req.borrow().deadline().as_ref());
-            admit(&account.gate, &account.metrics, Limit::Account, budget).await?;
+            let request = req.borrow();
+            let budget = wait_budget(shared.max_wait, request.deadline().as_ref());
+            let admitted = account.gate.acquire_attempt(request.extensions(), budget);
+            let waited = admitted
+                .await
+                .map_err(|d| denied(d, &account.metrics, Limit::Account))?;
+            account.metrics.admitted(waited);
             let res = inner.call(req).await?;
             Shared::settle(shared, index, res).await
         }))

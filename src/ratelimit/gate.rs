@@ -2,17 +2,24 @@
 //! fleet ([`SharedQuota`]). The choice is made once, in [`crate::stack`]; the team and account
 //! limits hold a [`Gate`] and do not know which. The memory gate costs the usual request one
 //! branch more than the quota itself: no dynamic dispatch, no allocation.
+//!
+//! A shared team gate also holds its account's quota: its [`Gate::acquire_request`] decides the
+//! team's cell and the first attempt's account cell in one round trip, and hands the latter to
+//! the account limit ([`FirstAttempt`]), whose [`Gate::acquire_attempt`] applies it.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::Extensions;
 use tokio::time::Instant;
 
 use super::carry::{self, Quotas};
+use super::first_attempt::FirstAttempt;
 use super::quota::{Quota, Refused};
 use crate::config::{self, OnUnavailable};
-use crate::state::quota::{Decision, SharedQuota};
+use crate::deadline::WaitBudget;
+use crate::state::quota::{Decision, FirstDecision, SharedQuota};
 use crate::state::{Op, SharedState};
 
 /// A team's or an account's quota, local or shared.
@@ -25,7 +32,20 @@ pub enum Gate {
     Shared {
         shared: SharedQuota,
         local: Arc<Quota>,
+        /// A team's gate: its account's quota, decided for the request's first attempt in the
+        /// same round trip as the team's.
+        first_attempt: Option<SharedQuota>,
     },
+}
+
+/// A request let through a team's quota.
+#[derive(Debug)]
+pub struct Admitted {
+    /// How long it waited in line.
+    pub waited: Duration,
+    /// Fleet mode: its first attempt's account cell, decided in the same round trip, for the
+    /// account limit.
+    pub first_attempt: Option<FirstAttempt>,
 }
 
 /// Why a request did not get its cell.
@@ -51,7 +71,7 @@ impl Gate {
     pub async fn acquire(&self, budget: Duration) -> Result<Duration, Denied> {
         let (shared, local) = match self {
             Gate::Local(quota) => return quota.acquire(budget).await.map_err(Denied::Refused),
-            Gate::Shared { shared, local } => (shared, local),
+            Gate::Shared { shared, local, .. } => (shared, local),
         };
         let start = Instant::now();
         match shared.decide(budget).await {
@@ -62,14 +82,74 @@ impl Gate {
                 Ok(start.elapsed())
             }
             Ok(Decision::Refused(retry_after)) => Err(Denied::Refused(Refused { retry_after })),
-            Err(_) => {
-                let state = shared.state();
-                state.metrics().fell_back(Op::Quota);
-                match state.on_unavailable() {
-                    OnUnavailable::Local => local.acquire(budget).await.map_err(Denied::Refused),
-                    OnUnavailable::Refuse => Err(Denied::Unavailable),
-                }
+            Err(_) => fall_back(shared, local, budget).await,
+        }
+    }
+
+    /// A request's cell at a team's quota, waiting within `budget`; in fleet mode with its first
+    /// attempt's account cell, decided in the same round trip. A refusal by the account's quota
+    /// lets the request through at once, with nothing spent, for the account limit to refuse it.
+    pub async fn acquire_request(&self, budget: WaitBudget) -> Result<Admitted, Denied> {
+        let Gate::Shared {
+            shared,
+            local,
+            first_attempt: Some(account),
+        } = self
+        else {
+            let waited = self.acquire(budget.from_now()).await?;
+            return Ok(Admitted {
+                waited,
+                first_attempt: None,
+            });
+        };
+        let start = Instant::now();
+        let (team, first_attempt) = match shared.decide_first(account, budget).await {
+            Ok(FirstDecision::After { team, account }) => {
+                (team, FirstAttempt::at(Instant::now() + account))
             }
+            Ok(FirstDecision::TeamRefused(retry_after)) => {
+                return Err(Denied::Refused(Refused { retry_after }));
+            }
+            Ok(FirstDecision::AccountRefused(retry_after)) => (
+                Duration::ZERO,
+                FirstAttempt::refused(Refused { retry_after }),
+            ),
+            Err(_) => {
+                // The account limit decides the first attempt itself (at once: Redis is down).
+                let waited = fall_back(shared, local, budget.from_now()).await?;
+                return Ok(Admitted {
+                    waited,
+                    first_attempt: None,
+                });
+            }
+        };
+        // Passed at once: the round trip is not a wait in line (as in `acquire`).
+        let waited = if team.is_zero() {
+            Duration::ZERO
+        } else {
+            tokio::time::sleep(team).await;
+            start.elapsed()
+        };
+        Ok(Admitted {
+            waited,
+            first_attempt: Some(first_attempt),
+        })
+    }
+
+    /// An attempt's cell at an account's quota: the one its request's team decision reserved
+    /// (fleet mode, first attempt: no round trip), or one waited for within `budget`.
+    pub async fn acquire_attempt(
+        &self,
+        request: &Extensions,
+        budget: Duration,
+    ) -> Result<Duration, Denied> {
+        let decided = match self {
+            Gate::Shared { .. } => FirstAttempt::take(request),
+            Gate::Local(_) => None,
+        };
+        match decided {
+            Some(first_attempt) => first_attempt.wait().await.map_err(Denied::Refused),
+            None => self.acquire(budget).await,
         }
     }
 
@@ -89,6 +169,20 @@ impl Gate {
     }
 }
 
+/// Redis did not answer: this replica's own quota, or refused (`state.on_unavailable`).
+async fn fall_back(
+    shared: &SharedQuota,
+    local: &Quota,
+    budget: Duration,
+) -> Result<Duration, Denied> {
+    let state = shared.state();
+    state.metrics().fell_back(Op::Quota);
+    match state.on_unavailable() {
+        OnUnavailable::Local => local.acquire(budget).await.map_err(Denied::Refused),
+        OnUnavailable::Refuse => Err(Denied::Unavailable),
+    }
+}
+
 /// Builds the gates of one build of the stack: every quota local, or shared through `state`
 /// (each keyed under its account's hash tag). Local quotas outlive a reload in `quotas`.
 #[derive(Clone, Copy)]
@@ -98,17 +192,24 @@ pub struct Gates<'a> {
 }
 
 impl Gates<'_> {
-    /// The gate of a team on account `account`.
-    pub fn team(&self, team: &config::Team, account: &str) -> Gate {
+    /// The gate of a team on `account` (shared: with the account's quota, for the first
+    /// attempt's decision).
+    pub fn team(&self, team: &config::Team, account: Option<&config::Account>) -> Gate {
         let local = self
             .quotas
             .get(&carry::team_key(&team.name), team.rate, team.burst);
         match self.state {
             None => Gate::Local(local),
             Some(state) => {
+                let name = account.map_or("", |a| a.name.as_str());
                 let rate = shared_rate(team.rate, team.burst);
-                let shared = SharedQuota::team(state, account, &team.name, rate);
-                Gate::Shared { shared, local }
+                let shared = SharedQuota::team(state, name, &team.name, rate);
+                let first_attempt = account.map(|a| account_quota(state, a));
+                Gate::Shared {
+                    shared,
+                    local,
+                    first_attempt,
+                }
             }
         }
     }
@@ -119,13 +220,18 @@ impl Gates<'_> {
         let local = self.quotas.get(&key, account.rate, account.burst);
         match self.state {
             None => Gate::Local(local),
-            Some(state) => {
-                let rate = shared_rate(account.rate, account.burst);
-                let shared = SharedQuota::account(state, &account.name, rate);
-                Gate::Shared { shared, local }
-            }
+            Some(state) => Gate::Shared {
+                shared: account_quota(state, account),
+                local,
+                first_attempt: None,
+            },
         }
     }
+}
+
+fn account_quota(state: &SharedState, account: &config::Account) -> SharedQuota {
+    let rate = shared_rate(account.rate, account.burst);
+    SharedQuota::account(state, &account.name, rate)
 }
 
 fn shared_rate(rate: config::Rate, burst: NonZeroU32) -> crate::state::quota::Rate {

@@ -10,11 +10,11 @@ use http::{Request, Response};
 use tower::{Layer, Service, ServiceExt};
 
 use super::metrics::{LimitMetrics, QuotaMetrics};
-use super::{admit, Gate, Gates, Quotas};
+use super::{denied, Gate, Gates, Quotas};
 use crate::body::{Body, ResponseFuture};
 use crate::config;
 use crate::context::ContextExt;
-use crate::deadline::wait_budget;
+use crate::deadline::WaitBudget;
 use crate::error::{GatewayError, Limit};
 
 /// Adds the per-team quota to a service.
@@ -46,8 +46,9 @@ impl TeamLimitLayer {
     }
 
     /// [`new`](Self::new) with the gates of `gates`: local quotas kept for teams whose rate and
-    /// burst are unchanged (a config reload), or the fleet's in Redis. `accounts` names each
-    /// team's account (the hash tag of its shared keys).
+    /// burst are unchanged (a config reload), or the fleet's in Redis. `accounts` are the teams'
+    /// accounts (in Redis: the hash tag of a team's keys, and the quota its first attempt's
+    /// decision is taken on).
     pub fn keeping(
         teams: &[config::Team],
         accounts: &[config::Account],
@@ -58,8 +59,8 @@ impl TeamLimitLayer {
         let teams = teams
             .iter()
             .map(|t| {
-                let account = accounts.get(t.account).map_or("", |a| a.name.as_str());
-                (gates.team(t, account), metrics.quota(Limit::Team, &t.name))
+                let gate = gates.team(t, accounts.get(t.account));
+                (gate, metrics.quota(Limit::Team, &t.name))
             })
             .collect();
         TeamLimitLayer {
@@ -101,7 +102,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<Bytes>) -> Self::Future {
+    fn call(&mut self, mut req: Request<Bytes>) -> Self::Future {
         // The common case, decided here: a free cell, nobody in line. The inner service is
         // called in place (it is always ready), without a clone or a wrapping state machine.
         let team = req.caller().map(|c| c.team);
@@ -118,8 +119,14 @@ where
             let (gate, metrics) = team
                 .and_then(|t| shared.teams.get(t))
                 .ok_or(GatewayError::Internal)?;
-            let budget = wait_budget(shared.max_wait, req.deadline().as_ref());
-            admit(gate, metrics, Limit::Team, budget).await?;
+            let budget = WaitBudget::new(shared.max_wait, req.deadline().as_ref());
+            let admitted = gate.acquire_request(budget).await;
+            let admitted = admitted.map_err(|d| denied(d, metrics, Limit::Team))?;
+            metrics.admitted(admitted.waited);
+            // Fleet mode: the account limit's decision for the first attempt, already taken.
+            if let Some(first_attempt) = admitted.first_attempt {
+                req.extensions_mut().insert(first_attempt);
+            }
             inner.ready().await?.call(req).await
         })
     }

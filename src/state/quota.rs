@@ -9,6 +9,16 @@
 //! after waiting `allow − now` when that is within its budget (the place is reserved: the TAT
 //! moves on), or it is refused with `Retry-After = allow − now` and nothing changes. A request
 //! that reserved a place and gives up leaves its cell unused (never over-spends), as in memory.
+//!
+//! # A request's first round trip
+//!
+//! A request takes its team's cell, then its first attempt takes the account's. In fleet mode
+//! both are decided by one script ([`SharedQuota::decide_first`]), so that a status request makes
+//! one round trip: the team's cell as above, then the account's for an arrival when the team's
+//! wait ends (with its own `max_wait`, within what is left of the deadline), the pause read too.
+//! Both cells are reserved, or neither: a refusal by either quota spends nothing of the other.
+//! The team's key is under its account's hash tag, so the script's keys share a Redis Cluster
+//! slot. Retries decide on the account alone ([`SharedQuota::decide`]).
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -17,31 +27,71 @@ use redis::aio::ConnectionManager;
 use redis::Script;
 
 use super::client::{Op, SharedState, StateError};
+use crate::deadline::WaitBudget;
+
+/// The GCRA step the decisions share, prepended to each. `place(key, interval, burst, start)`:
+/// the cell of a request that may not pass before `start` (µs): when it conforms (`allow`) and
+/// the quota's TAT once it is taken. `keep` stores a TAT until its quota is full again.
+const GCRA: &str = r#"
+local function now_us()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local function pause_end(key, now)
+  local left = redis.call('PTTL', key)
+  if left > 0 then return now + left * 1000 end
+  return now
+end
+local function place(key, interval, burst, start)
+  local tat = tonumber(redis.call('GET', key) or '0')
+  if tat < start then tat = start end
+  local next_tat = tat + interval
+  local allow = next_tat - burst * interval
+  if allow < start then allow = start end
+  return allow, next_tat
+end
+local function keep(key, tat, now)
+  redis.call('SET', key, string.format('%d', tat), 'PX', math.ceil((tat - now) / 1000) + 1)
+end
+"#;
 
 /// `KEYS[1]` the quota's TAT, `KEYS[2]` (optional) the account's pause; `ARGV` the emission
 /// interval and the burst in µs and cells, the wait budget in µs. Returns `{0, wait_µs}` (let
 /// through, now or after the wait) or `{1, retry_after_µs}` (refused).
 const DECIDE: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local interval = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local budget = tonumber(ARGV[3])
+local now = now_us()
 local start = now
-if KEYS[2] then
-  local left = redis.call('PTTL', KEYS[2])
-  if left > 0 then start = now + left * 1000 end
-end
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tat < start then tat = start end
-local next_tat = tat + interval
-local allow = next_tat - burst * interval
-if allow < start then allow = start end
+if KEYS[2] then start = pause_end(KEYS[2], now) end
+local allow, tat = place(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), start)
 local wait = allow - now
-if wait > budget then return {1, wait} end
-if wait < 0 then wait = 0 end
-redis.call('SET', KEYS[1], string.format('%d', next_tat), 'PX', math.ceil((next_tat - now) / 1000) + 1)
+if wait > tonumber(ARGV[3]) then return {1, wait} end
+keep(KEYS[1], tat, now)
 return {0, wait}
+"#;
+
+/// `KEYS[1]` the team's TAT, `KEYS[2]` the account's, `KEYS[3]` (optional) its pause; `ARGV`
+/// the team's interval and burst, the account's, then `max_wait` and the room left before the
+/// deadline (µs, negative: none). Returns `{0, team_wait_µs, account_wait_µs}` (both reserved,
+/// each wait from now), `{1, retry_after_µs}` (the team refused) or `{2, retry_after_µs}` (the
+/// account refused): nothing is written unless both let the request through.
+const DECIDE_FIRST: &str = r#"
+local now = now_us()
+local max_wait, room = tonumber(ARGV[5]), tonumber(ARGV[6])
+-- How long a wait that starts `late` µs from now may last.
+local function budget(late)
+  if room >= 0 and room - late < max_wait then return room - late end
+  return max_wait
+end
+local team, team_tat = place(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), now)
+if team - now > budget(0) then return {1, team - now} end
+-- The first attempt reaches the account when the team's wait is over.
+local start = team
+if KEYS[3] then start = math.max(team, pause_end(KEYS[3], now)) end
+local account, account_tat = place(KEYS[2], tonumber(ARGV[3]), tonumber(ARGV[4]), start)
+if account - team > budget(team - now) then return {2, account - now} end
+keep(KEYS[1], team_tat, now)
+keep(KEYS[2], account_tat, now)
+return {0, team - now, account - now}
 "#;
 
 /// `KEYS[1]` the account's pause; `ARGV[1]` its length in ms. Keeps a longer pause already set.
@@ -52,7 +102,9 @@ if left < ms then redis.call('SET', KEYS[1], '1', 'PX', ms) end
 return 0
 "#;
 
-static DECIDE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(DECIDE));
+static DECIDE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(&format!("{GCRA}{DECIDE}")));
+static DECIDE_FIRST_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{GCRA}{DECIDE_FIRST}")));
 static PAUSE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(PAUSE));
 
 /// What Redis decided for one request.
@@ -62,6 +114,20 @@ pub enum Decision {
     After(Duration),
     /// Refused: a cell could be free after this long.
     Refused(Duration),
+}
+
+/// What Redis decided for a request at its team's quota and for its first attempt at its
+/// account's, together ([`SharedQuota::decide_first`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstDecision {
+    /// Both cells reserved: the team's after the first wait, the account's after the second
+    /// (each from now; the second is never shorter).
+    After { team: Duration, account: Duration },
+    /// The team's quota refused: a cell could be free after this long. Nothing was spent.
+    TeamRefused(Duration),
+    /// The account's quota refused the first attempt: a cell could be free after this long.
+    /// Nothing was spent, the team's cell neither.
+    AccountRefused(Duration),
 }
 
 /// One quota in Redis: a team's or an account's (with the account's pause).
@@ -115,15 +181,52 @@ impl SharedQuota {
         invocation
             .arg(self.interval_us)
             .arg(self.burst)
-            .arg(budget.as_micros() as u64);
+            .arg(micros(budget));
         let call = |mut conn: ConnectionManager| async move {
             invocation.invoke_async::<(u8, i64)>(&mut conn).await
         };
         let (refused, us) = self.state.run(Op::Quota, call).await?;
-        let after = Duration::from_micros(us.max(0) as u64);
+        let after = duration(us);
         Ok(match refused {
             0 => Decision::After(after),
             _ => Decision::Refused(after),
+        })
+    }
+
+    /// A team's decision (`self`) and its `account`'s for the request's first attempt, in one
+    /// script: one round trip, both cells reserved or neither.
+    pub async fn decide_first(
+        &self,
+        account: &SharedQuota,
+        budget: WaitBudget,
+    ) -> Result<FirstDecision, StateError> {
+        let room = budget
+            .room
+            .map_or(-1, |room| i64::try_from(micros(room)).unwrap_or(i64::MAX));
+        let mut invocation = DECIDE_FIRST_SCRIPT.key(&self.tat);
+        invocation.key(&account.tat);
+        if let Some(pause) = &account.pause {
+            invocation.key(pause);
+        }
+        invocation
+            .arg(self.interval_us)
+            .arg(self.burst)
+            .arg(account.interval_us)
+            .arg(account.burst)
+            .arg(micros(budget.max_wait))
+            .arg(room);
+        let call = |mut conn: ConnectionManager| async move {
+            invocation.invoke_async::<Vec<i64>>(&mut conn).await
+        };
+        let answer = self.state.run(Op::Quota, call).await?;
+        let us = |i: usize| duration(answer.get(i).copied().unwrap_or(0));
+        Ok(match answer.first() {
+            Some(0) => FirstDecision::After {
+                team: us(1),
+                account: us(2),
+            },
+            Some(1) => FirstDecision::TeamRefused(us(1)),
+            _ => FirstDecision::AccountRefused(us(1)),
         })
     }
 
@@ -149,4 +252,13 @@ pub struct Rate {
     pub interval: Duration,
     /// Cells available at once.
     pub burst: u32,
+}
+
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// A script's µs as a duration (a negative one as zero).
+fn duration(us: i64) -> Duration {
+    Duration::from_micros(u64::try_from(us).unwrap_or(0))
 }
