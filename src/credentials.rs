@@ -188,31 +188,25 @@ impl Credentials {
         }
     }
 
-    fn watched_dirs(&self) -> Vec<PathBuf> {
-        let mut dirs: Vec<PathBuf> = self
-            .accounts
+    fn watched_files(&self) -> Vec<PathBuf> {
+        self.accounts
             .iter()
             .flat_map(|a| [&a.key, &a.secret])
             .filter_map(|s| match s {
-                SecretSource::File(path) => {
-                    Some(path.parent().unwrap_or(Path::new(".")).to_path_buf())
-                }
+                SecretSource::File(path) => Some(path.clone()),
                 SecretSource::Inline(_) => None,
             })
-            .collect();
-        dirs.sort();
-        dirs.dedup();
-        dirs
+            .collect()
     }
 
-    /// Watches the directories of file-based secrets and reloads on change, [`DEBOUNCE`] after
-    /// it (and every [`POLL_INTERVAL`] in any case). Returns when `shutdown` resolves.
+    /// Watches the file-based secrets and reloads on change, [`DEBOUNCE`] after it (and every
+    /// [`POLL_INTERVAL`] in any case). Returns when `shutdown` resolves.
     pub async fn watch(self, shutdown: impl Future<Output = ()>) {
-        let dirs = self.watched_dirs();
-        if dirs.is_empty() {
+        let files = self.watched_files();
+        if files.is_empty() {
             return;
         }
-        watch::watch_and_reload(&dirs, || self.reload(), shutdown).await;
+        watch::watch_and_reload(&files, || self.reload(), shutdown).await;
     }
 }
 

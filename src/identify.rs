@@ -173,11 +173,11 @@ impl Callers {
     /// Watches the directories of the token files and re-reads them on change (and every
     /// [`watch::POLL_INTERVAL`]), until `shutdown` resolves. Returns at once without token files.
     pub async fn watch(self, shutdown: impl Future<Output = ()>) {
-        let dirs = self.tokens.watched_dirs();
-        if dirs.is_empty() {
+        let files = self.tokens.watched_files();
+        if files.is_empty() {
             return;
         }
-        watch::watch_and_reload(&dirs, || self.reload(), shutdown).await;
+        watch::watch_and_reload(&files, || self.reload(), shutdown).await;
     }
 }
 

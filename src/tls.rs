@@ -190,21 +190,18 @@ impl TlsFiles {
     /// Watches the files' directories and re-reads them on change (and every
     /// [`watch::POLL_INTERVAL`]), until `shutdown` resolves.
     pub async fn watch(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
-        let files = [&self.tls.cert_file, &self.tls.key_file]
+        let files: Vec<PathBuf> = [&self.tls.cert_file, &self.tls.key_file]
             .into_iter()
-            .chain(self.tls.client_ca_file.as_ref());
-        let mut dirs: Vec<PathBuf> = files
-            .map(|f| f.parent().unwrap_or(Path::new(".")).to_path_buf())
+            .chain(self.tls.client_ca_file.as_ref())
+            .cloned()
             .collect();
-        dirs.sort();
-        dirs.dedup();
         let reload = || {
             let files = self.clone();
             async move {
                 let _ = tokio::task::spawn_blocking(move || files.reload()).await;
             }
         };
-        watch::watch_and_reload(&dirs, reload, shutdown).await;
+        watch::watch_and_reload(&files, reload, shutdown).await;
     }
 }
 

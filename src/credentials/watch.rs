@@ -4,11 +4,15 @@
 //! The directory of each secret file is watched, since kubelet rotates a secret volume by
 //! swapping the `..data` symlink inside it. The gateway's own reads of the files are events in
 //! that directory too (open, access, close without writing): they are not changes, or every
-//! read would cause the next. A burst of changes (truncate, write, close; rename and create) is
-//! read once, [`DEBOUNCE`] after its first event.
+//! read would cause the next. Nor is a change of another file in the directory (a log written
+//! next to the config file): only events naming a watched file, or kubelet's `..`-prefixed
+//! entries, count. A burst of changes (truncate, write, close; rename and create) is read once,
+//! [`DEBOUNCE`] after its first event.
 
+use std::collections::BTreeSet;
+use std::ffi::OsString;
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use notify::event::{AccessKind, AccessMode, MetadataKind, ModifyKind};
@@ -39,11 +43,42 @@ pub fn is_change(event: &Event) -> bool {
     }
 }
 
-/// Watches `dirs` and runs `reload` on each change, [`DEBOUNCE`] after it, and every
-/// [`POLL_INTERVAL`] in any case, until `shutdown` resolves: what every file-backed setting
-/// (secrets, team tokens, TLS certificates) does.
+/// Whether an event concerns one of the watched files (by their names, `names`): it names one,
+/// or an entry of kubelet's atomic writer (`..data`, `..2024_…`, through which a mounted
+/// Secret's or ConfigMap's files change), or no file at all (a rescan, an unclassified event).
+pub fn concerns(event: &Event, names: &BTreeSet<OsString>) -> bool {
+    event.paths.is_empty()
+        || event.need_rescan()
+        || event.paths.iter().any(|path| {
+            path.file_name().is_some_and(|name| {
+                names.contains(name) || name.as_encoded_bytes().starts_with(b"..")
+            })
+        })
+}
+
+/// The directories of `files` (each once) and the files' names.
+fn dirs_and_names(files: &[PathBuf]) -> (Vec<PathBuf>, BTreeSet<OsString>) {
+    let mut dirs: Vec<PathBuf> = files
+        .iter()
+        .map(|f| match f.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => Path::new(".").to_path_buf(),
+        })
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    let names = files
+        .iter()
+        .filter_map(|f| f.file_name().map(OsString::from))
+        .collect();
+    (dirs, names)
+}
+
+/// Watches `files` (their directories) and runs `reload` on each change, [`DEBOUNCE`] after
+/// it, and every [`POLL_INTERVAL`] in any case, until `shutdown` resolves: what every
+/// file-backed setting (secrets, team tokens, TLS certificates, the config file) does.
 pub(crate) async fn watch_and_reload<F, R>(
-    dirs: &[PathBuf],
+    files: &[PathBuf],
     reload: F,
     shutdown: impl Future<Output = ()>,
 ) where
@@ -52,24 +87,29 @@ pub(crate) async fn watch_and_reload<F, R>(
 {
     let (changes, signals) = mpsc::channel(1);
     // Kept until the loop ends: dropping the watcher stops it.
-    let _watcher = watch_dirs(dirs, changes);
+    let _watcher = watch_files(files, changes);
     reload_on_change(signals, POLL_INTERVAL, DEBOUNCE, reload, shutdown).await;
 }
 
-/// A watcher of `dirs` that sends on `changes` when [`is_change`] (or the watcher fails). The
-/// channel should hold one signal: one that comes while another is pending is merged into it.
-/// `None`, after a warning, when the platform cannot watch them: polling only.
-pub(crate) fn watch_dirs(
-    dirs: &[PathBuf],
+/// A watcher of `files` (their directories) that sends on `changes` when an event
+/// [`is_change`] and [`concerns`] them (or the watcher fails). The channel should hold one
+/// signal: one that comes while another is pending is merged into it. `None`, after a warning,
+/// when the platform cannot watch them: polling only.
+pub(crate) fn watch_files(
+    files: &[PathBuf],
     changes: mpsc::Sender<()>,
 ) -> Option<RecommendedWatcher> {
+    let (dirs, names) = dirs_and_names(files);
     let signal = move |event: notify::Result<Event>| {
-        if event.as_ref().map_or(true, is_change) {
+        if event
+            .as_ref()
+            .map_or(true, |e| is_change(e) && concerns(e, &names))
+        {
             let _ = changes.try_send(());
         }
     };
     let watcher = notify::recommended_watcher(signal).and_then(|mut watcher| {
-        for dir in dirs {
+        for dir in &dirs {
             watcher.watch(dir, RecursiveMode::NonRecursive)?;
         }
         Ok(watcher)
@@ -121,6 +161,34 @@ mod tests {
     use notify::event::{CreateKind, DataChange, Flag, RemoveKind, RenameMode};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
+
+    #[test]
+    fn only_events_of_the_watched_files_or_kubelets_swaps_concern_them() {
+        let (dirs, names) = dirs_and_names(&[
+            PathBuf::from("/etc/gw/config.toml"),
+            PathBuf::from("/etc/gw/key"),
+            PathBuf::from("secret"),
+        ]);
+        assert_eq!(dirs, [PathBuf::from("/etc/gw"), PathBuf::from(".")]);
+        let at = |paths: &[&str]| {
+            let mut event = Event::new(EventKind::Modify(ModifyKind::Any));
+            for path in paths {
+                event = event.add_path(PathBuf::from(path));
+            }
+            concerns(&event, &names)
+        };
+        assert!(at(&["/etc/gw/config.toml"]));
+        assert!(at(&["/etc/gw/.config.toml.swp", "/etc/gw/config.toml"]));
+        assert!(at(&["/etc/gw/..data"]));
+        assert!(at(&["/etc/gw/..2026_12_02_18_00_00.123"]));
+        assert!(at(&["./secret"]));
+        assert!(at(&[]));
+        assert!(!at(&["/etc/gw/gateway.log"]));
+        assert!(!at(&[
+            "/etc/gw/config.toml.bak",
+            "/etc/gw/.config.toml.swp"
+        ]));
+    }
 
     #[test]
     fn only_changes_trigger_a_reload() {

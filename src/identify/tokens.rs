@@ -167,16 +167,9 @@ impl Tokens {
         self.table.store(Arc::new(table));
     }
 
-    /// The directories of the token files, for the watcher.
-    pub(super) fn watched_dirs(&self) -> Vec<PathBuf> {
-        let mut dirs: Vec<PathBuf> = self
-            .files
-            .iter()
-            .map(|f| f.path.parent().unwrap_or(Path::new(".")).to_path_buf())
-            .collect();
-        dirs.sort();
-        dirs.dedup();
-        dirs
+    /// The token files, for the watcher.
+    pub(super) fn watched_files(&self) -> Vec<PathBuf> {
+        self.files.iter().map(|f| f.path.clone()).collect()
     }
 }
 

@@ -20,13 +20,9 @@ pub fn watch_config_file(
     reloader: Arc<dyn Reload>,
     shutdown: impl Future<Output = ()>,
 ) -> impl Future<Output = ()> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
     let seen = Arc::new(Mutex::new(config_hash(Some(&path))));
     let (changes, signals) = mpsc::channel(1);
-    let watcher = watch::watch_dirs(&[dir], changes);
+    let watcher = watch::watch_files(std::slice::from_ref(&path), changes);
     let reload = move || {
         let (path, seen, reloader) = (path.clone(), seen.clone(), reloader.clone());
         async move {
