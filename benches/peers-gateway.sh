@@ -10,6 +10,8 @@
 # PEERS_DIR (required): the directory of the peer harness's compare.sh.
 # GATEWAY_BIN (optional): the gateway binary to measure, e.g. the profile-guided build that
 # benches/pgo-build.sh prints; by default the plain release build, built here.
+# LOAD_LOG_LEVEL (optional, default info): warn drops the access line per request, the
+# like-for-like setting against the harness's nginx (`access_log off`).
 # The limits are set high enough never to throttle the benchmark, so every request passes
 # through the limiters' decision without being refused.
 set -euo pipefail

@@ -111,7 +111,8 @@ PY
 
 # load_config_text PROXY UPSTREAM_URL KEY SECRET: the benchmarks' gateway configuration, the
 # whole request path on: a tokenless sidecar team, limits that never refuse (every request still
-# goes through their decision), JSON logs at info. benches/peers-gateway.sh hands it to the peer
+# goes through their decision), JSON logs at info (LOAD_LOG_LEVEL=warn: no access line per
+# request, as the harness's nginx runs with `access_log off`). benches/peers-gateway.sh hands it to the peer
 # harness with the harness's placeholders as arguments.
 load_config_text() {
   cat <<EOF
@@ -132,7 +133,7 @@ rate = "1000000/s"
 burst = 1000000
 [log]
 format = "json"
-level = "info"
+level = "${LOAD_LOG_LEVEL:-info}"
 EOF
 }
 
