@@ -147,6 +147,10 @@ impl Outcome {
 /// A reload, type-erased for [`crate::server::Running`].
 pub trait Reload: Send + Sync {
     fn reload(&self) -> Pin<Box<dyn Future<Output = Outcome> + Send + '_>>;
+    /// A reload only when the file's content differs from the last one read (by any reload):
+    /// `None` when it does not. What a watcher of the file calls, so that a change already
+    /// reloaded by SIGHUP, a mere read or a touch reloads nothing.
+    fn reload_if_changed(&self) -> Pin<Box<dyn Future<Output = Option<Outcome>> + Send + '_>>;
     /// Stops the watchers of token and secret files.
     fn stop(&self);
 }
@@ -188,6 +192,8 @@ pub struct Reloader<A> {
     outcomes: IntCounterVec,
     build_info: IntGaugeVec,
     build: Build<A>,
+    /// The hash of the file's content at the last read, valid or not ([`config_hash`]).
+    last_read: std::sync::Mutex<String>,
 }
 
 /// The first 12 hex digits of the SHA-256 of the config file (`""` without a file).
@@ -200,15 +206,15 @@ pub fn config_hash(path: Option<&Path>) -> String {
 }
 
 impl<A: App> Reloader<A> {
-    /// Builds the first stack from `config` (read from `path`, when there is one) and starts the
-    /// watchers of its token and secret files. Registers the reload metrics and
-    /// `idenfy_gateway_build_info` in `registry`.
-    /// `build` is [`crate::stack::build`].
     /// Ends replay for a scanRef (a final webhook), in the dedup state of the running build.
     pub fn session_ends(&self) -> SessionEnds {
         self.parts.session_ends()
     }
 
+    /// Builds the first stack from `config` (read from `path`, when there is one) and starts the
+    /// watchers of its token and secret files. Registers the reload metrics and
+    /// `idenfy_gateway_build_info` in `registry`.
+    /// `build` is [`crate::stack::build`].
     pub fn start(
         config: Config,
         path: Option<PathBuf>,
@@ -229,7 +235,8 @@ impl<A: App> Reloader<A> {
             outcomes.with_label_values(&[outcome]);
         }
         let build_info = crate::metrics::build_info(registry)?;
-        crate::metrics::set_config_hash(&build_info, &config_hash(path.as_deref()));
+        let first_hash = config_hash(path.as_deref());
+        crate::metrics::set_config_hash(&build_info, &first_hash);
         let credentials = Credentials::load_counting(&config.accounts, credential_reloads.clone())?;
         let callers = Callers::new(&config);
         let (app, kept) = build(&config, &parts, credentials.clone(), callers.clone(), None)?;
@@ -244,6 +251,7 @@ impl<A: App> Reloader<A> {
             outcomes,
             build_info,
             build,
+            last_read: std::sync::Mutex::new(first_hash),
         });
         let live = Live::new(current);
         Ok((live, reloader))
@@ -251,49 +259,75 @@ impl<A: App> Reloader<A> {
 
     /// Reads the config file again and swaps it in if it is valid.
     pub async fn reload_now(&self) -> Outcome {
-        let outcome = self.reload_inner().await;
+        let outcome = self.reload_inner(false).await.unwrap_or(Outcome::Failed);
         self.outcomes.with_label_values(&[outcome.label()]).inc();
         outcome
     }
 
-    async fn reload_inner(&self) -> Outcome {
+    /// [`reload_now`](Self::reload_now), only when the file's content changed since the last
+    /// read; `None` (nothing counted) when it did not.
+    pub async fn reload_if_changed(&self) -> Option<Outcome> {
+        let outcome = self.reload_inner(true).await?;
+        self.outcomes.with_label_values(&[outcome.label()]).inc();
+        Some(outcome)
+    }
+
+    async fn reload_inner(&self, only_if_changed: bool) -> Option<Outcome> {
         let Some(path) = self.path.clone() else {
             tracing::warn!("config reload asked, but the gateway was not started from a file");
-            return Outcome::NoSource;
+            return Some(Outcome::NoSource);
         };
         let mut generation = self.generation.lock().await;
+        // Under the generation's lock: one reload at a time reads and compares.
+        let last = self.last_read().clone();
         // Every file read off the runtime's workers: the config, then the secret and token
         // files it names.
         let (read, reloads) = (path.clone(), self.credential_reloads.clone());
-        let loaded = tokio::task::spawn_blocking(move || {
-            let config =
-                Config::load_with(&read, LoadOptions::default()).map_err(NotLoaded::Invalid)?;
-            let credentials =
-                Credentials::load_counting(&config.accounts, reloads).map_err(NotLoaded::Failed)?;
-            let callers = Callers::new(&config);
-            Ok(Loaded {
-                hash: config_hash(Some(&read)),
-                config,
-                credentials,
-                callers,
-            })
+        let read_back = tokio::task::spawn_blocking(move || {
+            let hash = config_hash(Some(&read));
+            if only_if_changed && hash == last {
+                return None;
+            }
+            let loaded = load(&read, reloads, hash.clone());
+            Some((hash, loaded))
         })
         .await;
+        let (hash, loaded) = match read_back {
+            Ok(Some(read)) => read,
+            Ok(None) => return None,
+            Err(_) => return Some(Outcome::Failed),
+        };
+        *self.last_read() = hash;
+        Some(self.apply(&path, &mut generation, loaded))
+    }
+
+    fn last_read(&self) -> std::sync::MutexGuard<'_, String> {
+        self.last_read
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Swaps in what a reload read, or says why not.
+    fn apply(
+        &self,
+        path: &Path,
+        generation: &mut Generation,
+        loaded: Result<Loaded, NotLoaded>,
+    ) -> Outcome {
         let loaded = match loaded {
-            Ok(Ok(loaded)) => loaded,
-            Ok(Err(NotLoaded::Invalid(error))) => {
-                log_refused(&path, &error);
+            Ok(loaded) => loaded,
+            Err(NotLoaded::Invalid(error)) => {
+                log_refused(path, &error);
                 return Outcome::Invalid;
             }
-            Ok(Err(NotLoaded::Failed(error))) => {
+            Err(NotLoaded::Failed(error)) => {
                 let error = format!("{error:#}");
                 tracing::warn!(file = %path.display(), %error, "config reload failed; the running config stays");
                 return Outcome::Failed;
             }
-            Err(_) => return Outcome::Failed,
         };
         let hash = loaded.hash.clone();
-        match self.swap(&mut generation, loaded) {
+        match self.swap(generation, loaded) {
             Ok(()) => {
                 crate::metrics::set_config_hash(&self.build_info, &hash);
                 tracing::info!(file = %path.display(), config_hash = %hash, "config reloaded");
@@ -349,11 +383,30 @@ impl<A: App> Reload for Reloader<A> {
         Box::pin(self.reload_now())
     }
 
+    fn reload_if_changed(&self) -> Pin<Box<dyn Future<Output = Option<Outcome>> + Send + '_>> {
+        Box::pin(Reloader::reload_if_changed(self))
+    }
+
     fn stop(&self) {
         if let Ok(generation) = self.generation.try_lock() {
             let _ = generation.stop.send(true);
         }
     }
+}
+
+/// Reads the config at `path` (its content hashing to `hash`) with the secret and token files
+/// it names.
+fn load(path: &Path, reloads: IntCounterVec, hash: String) -> Result<Loaded, NotLoaded> {
+    let config = Config::load_with(path, LoadOptions::default()).map_err(NotLoaded::Invalid)?;
+    let credentials =
+        Credentials::load_counting(&config.accounts, reloads).map_err(NotLoaded::Failed)?;
+    let callers = Callers::new(&config);
+    Ok(Loaded {
+        hash,
+        config,
+        credentials,
+        callers,
+    })
 }
 
 /// Starts the watchers of `credentials`' secret files and `callers`' token files; they stop

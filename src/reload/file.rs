@@ -1,39 +1,34 @@
-//! Reload on a change of the config file, besides SIGHUP: the file's directory is watched as
-//! the secret files' are ([`crate::credentials::watch`]: kubelet's symlink swap, an editor's
-//! rename, a debounce, a poll every 30 s), and a change reloads only when the file's content
-//! differs from the last seen (its hash), so that the poll and mere reads reload nothing.
+//! Reload on a change of the config file, besides SIGHUP: the file is watched as the secret
+//! files are ([`crate::credentials::watch`]: its directory, events naming it or kubelet's symlink
+//! swap, an editor's rename, a debounce, a poll every 30 s), and a change reloads only when the
+//! file's content differs from the last read by any reload ([`Reload::reload_if_changed`]), so
+//! that the poll, a touch, or a change SIGHUP already reloaded reload nothing.
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use super::{config_hash, Reload};
+use super::Reload;
 use crate::credentials::watch;
 
 /// Watches the config file at `path` and reloads through `reloader` when its content changes,
-/// until `shutdown` resolves. The file is hashed and its directory watched before this returns:
-/// a change made once the gateway has started is never missed.
+/// until `shutdown` resolves. The file is watched before this returns: a change made once the
+/// gateway has started is never missed.
 pub fn watch_config_file(
     path: PathBuf,
     reloader: Arc<dyn Reload>,
     shutdown: impl Future<Output = ()>,
 ) -> impl Future<Output = ()> {
-    let seen = Arc::new(Mutex::new(config_hash(Some(&path))));
     let (changes, signals) = mpsc::channel(1);
     let watcher = watch::watch_files(std::slice::from_ref(&path), changes);
     let reload = move || {
-        let (path, seen, reloader) = (path.clone(), seen.clone(), reloader.clone());
+        let (path, reloader) = (path.clone(), reloader.clone());
         async move {
-            let hash = hash_of(&path).await;
-            let last = std::mem::replace(
-                &mut *seen.lock().unwrap_or_else(PoisonError::into_inner),
-                hash.clone(),
-            );
-            if last != hash {
-                tracing::info!(file = %path.display(), "config file changed: reloading");
-                reloader.reload().await;
+            if let Some(outcome) = reloader.reload_if_changed().await {
+                let outcome = outcome.label();
+                tracing::info!(file = %path.display(), outcome, "config file changed");
             }
         }
     };
@@ -49,12 +44,4 @@ pub fn watch_config_file(
         )
         .await;
     }
-}
-
-/// [`config_hash`] of the file, read off the runtime's workers.
-async fn hash_of(path: &Path) -> String {
-    let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || config_hash(Some(&path)))
-        .await
-        .unwrap_or_default()
 }
