@@ -56,7 +56,10 @@
 //! Each caller (the leader's own included) waits for the flight only until its own deadline, then
 //! gets its own 504. A flight refused by its leader's team quota (429 `rate_limited_team`, before
 //! any upstream call) is the leader's answer only: each follower then enters again as if it had
-//! just arrived, leading (and meeting its own team limit) or joining a newer flight.
+//! just arrived, leading (and meeting its own team limit) or joining a newer flight. In fleet
+//! mode the script that would give the leader the fleet's lease decides its quota first
+//! ([`crate::ratelimit::decided`]): a leader its team refuses takes no lease, so no replica
+//! waits on a flight that will not call upstream.
 
 mod fleet;
 mod flight;
@@ -96,6 +99,7 @@ use crate::config;
 use crate::context::ContextExt;
 use crate::error::{GatewayError, Limit};
 use crate::metrics::GaugeGuard;
+use crate::ratelimit::AheadQuotas;
 use crate::stack::Inner;
 
 /// Told of every session a token response opened (the webhook queue learns which team each
@@ -291,6 +295,9 @@ impl Shared {
 #[derive(Clone)]
 pub struct DedupLayer {
     shared: Arc<Shared>,
+    /// Fleet mode: the quotas of this build's team limit, which a leader's lease script decides
+    /// ahead of it. Per build: the `shared` state outlives a reload, the quotas may not.
+    ahead: Option<AheadQuotas>,
 }
 
 impl DedupLayer {
@@ -325,6 +332,7 @@ impl DedupLayer {
                 observer: None,
                 fleet: None,
             }),
+            ahead: None,
         }
     }
 
@@ -339,6 +347,14 @@ impl DedupLayer {
         if let Some(shared) = Arc::get_mut(&mut self.shared) {
             shared.fleet = Some(FleetDedup::new(state.clone(), accounts, teams));
         }
+        self
+    }
+
+    /// Fleet mode: a leader's team cell and first attempt's account cell are decided by the
+    /// script that gives it the lease, in the same round trip, on `ahead`, the quotas of the
+    /// team limit below ([`crate::ratelimit::TeamLimitLayer::ahead`]).
+    pub fn deciding_ahead(mut self, ahead: Option<AheadQuotas>) -> Self {
+        self.ahead = ahead;
         self
     }
 
@@ -376,6 +392,7 @@ impl<S> Layer<S> for DedupLayer {
         Dedup {
             inner,
             shared: Arc::clone(&self.shared),
+            ahead: self.ahead.clone(),
         }
     }
 }
@@ -385,6 +402,7 @@ impl<S> Layer<S> for DedupLayer {
 pub struct Dedup<S> {
     inner: S,
     shared: Arc<Shared>,
+    ahead: Option<AheadQuotas>,
 }
 
 impl<S> Service<Request<Bytes>> for Dedup<S>
@@ -426,9 +444,10 @@ where
         let shared = Arc::clone(&self.shared);
         let work = {
             let (shared, inner, t) = (Arc::clone(&shared), self.inner.clone(), t.clone());
+            let ahead = self.ahead.clone();
             move || {
                 let in_flight = GaugeGuard::enter(&shared.metrics.in_flight);
-                let lead = lead::lead(Arc::clone(&shared), inner, req, t);
+                let lead = lead::lead(Arc::clone(&shared), inner, req, t, ahead);
                 async move {
                     let _in_flight = in_flight;
                     lead.await

@@ -8,12 +8,14 @@
 //! `GatewayError::RateLimited` and a `Retry-After` from the limiter. With `state.backend =
 //! "redis"` the quotas and the pause are the fleet's, decided in Redis ([`gate`], and
 //! [`crate::state::quota`]) with the same semantics; a request's team cell and its first
-//! attempt's account cell in one round trip ([`first_attempt`]). Coalesced and replayed
-//! requests are answered by dedup, outside, and spend nothing here.
+//! attempt's account cell in one round trip ([`first_attempt`]), which for a token request that
+//! leads its flight is dedup's lease script ([`decided`]). Coalesced and replayed requests are
+//! answered by dedup, outside, and spend nothing here.
 
 pub mod account;
 pub mod carry;
 pub mod clock;
+pub mod decided;
 pub mod first_attempt;
 pub mod gate;
 pub mod metrics;
@@ -22,6 +24,7 @@ pub mod team;
 
 pub use self::account::{AccountLimit, AccountLimitLayer};
 pub use self::carry::Quotas;
+pub use self::decided::{AheadQuotas, Decided};
 pub use self::first_attempt::FirstAttempt;
 pub use self::gate::{Admitted, Denied, Gate, Gates};
 pub use self::metrics::LimitMetrics;

@@ -239,6 +239,9 @@ pub fn build(
         &parts.limit,
         gates,
     );
+    // Fleet mode: a token leader's quota is decided by the script that gives it the fleet's
+    // lease, for this build's team limit (one round trip less).
+    let dedup = dedup.deciding_ahead(team_limit.ahead());
     let account_limit = AccountLimitLayer::keeping(
         &config.accounts,
         &config.limits,

@@ -192,6 +192,10 @@ async fn a_flight_ended_by_the_leaders_death_is_taken_over_by_exactly_one_waiter
         (1.0, 4.0),
         "{text}"
     );
+    // The waiter that took the lease over took its quota decisions in the same script: B never
+    // asked the quota on its own.
+    let quota = "idenfy_gateway_state_round_trip_seconds_count{operation=\"quota\"}";
+    assert_eq!(support::gateway::metric(&text, quota), 0.0, "{text}");
 }
 
 /// A final webhook received by one replica ends replay on every replica: the replica that created

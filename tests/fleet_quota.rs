@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use http::{Method, StatusCode};
+use support::commandstats::{commands, reset_commands};
 use support::fleet::{account_and_team, fleet, HIGH};
 use support::gateway::{metric, send, Answer, TestGateway, BEARER};
 use support::redis_server::RedisServer;
@@ -32,34 +33,6 @@ async fn status_as(gw: &TestGateway, team: (&str, &str)) -> Answer {
 
 async fn status(gw: &TestGateway) -> Answer {
     status_as(gw, BEARER).await
-}
-
-/// The commands Redis ran since its counters were last reset, by name (`INFO commandstats`:
-/// the commands a script runs inside Redis are counted too), asked on `conn`, the test's own
-/// connection opened before the reset (a new one would add its handshake). The test's own
-/// `INFO` and `CONFIG RESETSTAT` are left out.
-fn commands(conn: &mut redis::Connection) -> BTreeMap<String, u64> {
-    let text: String = redis::cmd("INFO").arg("commandstats").query(conn).unwrap();
-    text.lines()
-        .filter_map(|line| {
-            let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
-            let calls = stats
-                .strip_prefix("calls=")?
-                .split(',')
-                .next()?
-                .parse()
-                .ok()?;
-            Some((name.to_string(), calls))
-        })
-        .filter(|(name, _)| !name.starts_with("info") && !name.starts_with("config"))
-        .collect()
-}
-
-fn reset_commands(conn: &mut redis::Connection) {
-    redis::cmd("CONFIG")
-        .arg("RESETSTAT")
-        .query::<()>(conn)
-        .unwrap();
 }
 
 /// The commands a client sent (round trips): all but those a quota script runs inside Redis.

@@ -1,12 +1,17 @@
 //! Dedup across replicas (fleet mode): the flight of a token key and its replay entry in Redis.
 //!
 //! Only a replica's local leader comes here (its own callers for the key coalesce in memory
-//! first). One script ([`ENTER`]) answers from the stored replay entry, takes the key's lease
-//! (`SET NX PX`, the value naming this replica's flight and its team), or says who holds it:
-//! - **lead**: the upstream call runs with the lease renewed every third of its TTL; at the end
-//!   one script ([`FINISH`]) stores a live token for replay (TTL = its lifetime − margin, entries
-//!   over [`MAX_ENTRY`] bytes are not stored), releases the lease and publishes the answer to the
-//!   followers (a failure is published, never stored). Two round trips for a leader.
+//! first). One script ([`ENTER`]) answers from the stored replay entry, or says who holds the
+//! key's lease, or, the key being free, takes the lease (`SET PX`, the value naming this
+//! replica's flight and its team) and, in the same script, the request's team cell and its
+//! first attempt's account cell ([`crate::ratelimit::decided`]):
+//! - **lead**: the decision goes to the team limit as a request extension; the upstream call
+//!   runs with the lease renewed every third of its TTL; at the end one script ([`FINISH`])
+//!   stores a live token for replay (TTL = its lifetime − margin, entries over [`MAX_ENTRY`]
+//!   bytes are not stored), releases the lease and publishes the answer to the followers (a
+//!   failure is published, never stored). Two round trips for a leader, its quota included.
+//! - **refused** by its team's quota: no lease is taken (nobody waits on a flight that will not
+//!   call upstream) and nothing is spent; the team limit answers 429. One round trip.
 //! - **wait**: another team's flight is `client_id_in_use` at once; the same team's is waited for
 //!   on a subscription (pub/sub, not polling), bounded by the caller's deadline. The subscription
 //!   is taken before the script runs again, so no answer is missed. While the lease lives the
@@ -35,8 +40,11 @@ use tokio::time::Instant;
 
 use super::key::Ticketed;
 use super::{Outcome, SharedResponse};
-use crate::context::RouteKind;
+use crate::context::{Deadline, RouteKind};
+use crate::deadline::WaitBudget;
 use crate::error::GatewayError;
+use crate::ratelimit::{AheadQuotas, Decided};
+use crate::state::quota::{FirstDecision, FirstQuotas, FIRST_DECISION_LUA};
 use crate::state::{Op, SharedState, StateError};
 
 /// How long a lease lives unless renewed: a replica that dies mid-call holds its keys this long.
@@ -45,13 +53,21 @@ pub const LEASE_TTL: Duration = Duration::from_secs(3);
 /// The largest answer stored for replay in Redis (iDenfy's token answers are under 2 KiB).
 pub const MAX_ENTRY: usize = 64 * 1024;
 
-/// `KEYS` replay, lease; `ARGV` the lease's value and TTL (ms). `{'stored', entry}`, `{'lead', ''}`
-/// or `{'wait', lease value}`.
+/// `KEYS` replay, lease, then (optional) the first decision's quotas; `ARGV` the lease's value
+/// and TTL (ms), then the decision's arguments ([`FirstQuotas::push`]). `{'stored', entry, {}}`,
+/// `{'wait', lease value, {}}` (nothing decided: no quota spent), or `{'lead', '', decision}`:
+/// the key is free, and the request's first quota decision is taken (`{}` without quotas). The
+/// lease is taken unless the team's quota refused the request (`decision[1] == 1`): a refused
+/// leader holds nothing that others would wait for. Prefixed with [`FIRST_DECISION_LUA`].
 const ENTER: &str = r#"
 local stored = redis.call('GET', KEYS[1])
-if stored then return {'stored', stored} end
-if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {'lead', ''} end
-return {'wait', redis.call('GET', KEYS[2]) or ''}
+if stored then return {'stored', stored, {}} end
+local holder = redis.call('GET', KEYS[2])
+if holder then return {'wait', holder, {}} end
+local decision = {}
+if KEYS[3] then decision = decide_first(3, 3) end
+if decision[1] ~= 1 then redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2]) end
+return {'lead', '', decision}
 "#;
 
 /// `KEYS` lease; `ARGV` its value and TTL (ms): renewed while it is still ours.
@@ -81,7 +97,8 @@ redis.call('DEL', KEYS[1])
 return 0
 "#;
 
-static ENTER_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(ENTER));
+static ENTER_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{}{ENTER}", *FIRST_DECISION_LUA)));
 static RENEW_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RENEW));
 static FINISH_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(FINISH));
 static END_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(END));
@@ -99,8 +116,11 @@ pub(super) struct FleetDedup {
 pub(super) enum Entry {
     /// An answer: stored (replayed), another team's (`client_id_in_use`), or a remote leader's.
     Answer(Outcome),
-    /// This replica leads: call upstream, then [`Lease::finish`].
-    Lead(Lease),
+    /// This replica leads: call upstream, then [`Lease::finish`]; with the request's first
+    /// quota decision when the team limit's quotas were given.
+    Lead(Lease, Option<Decided>),
+    /// The key was free but the team's quota refused the request: no lease was taken.
+    Refused(Decided),
 }
 
 /// This replica's lease on a key, renewed until it is finished or dropped.
@@ -161,18 +181,32 @@ impl FleetDedup {
         }
     }
 
-    /// Enters the fleet's flight for `t`'s key: an answer, or the lead. Waits for a remote
-    /// leader until `deadline` at most. `Err`: Redis failed (the caller falls back or refuses).
-    pub(super) async fn enter(&self, t: &Ticketed, deadline: Instant) -> Result<Entry, StateError> {
+    /// Enters the fleet's flight for `t`'s key: an answer, or the lead, with the request's
+    /// first quota decision on `ahead` taken in the same round trip. Waits for a remote leader
+    /// until `deadline` at most (and takes over its lease if it dies). `Err`: Redis failed (the
+    /// caller falls back or refuses).
+    pub(super) async fn enter(
+        &self,
+        t: &Ticketed,
+        deadline: Instant,
+        ahead: Option<&AheadQuotas>,
+    ) -> Result<Entry, StateError> {
         let keys = self.keys(t);
         let team = self.teams.get(t.team_index).cloned().unwrap_or_default();
         let value = format!("{}:{}", self.replica, team);
         let mut subscription = None;
         loop {
-            let (verdict, detail) = self.run_enter(&keys, &value).await?;
-            match verdict.as_str() {
-                "stored" => return Ok(Entry::Answer(self.outcome(t, &detail, true))),
-                "lead" => return Ok(Entry::Lead(self.lease(keys, value))),
+            // The budget as it stands now (a waiter that takes over has waited).
+            let quotas = ahead.and_then(|a| a.of_team(t.team_index, Some(&Deadline(deadline))));
+            let (verdict, detail, decision) = self.run_enter(&keys, &value, quotas).await?;
+            let decided =
+                (!decision.is_empty()).then(|| Decided::now(FirstDecision::of(&decision)));
+            match (verdict.as_str(), decided) {
+                ("stored", _) => return Ok(Entry::Answer(self.outcome(t, &detail, true))),
+                ("lead", Some(decided)) if decided.team_refused() => {
+                    return Ok(Entry::Refused(decided))
+                }
+                ("lead", decided) => return Ok(Entry::Lead(self.lease(keys, value), decided)),
                 _ => {}
             }
             if detail.split_once(':').map(|(_, owner)| owner) != Some(team.as_str()) {
@@ -208,14 +242,25 @@ impl FleetDedup {
         }
     }
 
-    async fn run_enter(&self, keys: &Keys, value: &str) -> Result<(String, String), StateError> {
+    /// The verdict, its detail (the entry, the lease's holder) and the quota decision.
+    async fn run_enter(
+        &self,
+        keys: &Keys,
+        value: &str,
+        quotas: Option<(&FirstQuotas, WaitBudget)>,
+    ) -> Result<(String, String, Vec<i64>), StateError> {
         let mut invocation = ENTER_SCRIPT.key(&keys.replay);
         invocation
             .key(&keys.lease)
             .arg(value)
             .arg(LEASE_TTL.as_millis() as u64);
+        if let Some((quotas, budget)) = quotas {
+            quotas.push(&mut invocation, budget);
+        }
         let call = |mut conn: ConnectionManager| async move {
-            invocation.invoke_async::<(String, String)>(&mut conn).await
+            invocation
+                .invoke_async::<(String, String, Vec<i64>)>(&mut conn)
+                .await
         };
         self.state.run(Op::Flight, call).await
     }

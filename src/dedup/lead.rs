@@ -21,15 +21,18 @@ use crate::body::Body;
 use crate::config::OnUnavailable;
 use crate::context::{ContextExt, Deadline};
 use crate::error::GatewayError;
+use crate::ratelimit::AheadQuotas;
 use crate::state::Op;
 
 /// The leader's upstream call, run detached: its outcome goes to every waiter of the flight.
 /// Bounded by the configured deadline from now, the whole call: the head, and the body read.
+/// Fleet mode: the script that gives it the fleet's lease decides its quota on `ahead` too.
 pub(super) async fn lead<S>(
     shared: Arc<Shared>,
     inner: S,
     mut req: Request<Bytes>,
     t: Ticketed,
+    ahead: Option<AheadQuotas>,
 ) -> Outcome
 where
     S: Service<Request<Bytes>, Response = Response<Body>, Error = GatewayError> + Clone,
@@ -51,9 +54,20 @@ where
     }
     let mut lease = None;
     if let Some(fleet) = &shared.fleet {
-        match fleet.enter(&t, deadline).await {
+        match fleet.enter(&t, deadline, ahead.as_ref()).await {
             Ok(Entry::Answer(outcome)) => return outcome,
-            Ok(Entry::Lead(l)) => lease = Some(l),
+            Ok(Entry::Lead(l, decided)) => {
+                lease = Some(l);
+                // The team limit applies the decision taken with the lease (no round trip).
+                if let Some(decided) = decided {
+                    req.extensions_mut().insert(decided);
+                }
+            }
+            // No lease was taken, so no follower waits for this flight in the fleet: the team
+            // limit answers the refusal (429), to this replica's callers only, who enter again.
+            Ok(Entry::Refused(decided)) => {
+                req.extensions_mut().insert(decided);
+            }
             Err(_) => {
                 fleet.state().metrics().fell_back(Op::Flight);
                 if fleet.state().on_unavailable() == OnUnavailable::Refuse {

@@ -5,7 +5,9 @@
 //!
 //! A shared team gate also holds its account's quota: its [`Gate::acquire_request`] decides the
 //! team's cell and the first attempt's account cell in one round trip, and hands the latter to
-//! the account limit ([`FirstAttempt`]), whose [`Gate::acquire_attempt`] applies it.
+//! the account limit ([`FirstAttempt`]), whose [`Gate::acquire_attempt`] applies it. When that
+//! decision was taken ahead of the team limit (a token leader's lease script, [`Decided`]), the
+//! team gate applies it without a round trip of its own.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -15,11 +17,12 @@ use http::Extensions;
 use tokio::time::Instant;
 
 use super::carry::{self, Quotas};
+use super::decided::Decided;
 use super::first_attempt::FirstAttempt;
 use super::quota::{Quota, Refused};
 use crate::config::{self, OnUnavailable};
 use crate::deadline::WaitBudget;
-use crate::state::quota::{Decision, FirstDecision, SharedQuota};
+use crate::state::quota::{Decision, FirstDecision, FirstQuotas, SharedQuota};
 use crate::state::{Op, SharedState};
 
 /// A team's or an account's quota, local or shared.
@@ -87,9 +90,15 @@ impl Gate {
     }
 
     /// A request's cell at a team's quota, waiting within `budget`; in fleet mode with its first
-    /// attempt's account cell, decided in the same round trip. A refusal by the account's quota
-    /// lets the request through at once, with nothing spent, for the account limit to refuse it.
-    pub async fn acquire_request(&self, budget: WaitBudget) -> Result<Admitted, Denied> {
+    /// attempt's account cell, decided in the same round trip, or already decided ahead of the
+    /// team limit ([`Decided`], carried in the `request`'s extensions: no round trip). A refusal
+    /// by the account's quota lets the request through at once, with nothing spent, for the
+    /// account limit to refuse it.
+    pub async fn acquire_request(
+        &self,
+        budget: WaitBudget,
+        request: &mut Extensions,
+    ) -> Result<Admitted, Denied> {
         let Gate::Shared {
             shared,
             local,
@@ -103,37 +112,53 @@ impl Gate {
             });
         };
         let start = Instant::now();
-        let (team, first_attempt) = match shared.decide_first(account, budget).await {
-            Ok(FirstDecision::After { team, account }) => {
-                (team, FirstAttempt::at(Instant::now() + account))
+        let decided = match Decided::take(request) {
+            Some(decided) => Ok(decided),
+            None => (shared.decide_first(account, budget).await).map(Decided::now),
+        };
+        let Ok(decided) = decided else {
+            // The account limit decides the first attempt itself (at once: Redis is down).
+            let waited = fall_back(shared, local, budget.from_now()).await?;
+            return Ok(Admitted {
+                waited,
+                first_attempt: None,
+            });
+        };
+        let (team_at, first_attempt) = match decided.parts() {
+            (FirstDecision::After { team, account }, at) => {
+                (at + team, FirstAttempt::at(at + account))
             }
-            Ok(FirstDecision::TeamRefused(retry_after)) => {
+            (FirstDecision::TeamRefused(retry_after), _) => {
                 return Err(Denied::Refused(Refused { retry_after }));
             }
-            Ok(FirstDecision::AccountRefused(retry_after)) => (
-                Duration::ZERO,
-                FirstAttempt::refused(Refused { retry_after }),
-            ),
-            Err(_) => {
-                // The account limit decides the first attempt itself (at once: Redis is down).
-                let waited = fall_back(shared, local, budget.from_now()).await?;
-                return Ok(Admitted {
-                    waited,
-                    first_attempt: None,
-                });
+            (FirstDecision::AccountRefused(retry_after), at) => {
+                (at, FirstAttempt::refused(Refused { retry_after }))
             }
         };
         // Passed at once: the round trip is not a wait in line (as in `acquire`).
-        let waited = if team.is_zero() {
+        let waited = if team_at <= Instant::now() {
             Duration::ZERO
         } else {
-            tokio::time::sleep(team).await;
+            tokio::time::sleep_until(team_at).await;
             start.elapsed()
         };
         Ok(Admitted {
             waited,
             first_attempt: Some(first_attempt),
         })
+    }
+
+    /// The quotas a script needs to decide a request's first round trip ahead of this gate (a
+    /// shared team gate's), [`Decided`].
+    pub fn first_quotas(&self) -> Option<FirstQuotas> {
+        match self {
+            Gate::Shared {
+                shared,
+                first_attempt: Some(account),
+                ..
+            } => Some(FirstQuotas::new(shared.clone(), account.clone())),
+            _ => None,
+        }
     }
 
     /// An attempt's cell at an account's quota: the one its request's team decision reserved

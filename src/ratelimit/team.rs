@@ -10,7 +10,7 @@ use http::{Request, Response};
 use tower::{Layer, Service, ServiceExt};
 
 use super::metrics::{LimitMetrics, QuotaMetrics};
-use super::{denied, Gate, Gates, Quotas};
+use super::{denied, AheadQuotas, Gate, Gates, Quotas};
 use crate::body::{Body, ResponseFuture};
 use crate::config;
 use crate::context::ContextExt;
@@ -34,6 +34,8 @@ struct Shared {
     /// Indexed like `Config::teams` (governor's keyed limiter would give every key one quota).
     teams: Vec<(Gate, QuotaMetrics)>,
     max_wait: Duration,
+    /// Fleet mode: the quotas a script decides ahead of this limit ([`AheadQuotas`]).
+    ahead: Option<AheadQuotas>,
 }
 
 impl TeamLimitLayer {
@@ -56,19 +58,30 @@ impl TeamLimitLayer {
         metrics: &LimitMetrics,
         gates: Gates<'_>,
     ) -> Self {
-        let teams = teams
+        let teams: Vec<_> = teams
             .iter()
             .map(|t| {
                 let gate = gates.team(t, accounts.get(t.account));
                 (gate, metrics.quota(Limit::Team, &t.name))
             })
             .collect();
+        let ahead = gates.state.map(|_| {
+            let quotas = teams.iter().map(|(gate, _)| gate.first_quotas()).collect();
+            AheadQuotas::new(quotas, limits.max_wait)
+        });
         TeamLimitLayer {
             shared: Arc::new(Shared {
                 teams,
                 max_wait: limits.max_wait,
+                ahead,
             }),
         }
+    }
+
+    /// Fleet mode: the teams' quotas, for dedup's lease script to decide a leader's first round
+    /// trip ahead of this limit ([`super::Decided`]); `None` in memory mode.
+    pub fn ahead(&self) -> Option<AheadQuotas> {
+        self.shared.ahead.clone()
     }
 }
 
@@ -120,7 +133,8 @@ where
                 .and_then(|t| shared.teams.get(t))
                 .ok_or(GatewayError::Internal)?;
             let budget = WaitBudget::new(shared.max_wait, req.deadline().as_ref());
-            let admitted = gate.acquire_request(budget).await;
+            // Fleet mode: decided already when dedup's lease script took the decision along.
+            let admitted = gate.acquire_request(budget, req.extensions_mut()).await;
             let admitted = admitted.map_err(|d| denied(d, metrics, Limit::Team))?;
             metrics.admitted(admitted.waited);
             // Fleet mode: the account limit's decision for the first attempt, already taken.

@@ -19,12 +19,17 @@
 //! Both cells are reserved, or neither: a refusal by either quota spends nothing of the other.
 //! The team's key is under its account's hash tag, so the script's keys share a Redis Cluster
 //! slot. Retries decide on the account alone ([`SharedQuota::decide`]).
+//!
+//! A token request that leads its key's flight in the fleet has this decision taken by dedup's
+//! lease script instead, in the same round trip as its lease: that script is prefixed with
+//! [`FIRST_DECISION_LUA`] and calls `decide_first` on the keys [`FirstQuotas::push`] adds (all
+//! under the account's hash tag, as its own are); see [`crate::ratelimit::decided`].
 
 use std::sync::LazyLock;
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
-use redis::Script;
+use redis::{Script, ScriptInvocation};
 
 use super::client::{Op, SharedState, StateError};
 use crate::deadline::WaitBudget;
@@ -69,30 +74,39 @@ keep(KEYS[1], tat, now)
 return {0, wait}
 "#;
 
-/// `KEYS[1]` the team's TAT, `KEYS[2]` the account's, `KEYS[3]` (optional) its pause; `ARGV`
-/// the team's interval and burst, the account's, then `max_wait` and the room left before the
-/// deadline (µs, negative: none). Returns `{0, team_wait_µs, account_wait_µs}` (both reserved,
-/// each wait from now), `{1, retry_after_µs}` (the team refused) or `{2, retry_after_µs}` (the
-/// account refused): nothing is written unless both let the request through.
-const DECIDE_FIRST: &str = r#"
-local now = now_us()
-local max_wait, room = tonumber(ARGV[5]), tonumber(ARGV[6])
--- How long a wait that starts `late` µs from now may last.
-local function budget(late)
-  if room >= 0 and room - late < max_wait then return room - late end
-  return max_wait
+/// The first decision as a Lua function, for [`DECIDE_FIRST`] and for any script that takes it
+/// along with other work (dedup's lease, [`FIRST_DECISION_LUA`]). `decide_first(k, a)` reads
+/// `KEYS[k]` the team's TAT, `KEYS[k+1]` the account's, `KEYS[k+2]` (optional) its pause, and
+/// `ARGV[a]`… `ARGV[a+5]`: the team's interval and burst, the account's, then `max_wait` and the
+/// room left before the deadline (µs, negative: none), as [`FirstQuotas::push`] adds them.
+/// Returns `{0, team_wait_µs, account_wait_µs}` (both reserved, each wait from now),
+/// `{1, retry_after_µs}` (the team refused) or `{2, retry_after_µs}` (the account refused):
+/// nothing is written unless both let the request through.
+const DECIDE_FIRST_FN: &str = r#"
+local function decide_first(k, a)
+  local now = now_us()
+  local max_wait, room = tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
+  -- How long a wait that starts `late` µs from now may last.
+  local function budget(late)
+    if room >= 0 and room - late < max_wait then return room - late end
+    return max_wait
+  end
+  local team, team_tat = place(KEYS[k], tonumber(ARGV[a]), tonumber(ARGV[a + 1]), now)
+  if team - now > budget(0) then return {1, team - now} end
+  -- The first attempt reaches the account when the team's wait is over.
+  local start = team
+  if KEYS[k + 2] then start = math.max(team, pause_end(KEYS[k + 2], now)) end
+  local account, account_tat =
+    place(KEYS[k + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), start)
+  if account - team > budget(team - now) then return {2, account - now} end
+  keep(KEYS[k], team_tat, now)
+  keep(KEYS[k + 1], account_tat, now)
+  return {0, team - now, account - now}
 end
-local team, team_tat = place(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), now)
-if team - now > budget(0) then return {1, team - now} end
--- The first attempt reaches the account when the team's wait is over.
-local start = team
-if KEYS[3] then start = math.max(team, pause_end(KEYS[3], now)) end
-local account, account_tat = place(KEYS[2], tonumber(ARGV[3]), tonumber(ARGV[4]), start)
-if account - team > budget(team - now) then return {2, account - now} end
-keep(KEYS[1], team_tat, now)
-keep(KEYS[2], account_tat, now)
-return {0, team - now, account - now}
 "#;
+
+/// A status request's first decision alone: [`DECIDE_FIRST_FN`] on every key and argument.
+const DECIDE_FIRST: &str = "return decide_first(1, 1)\n";
 
 /// `KEYS[1]` the account's pause; `ARGV[1]` its length in ms. Keeps a longer pause already set.
 const PAUSE: &str = r#"
@@ -104,7 +118,12 @@ return 0
 
 static DECIDE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(&format!("{GCRA}{DECIDE}")));
 static DECIDE_FIRST_SCRIPT: LazyLock<Script> =
-    LazyLock::new(|| Script::new(&format!("{GCRA}{DECIDE_FIRST}")));
+    LazyLock::new(|| Script::new(&format!("{}{DECIDE_FIRST}", *FIRST_DECISION_LUA)));
+
+/// The Lua a script needs to take a request's first decision along with its own work: the GCRA
+/// prelude and `decide_first(k, a)` ([`DECIDE_FIRST_FN`]). Prepend it to the script.
+pub static FIRST_DECISION_LUA: LazyLock<String> =
+    LazyLock::new(|| format!("{GCRA}{DECIDE_FIRST_FN}"));
 static PAUSE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(PAUSE));
 
 /// What Redis decided for one request.
@@ -200,34 +219,13 @@ impl SharedQuota {
         account: &SharedQuota,
         budget: WaitBudget,
     ) -> Result<FirstDecision, StateError> {
-        let room = budget
-            .room
-            .map_or(-1, |room| i64::try_from(micros(room)).unwrap_or(i64::MAX));
-        let mut invocation = DECIDE_FIRST_SCRIPT.key(&self.tat);
-        invocation.key(&account.tat);
-        if let Some(pause) = &account.pause {
-            invocation.key(pause);
-        }
-        invocation
-            .arg(self.interval_us)
-            .arg(self.burst)
-            .arg(account.interval_us)
-            .arg(account.burst)
-            .arg(micros(budget.max_wait))
-            .arg(room);
+        let mut invocation = DECIDE_FIRST_SCRIPT.prepare_invoke();
+        push_first(self, account, &mut invocation, budget);
         let call = |mut conn: ConnectionManager| async move {
             invocation.invoke_async::<Vec<i64>>(&mut conn).await
         };
         let answer = self.state.run(Op::Quota, call).await?;
-        let us = |i: usize| duration(answer.get(i).copied().unwrap_or(0));
-        Ok(match answer.first() {
-            Some(0) => FirstDecision::After {
-                team: us(1),
-                account: us(2),
-            },
-            Some(1) => FirstDecision::TeamRefused(us(1)),
-            _ => FirstDecision::AccountRefused(us(1)),
-        })
+        Ok(FirstDecision::of(&answer))
     }
 
     /// Holds the account's attempts on every replica for `pause` (keeps a longer one).
@@ -242,6 +240,64 @@ impl SharedQuota {
             invocation.invoke_async::<()>(&mut conn).await
         };
         self.state.run(Op::Pause, call).await
+    }
+}
+
+/// The quotas of a request's first round trip: its team's and its account's, for a script that
+/// decides them ([`FIRST_DECISION_LUA`]).
+#[derive(Debug, Clone)]
+pub struct FirstQuotas {
+    team: SharedQuota,
+    account: SharedQuota,
+}
+
+impl FirstQuotas {
+    pub fn new(team: SharedQuota, account: SharedQuota) -> Self {
+        FirstQuotas { team, account }
+    }
+
+    /// Adds the decision's keys (2 or 3) and its 6 arguments to `invocation`, after those it
+    /// has: `decide_first(k, a)` then reads them from `k` and `a`, the positions of the first.
+    pub fn push(&self, invocation: &mut ScriptInvocation<'_>, budget: WaitBudget) {
+        push_first(&self.team, &self.account, invocation, budget);
+    }
+}
+
+/// [`FirstQuotas::push`] of `team` and `account`.
+fn push_first(
+    team: &SharedQuota,
+    account: &SharedQuota,
+    invocation: &mut ScriptInvocation<'_>,
+    budget: WaitBudget,
+) {
+    let room = budget
+        .room
+        .map_or(-1, |room| i64::try_from(micros(room)).unwrap_or(i64::MAX));
+    invocation.key(&team.tat).key(&account.tat);
+    if let Some(pause) = &account.pause {
+        invocation.key(pause);
+    }
+    invocation
+        .arg(team.interval_us)
+        .arg(team.burst)
+        .arg(account.interval_us)
+        .arg(account.burst)
+        .arg(micros(budget.max_wait))
+        .arg(room);
+}
+
+impl FirstDecision {
+    /// The decision `decide_first` answered.
+    pub fn of(answer: &[i64]) -> Self {
+        let us = |i: usize| duration(answer.get(i).copied().unwrap_or(0));
+        match answer.first() {
+            Some(0) => FirstDecision::After {
+                team: us(1),
+                account: us(2),
+            },
+            Some(1) => FirstDecision::TeamRefused(us(1)),
+            _ => FirstDecision::AccountRefused(us(1)),
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! and a small HTTP client. (A folder with `mod.rs`: a `tests/support.rs` would be a test crate.)
 #![allow(dead_code)]
 
+pub mod commandstats;
 pub mod deploy;
 pub mod fleet;
 pub mod gateway;
