@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::Full;
 use support::fleet::{account_and_team, fleet, fleet_config, wait_for_metric, HIGH};
-use support::gateway::{send, Answer, TestGateway, BEARER};
+use support::gateway::{metric, send, Answer, TestGateway, BEARER};
 use support::process::GatewayProcess;
 use support::redis_server::RedisServer;
 use support::upstream::{MockUpstream, Reply};
@@ -308,4 +308,62 @@ async fn session_key_gone(redis: &RedisServer, scan_ref: &str) {
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+}
+
+fn status_reply(overall: &str) -> Reply {
+    Reply::json(
+        200,
+        &format!(r#"{{"status":"{overall}","scanRef":"scan-tok-1","clientId":"user-1"}}"#),
+    )
+}
+
+/// `dedup.recheck_after` holds across replicas: a token stored through A is rechecked by B
+/// before B replays it (its session's age is kept in Redis); a recheck that finds the session
+/// over makes B lead a new session instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_stored_through_one_replica_is_rechecked_by_the_other_before_its_replay() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let upstream = MockUpstream::start().await;
+    upstream.push(token_reply("user-1", "tok-1"));
+    let accounts = account_and_team(HIGH, HIGH);
+    // Zero: every replay is rechecked first.
+    let extra = "\n[dedup]\nrecheck_after = \"0s\"\n";
+    let (a, b) = fleet(&upstream, &redis, &accounts, extra, "").await;
+    let created = token_request(a.url("/api/v2/token"), BEARER).await.unwrap();
+    assert_eq!(created.header("x-gateway-dedup"), "leader");
+
+    // Still live: B asks iDenfy, then replays A's token.
+    upstream.push(status_reply("ACTIVE"));
+    let replayed = token_request(b.url("/api/v2/token"), BEARER).await.unwrap();
+    assert_eq!(replayed.header("x-gateway-dedup"), "replayed");
+    assert_eq!(replayed.json()["authToken"], "tok-1");
+    let seen = upstream.received();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[1].uri, "/api/v2/status");
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&seen[1].body).unwrap()["scanRef"],
+        "scan-tok-1"
+    );
+
+    // Over: B's recheck ends the session, and B opens a new one.
+    upstream.push(status_reply("APPROVED"));
+    upstream.push(token_reply("user-1", "tok-2"));
+    let renewed = token_request(b.url("/api/v2/token"), BEARER).await.unwrap();
+    assert_eq!(renewed.status, StatusCode::CREATED);
+    assert_eq!(renewed.header("x-gateway-dedup"), "leader");
+    assert_eq!(renewed.json()["authToken"], "tok-2");
+    let seen = upstream.received();
+    assert_eq!(seen.len(), 4, "status, then a new token");
+    assert_eq!(
+        (seen[2].uri.as_str(), seen[3].uri.as_str()),
+        ("/api/v2/status", "/api/v2/token")
+    );
+    let text = b.metrics().await;
+    let rechecks = |result: &str| {
+        let name = format!("idenfy_gateway_dedup_rechecks_total{{result=\"{result}\"}}");
+        metric(&text, &name)
+    };
+    assert_eq!((rechecks("live"), rechecks("over")), (1.0, 1.0), "{text}");
 }

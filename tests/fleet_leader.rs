@@ -51,13 +51,13 @@ fn keys(redis: &RedisServer, pattern: &str) -> Vec<String> {
 
 /// What a leader's two scripts run inside Redis, besides themselves: `ENTER` reads the replay
 /// entry and the lease, decides both quotas (`TIME`, the two TATs and the pause) and writes the
-/// TATs and the lease; `FINISH` stores the token and its session index, releases the lease and
-/// publishes the answer.
+/// TATs and the lease; `FINISH` stores the token, its session index and when it was last known
+/// live (`TIME`), releases the lease and publishes the answer.
 const LEADER: [(&str, u64); 7] = [
     ("evalsha", 2),
     ("get", 5),
-    ("set", 5),
-    ("time", 1),
+    ("set", 6),
+    ("time", 2),
     ("pttl", 1),
     ("del", 1),
     ("publish", 1),
@@ -98,8 +98,11 @@ async fn a_leading_token_request_costs_two_round_trips_and_a_replay_one() {
     assert_eq!(replayed.status, StatusCode::CREATED);
     assert_eq!(replayed.header("x-gateway-dedup"), "replayed");
     assert_eq!(replayed.body, led.body);
-    // One script, which found the entry: no quota read, none spent.
-    assert_eq!(commands(&mut conn), counted(&[("evalsha", 1), ("get", 1)]));
+    // One script, which found the entry and its age (for a recheck): no quota read, none spent.
+    assert_eq!(
+        commands(&mut conn),
+        counted(&[("evalsha", 1), ("get", 2), ("time", 1)])
+    );
     assert_eq!(upstream.count(), 3);
 }
 

@@ -20,8 +20,12 @@
 //! - a **stored** entry is the replay (or `client_id_in_use` for another team's): one round trip.
 //!   While Redis answers this is the only replay store asked (a replica's memory copy is the
 //!   fallback), so that a session ended anywhere ([`FleetDedup::end`]) is replayed nowhere.
+//!   `ENTER` also says how long ago the session was last known live (stored, or confirmed by a
+//!   recheck on any replica: [`FleetDedup::confirm`]), so that `dedup.recheck_after` holds
+//!   fleet-wide; a recheck that finds it over removes the entry ([`FleetDedup::forget`]).
 //!
-//! Keys: `{prefix}{account}:flight:{kind}:{id}` (the lease), `…:replay:{kind}:{id}`, the channel
+//! Keys: `{prefix}{account}:flight:{kind}:{id}` (the lease), `…:replay:{kind}:{id}`,
+//! `…:live:{kind}:{id}` (when its session was last known live, Redis time), the channel
 //! `…:done:{kind}:{id}` and `…:session:{scanRef}` (which replay entry a session's end removes);
 //! `id` is a SHA-256 of the clientId, which never reaches Redis as it is.
 
@@ -53,21 +57,42 @@ pub const LEASE_TTL: Duration = Duration::from_secs(3);
 /// The largest answer stored for replay in Redis (iDenfy's token answers are under 2 KiB).
 pub const MAX_ENTRY: usize = 64 * 1024;
 
-/// `KEYS` replay, lease, then (optional) the first decision's quotas; `ARGV` the lease's value
-/// and TTL (ms), then the decision's arguments ([`FirstQuotas::push`]). `{'stored', entry, {}}`,
-/// `{'wait', lease value, {}}` (nothing decided: no quota spent), or `{'lead', '', decision}`:
+/// `KEYS` replay, lease, live, then (optional) the first decision's quotas; `ARGV` the lease's
+/// value and TTL (ms), then the decision's arguments ([`FirstQuotas::push`]).
+/// `{'stored', entry, {}, age}` (how long ago, in ms, its session was last known live: stored or
+/// confirmed by a recheck; -1 unknown), `{'wait', lease value, {}, 0}` (nothing decided: no quota
+/// spent), or `{'lead', '', decision, 0}`:
 /// the key is free, and the request's first quota decision is taken (`{}` without quotas). The
 /// lease is taken unless the team's quota refused the request (`decision[1] == 1`): a refused
 /// leader holds nothing that others would wait for. Prefixed with [`FIRST_DECISION_LUA`].
 const ENTER: &str = r#"
 local stored = redis.call('GET', KEYS[1])
-if stored then return {'stored', stored, {}} end
+if stored then
+  local live = tonumber(redis.call('GET', KEYS[3]) or '')
+  local age = -1
+  if live then
+    local t = redis.call('TIME')
+    age = math.max(0, tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - live)
+  end
+  return {'stored', stored, {}, age}
+end
 local holder = redis.call('GET', KEYS[2])
-if holder then return {'wait', holder, {}} end
+if holder then return {'wait', holder, {}, 0} end
 local decision = {}
-if KEYS[3] then decision = decide_first(3, 3) end
+if KEYS[4] then decision = decide_first(4, 3) end
 if decision[1] ~= 1 then redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2]) end
-return {'lead', '', decision}
+return {'lead', '', decision, 0}
+"#;
+
+/// `KEYS` live, replay: the session was just found live (a recheck): its time is now, for as
+/// long as the replay entry lives.
+const CONFIRM: &str = r#"
+local ttl = redis.call('PTTL', KEYS[2])
+if ttl <= 0 then return 0 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('SET', KEYS[1], string.format('%d', now), 'PX', ttl)
+return 1
 "#;
 
 /// `KEYS` lease; `ARGV` its value and TTL (ms): renewed while it is still ours.
@@ -76,13 +101,16 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARG
 return 0
 "#;
 
-/// `KEYS` replay, lease, session; `ARGV` lease value, answer, replay TTL (ms, 0: not stored),
-/// channel.
+/// `KEYS` replay, lease, session, live; `ARGV` lease value, answer, replay TTL (ms, 0: not
+/// stored), channel.
 const FINISH: &str = r#"
 local ttl = tonumber(ARGV[3])
 if ttl > 0 then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   redis.call('SET', KEYS[1], ARGV[2], 'PX', ttl)
   redis.call('SET', KEYS[3], KEYS[1], 'PX', ttl)
+  redis.call('SET', KEYS[4], string.format('%d', now), 'PX', ttl)
 end
 if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
 redis.call('PUBLISH', ARGV[4], ARGV[2])
@@ -101,6 +129,7 @@ static ENTER_SCRIPT: LazyLock<Script> =
     LazyLock::new(|| Script::new(&format!("{}{ENTER}", *FIRST_DECISION_LUA)));
 static RENEW_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RENEW));
 static FINISH_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(FINISH));
+static CONFIRM_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(CONFIRM));
 static END_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(END));
 
 /// The fleet's side of dedup: names of the accounts and teams (keys and owners are names in
@@ -114,8 +143,11 @@ pub(super) struct FleetDedup {
 
 /// Where a local leader stands in the fleet's flight.
 pub(super) enum Entry {
-    /// An answer: stored (replayed), another team's (`client_id_in_use`), or a remote leader's.
+    /// An answer: another team's (`client_id_in_use`), or a remote leader's.
     Answer(Outcome),
+    /// The team's stored answer (a replay), and how long ago its session was last known live
+    /// (`None`: unknown).
+    Stored(Outcome, Option<Duration>),
     /// This replica leads: call upstream, then [`Lease::finish`]; with the request's first
     /// quota decision when the team limit's quotas were given.
     Lead(Lease, Option<Decided>),
@@ -135,6 +167,8 @@ struct Keys {
     replay: String,
     lease: String,
     channel: String,
+    /// When the replay entry's session was last known live (Redis time, ms).
+    live: String,
 }
 
 /// An answer as it travels through Redis (replay entry and published message).
@@ -178,6 +212,7 @@ impl FleetDedup {
             replay: self.state.key(account, &format!("replay:{kind}:{id}")),
             lease: self.state.key(account, &format!("flight:{kind}:{id}")),
             channel: self.state.key(account, &format!("done:{kind}:{id}")),
+            live: self.state.key(account, &format!("live:{kind}:{id}")),
         }
     }
 
@@ -198,11 +233,18 @@ impl FleetDedup {
         loop {
             // The budget as it stands now (a waiter that takes over has waited).
             let quotas = ahead.and_then(|a| a.of_team(t.team_index, Some(&Deadline(deadline))));
-            let (verdict, detail, decision) = self.run_enter(&keys, &value, quotas).await?;
+            let (verdict, detail, decision, age) = self.run_enter(&keys, &value, quotas).await?;
             let decided =
                 (!decision.is_empty()).then(|| Decided::now(FirstDecision::of(&decision)));
             match (verdict.as_str(), decided) {
-                ("stored", _) => return Ok(Entry::Answer(self.outcome(t, &detail, true))),
+                ("stored", _) => {
+                    let outcome = self.outcome(t, &detail, true);
+                    if !outcome.replayed {
+                        return Ok(Entry::Answer(outcome));
+                    }
+                    let age = u64::try_from(age).ok().map(Duration::from_millis);
+                    return Ok(Entry::Stored(outcome, age));
+                }
                 ("lead", Some(decided)) if decided.team_refused() => {
                     return Ok(Entry::Refused(decided))
                 }
@@ -248,10 +290,11 @@ impl FleetDedup {
         keys: &Keys,
         value: &str,
         quotas: Option<(&FirstQuotas, WaitBudget)>,
-    ) -> Result<(String, String, Vec<i64>), StateError> {
+    ) -> Result<(String, String, Vec<i64>, i64), StateError> {
         let mut invocation = ENTER_SCRIPT.key(&keys.replay);
         invocation
             .key(&keys.lease)
+            .key(&keys.live)
             .arg(value)
             .arg(LEASE_TTL.as_millis() as u64);
         if let Some((quotas, budget)) = quotas {
@@ -259,7 +302,7 @@ impl FleetDedup {
         }
         let call = |mut conn: ConnectionManager| async move {
             invocation
-                .invoke_async::<(String, String, Vec<i64>)>(&mut conn)
+                .invoke_async::<(String, String, Vec<i64>, i64)>(&mut conn)
                 .await
         };
         self.state.run(Op::Flight, call).await
@@ -316,6 +359,32 @@ impl FleetDedup {
         }
     }
 
+    /// A recheck found the session of `t`'s stored entry live: its age starts again, for every
+    /// replica.
+    pub(super) async fn confirm(&self, t: &Ticketed) {
+        let keys = self.keys(t);
+        let mut invocation = CONFIRM_SCRIPT.key(&keys.live);
+        invocation.key(&keys.replay);
+        let call = |mut conn: ConnectionManager| async move {
+            invocation.invoke_async::<()>(&mut conn).await
+        };
+        let _ = self.state.run(Op::End, call).await;
+    }
+
+    /// A recheck found the session of `t`'s stored entry over: the entry goes now (before this
+    /// replica enters again), besides [`end`](Self::end)'s removal by its scanRef.
+    pub(super) async fn forget(&self, t: &Ticketed) {
+        let keys = self.keys(t);
+        let call = |mut conn: ConnectionManager| async move {
+            redis::cmd("DEL")
+                .arg(&keys.replay)
+                .arg(&keys.live)
+                .query_async::<()>(&mut conn)
+                .await
+        };
+        let _ = self.state.run(Op::End, call).await;
+    }
+
     /// Session `scan_ref` is over: its replay entry goes, on every replica (detached: the
     /// caller's answer does not wait for it). One round trip per account.
     pub(super) fn end(&self, scan_ref: &str) {
@@ -362,6 +431,7 @@ impl Lease {
         invocation
             .key(&self.keys.lease)
             .key(&session)
+            .key(&self.keys.live)
             .arg(&self.value)
             .arg(&payload)
             .arg(ttl_ms)

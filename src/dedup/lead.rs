@@ -53,9 +53,25 @@ where
         Stored::Miss => {}
     }
     let mut lease = None;
-    if let Some(fleet) = &shared.fleet {
+    // At most twice: a stored entry whose recheck finds its session over is forgotten, and the
+    // second entry leads (or finds another replica's new flight).
+    for entering in 0..2 {
+        let Some(fleet) = &shared.fleet else { break };
         match fleet.enter(&t, deadline, ahead.as_ref()).await {
             Ok(Entry::Answer(outcome)) => return outcome,
+            Ok(Entry::Stored(outcome, age)) => {
+                let due = age.is_none_or(|age| age >= shared.recheck_after);
+                let stored = outcome.result.as_ref().ok().filter(|_| due);
+                let scan_ref = stored.and_then(|res| session::scan_ref_of(res.body()));
+                let Some(scan_ref) = scan_ref.filter(|_| entering == 0) else {
+                    return outcome;
+                };
+                if recheck(&shared, inner.clone(), &req, &t, &scan_ref, deadline).await {
+                    return outcome;
+                }
+                fleet.forget(&t).await;
+                continue;
+            }
             Ok(Entry::Lead(l, decided)) => {
                 lease = Some(l);
                 // The team limit applies the decision taken with the lease (no round trip).
@@ -75,6 +91,7 @@ where
                 }
             }
         }
+        break;
     }
     let request_body = req.body().clone();
     let outcome = call(&shared, inner, req, &t, deadline).await;
@@ -208,6 +225,9 @@ where
         Verdict::Live => {
             if let Some(store) = &shared.replay {
                 store.confirm(&t.key, scan_ref);
+            }
+            if let Some(fleet) = &shared.fleet {
+                fleet.confirm(t).await;
             }
             true
         }
