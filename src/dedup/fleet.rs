@@ -1,12 +1,12 @@
 //! Dedup across replicas (fleet mode): the flight of a token key and its replay entry in Redis.
 //!
 //! Only a replica's local leader comes here (its own callers for the key coalesce in memory
-//! first). One script ([`ENTER`]) answers from the stored replay entry, or says who holds the
+//! first). One script (`ENTER`) answers from the stored replay entry, or says who holds the
 //! key's lease, or, the key being free, takes the lease (`SET PX`, the value naming this
 //! replica's flight and its team) and, in the same script, the request's team cell and its
 //! first attempt's account cell ([`crate::ratelimit::decided`]):
 //! - **lead**: the decision goes to the team limit as a request extension; the upstream call
-//!   runs with the lease renewed every third of its TTL; at the end one script ([`FINISH`])
+//!   runs with the lease renewed every third of its TTL; at the end one script (`FINISH`)
 //!   stores a live token for replay (TTL = its lifetime − margin, entries over [`MAX_ENTRY`]
 //!   bytes are not stored), releases the lease and publishes the answer to the followers (a
 //!   failure is published, never stored). Two round trips for a leader, its quota included.
@@ -29,7 +29,7 @@
 //! `…:done:{kind}:{id}` and `…:session:{scanRef}` (which replay entry a session's end removes);
 //! `id` is a SHA-256 of the clientId, which never reaches Redis as it is.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
@@ -37,7 +37,6 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use redis::aio::ConnectionManager;
-use redis::Script;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
@@ -48,89 +47,17 @@ use crate::context::{Deadline, RouteKind};
 use crate::deadline::WaitBudget;
 use crate::error::GatewayError;
 use crate::ratelimit::{AheadQuotas, Decided};
-use crate::state::quota::{FirstDecision, FirstQuotas, FIRST_DECISION_LUA};
+use crate::state::quota::{FirstDecision, FirstQuotas};
 use crate::state::{Op, SharedState, StateError};
+
+mod scripts;
+use scripts::{CONFIRM_SCRIPT, END_SCRIPT, ENTER_SCRIPT, FINISH_SCRIPT, RENEW_SCRIPT};
 
 /// How long a lease lives unless renewed: a replica that dies mid-call holds its keys this long.
 pub const LEASE_TTL: Duration = Duration::from_secs(3);
 
 /// The largest answer stored for replay in Redis (iDenfy's token answers are under 2 KiB).
 pub const MAX_ENTRY: usize = 64 * 1024;
-
-/// `KEYS` replay, lease, live, then (optional) the first decision's quotas; `ARGV` the lease's
-/// value and TTL (ms), then the decision's arguments ([`FirstQuotas::push`]).
-/// `{'stored', entry, {}, age}` (how long ago, in ms, its session was last known live: stored or
-/// confirmed by a recheck; -1 unknown), `{'wait', lease value, {}, 0}` (nothing decided: no quota
-/// spent), or `{'lead', '', decision, 0}`:
-/// the key is free, and the request's first quota decision is taken (`{}` without quotas). The
-/// lease is taken unless the team's quota refused the request (`decision[1] == 1`): a refused
-/// leader holds nothing that others would wait for. Prefixed with [`FIRST_DECISION_LUA`].
-const ENTER: &str = r#"
-local stored = redis.call('GET', KEYS[1])
-if stored then
-  local live = tonumber(redis.call('GET', KEYS[3]) or '')
-  local age = -1
-  if live then
-    local t = redis.call('TIME')
-    age = math.max(0, tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - live)
-  end
-  return {'stored', stored, {}, age}
-end
-local holder = redis.call('GET', KEYS[2])
-if holder then return {'wait', holder, {}, 0} end
-local decision = {}
-if KEYS[4] then decision = decide_first(4, 3) end
-if decision[1] ~= 1 then redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2]) end
-return {'lead', '', decision, 0}
-"#;
-
-/// `KEYS` live, replay: the session was just found live (a recheck): its time is now, for as
-/// long as the replay entry lives.
-const CONFIRM: &str = r#"
-local ttl = redis.call('PTTL', KEYS[2])
-if ttl <= 0 then return 0 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('SET', KEYS[1], string.format('%d', now), 'PX', ttl)
-return 1
-"#;
-
-/// `KEYS` lease; `ARGV` its value and TTL (ms): renewed while it is still ours.
-const RENEW: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"#;
-
-/// `KEYS` replay, lease, session, live; `ARGV` lease value, answer, replay TTL (ms, 0: not
-/// stored), channel.
-const FINISH: &str = r#"
-local ttl = tonumber(ARGV[3])
-if ttl > 0 then
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  redis.call('SET', KEYS[1], ARGV[2], 'PX', ttl)
-  redis.call('SET', KEYS[3], KEYS[1], 'PX', ttl)
-  redis.call('SET', KEYS[4], string.format('%d', now), 'PX', ttl)
-end
-if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
-redis.call('PUBLISH', ARGV[4], ARGV[2])
-return 0
-"#;
-
-/// `KEYS` session: its replay entry and itself removed.
-const END: &str = r#"
-local entry = redis.call('GET', KEYS[1])
-if entry then redis.call('DEL', entry) end
-redis.call('DEL', KEYS[1])
-return 0
-"#;
-
-static ENTER_SCRIPT: LazyLock<Script> =
-    LazyLock::new(|| Script::new(&format!("{}{ENTER}", *FIRST_DECISION_LUA)));
-static RENEW_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RENEW));
-static FINISH_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(FINISH));
-static CONFIRM_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(CONFIRM));
-static END_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(END));
 
 /// The fleet's side of dedup: names of the accounts and teams (keys and owners are names in
 /// Redis, positions in memory) and this replica's id.
