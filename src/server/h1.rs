@@ -196,8 +196,7 @@ impl<S: App> Server<S> {
                 Ok(head) => head,
                 Err(Stop::Fallback) => return self.fallback(conn).await,
                 Err(Stop::Refuse(refusal)) => {
-                    let res = refusal.error(&self.limits).into_response();
-                    conn.refuse(res, false).await;
+                    conn.refuse_head(refusal, &self.limits).await;
                     break;
                 }
                 Err(Stop::Close) => break,
@@ -386,8 +385,7 @@ impl<S: App, T: Transport> Conn<S, T> {
         let mut req = match head::take(&mut self.buf, &head, &self.indices) {
             Ok(req) => req,
             Err(refusal) => {
-                let res = refusal.error(&server.limits).into_response();
-                self.refuse(res, false).await;
+                self.refuse_head(refusal, &server.limits).await;
                 return false;
             }
         };
@@ -479,6 +477,12 @@ impl<S: App, T: Transport> Conn<S, T> {
     }
 
     /// Writes an answer that ends the connection, with `connection: close`, then lingers.
+    /// Answers a head that makes no request with its refusal, then closes (lingering).
+    async fn refuse_head(&mut self, refusal: Refusal, limits: &Limits) {
+        self.refuse(refusal.error(limits).into_response(), false)
+            .await;
+    }
+
     async fn refuse(&mut self, mut res: Response<Body>, head_request: bool) {
         let plan = self.encode_head(&res, head_request, true);
         self.send(res.body_mut(), plan, true).await;
