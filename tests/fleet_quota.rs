@@ -8,10 +8,10 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use http::{Method, StatusCode};
+use http::StatusCode;
 use support::commandstats::{commands, reset_commands};
-use support::fleet::{account_and_team, fleet, HIGH};
-use support::gateway::{metric, send, Answer, TestGateway, BEARER};
+use support::fleet::{account_and_team, fleet, status, status_as, HIGH};
+use support::gateway::metric;
 use support::redis_server::RedisServer;
 use support::upstream::{MockUpstream, Reply};
 
@@ -20,20 +20,6 @@ const TEAM_KEY: &str = "idenfy-gateway:{main}:team:payments:tat";
 const ACCOUNT_KEY: &str = "idenfy-gateway:{main}:account:tat";
 const QUOTA_ROUND_TRIPS: &str =
     "idenfy_gateway_state_round_trip_seconds_count{operation=\"quota\"}";
-
-async fn status_as(gw: &TestGateway, team: (&str, &str)) -> Answer {
-    send(
-        Method::POST,
-        &gw.url("/api/v2/status"),
-        &[team],
-        r#"{"scanRef":"s"}"#,
-    )
-    .await
-}
-
-async fn status(gw: &TestGateway) -> Answer {
-    status_as(gw, BEARER).await
-}
 
 /// The commands a client sent (round trips): all but those a quota script runs inside Redis.
 fn round_trips(commands: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {

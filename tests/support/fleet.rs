@@ -79,10 +79,15 @@ pub async fn fleet(
 
 /// A status request of team `payments`, as the fleet tests send it.
 pub async fn status(gw: &TestGateway) -> Answer {
+    status_as(gw, BEARER).await
+}
+
+/// A status request with `team`'s credentials header.
+pub async fn status_as(gw: &TestGateway, team: (&str, &str)) -> Answer {
     send(
         Method::POST,
         &gw.url("/api/v2/status"),
-        &[BEARER],
+        &[team],
         r#"{"scanRef":"s"}"#,
     )
     .await
