@@ -50,15 +50,15 @@ impl Transport for TcpStream {
         buf: &mut BytesMut,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<usize>> {
-        loop {
-            ready!(self.poll_read_ready(cx))?;
-            // Only now: a connection waiting quietly holds no more buffer than it has.
-            make_room(buf);
-            match self.try_read_buf(buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                read => return Poll::Ready(read),
-            }
-        }
+        ready!(self.poll_read_ready(cx))?;
+        // Only now: a connection waiting quietly holds no more buffer than it has.
+        make_room(buf);
+        // Through tokio's `poll_read`, not `try_read_buf`: a read that fills less than the room
+        // it was given drained the socket, and `poll_read` then clears the readiness. The next
+        // poll (the loop watching for a client that leaves while its request is upstream, or
+        // the next request) waits for the next edge instead of finding the socket empty with a
+        // `recvfrom` that returns `EAGAIN`: one system call a request.
+        pin!(self.read_buf(buf)).poll(cx)
     }
 
     fn try_write(&mut self, buf: &[u8]) -> io::Result<usize> {
