@@ -52,6 +52,41 @@ async fn answers_pipelined_requests_in_order_with_a_date_and_their_length() {
     assert_eq!(upstream.received()[2].body.as_ref(), br#"{"a":1}"#);
 }
 
+/// More pipelined requests in one write than the loop reads at once: reads that fill the buffer
+/// to the brim, then a short one that leaves the socket drained, then the wait for the next edge.
+/// Every request is answered, in order, on the one connection.
+#[tokio::test]
+async fn answers_a_pipelined_burst_larger_than_a_read_in_order() {
+    let (upstream, gw) = with_mock_upstream("").await;
+    const BURST: usize = 120;
+    for n in 0..BURST {
+        upstream.push(json(&format!(r#"{{"n":{n}}}"#)));
+    }
+    let body = format!(r#"{{"pad":"{}"}}"#, "x".repeat(80));
+    let burst: String = (0..BURST)
+        .map(|n| request("POST", &format!("/api/v2/status?n={n}"), "", &body))
+        .collect();
+    assert!(burst.len() > 2 * 8 * 1024, "{} bytes", burst.len());
+    let mut conn = connect(&gw).await;
+    conn.stream.write_all(burst.as_bytes()).await.unwrap();
+    for n in 0..BURST {
+        let res = conn.response(false).await;
+        assert_eq!(res.status, 200, "answer {n}");
+        assert_eq!(res.body, format!(r#"{{"n":{n}}}"#).as_bytes());
+    }
+    // The next request, sent once the burst is answered, arrives on a drained socket.
+    upstream.push(json("last"));
+    let last = request("POST", "/api/v2/status?n=last", "", "{}");
+    conn.stream.write_all(last.as_bytes()).await.unwrap();
+    assert_eq!(conn.response(false).await.body, b"last");
+    let seen: Vec<_> = upstream.received().iter().map(|r| r.uri.clone()).collect();
+    let mut want: Vec<_> = (0..BURST)
+        .map(|n| format!("/api/v2/status?n={n}"))
+        .collect();
+    want.push("/api/v2/status?n=last".into());
+    assert_eq!(seen, want);
+}
+
 #[tokio::test]
 async fn closes_the_connection_after_answering_connection_close() {
     let (upstream, gw) = with_mock_upstream("").await;
