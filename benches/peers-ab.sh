@@ -19,17 +19,9 @@ peers="${PEERS_DIR:?set PEERS_DIR to the directory of the peer harness (compare.
 bin_a="$1" bin_b="$2"
 shift 2
 
-# The harness fills in the placeholders; the text goes inside the command's double quotes.
-command_for() {
-  local tree="$1" bin="$2" config
-  # shellcheck source=benches/lib/load.sh
-  config="$(. "$tree/benches/lib/load.sh" &&
-    load_config_text '127.0.0.1:{PORT}' '{UPSTREAM}' '{KEY}' '{SECRET}')"
-  config="${config//\"/\\\"}"
-  printf '%s' "printf '%s' \"$config\" > {TMPDIR}/gw.toml && exec $bin run --config {TMPDIR}/gw.toml --workers {WORKERS}"
-}
-
+# shellcheck source=benches/lib/load.sh
+. "$root/benches/lib/load.sh"
 exec "$peers/compare.sh" \
-  --gateway "$(command_for "${A_TREE:-$root}" "$bin_a")" --gateway-name "${A_NAME:-a}" \
-  --gateway "$(command_for "${B_TREE:-$root}" "$bin_b")" --gateway-name "${B_NAME:-b}" \
+  --gateway "$(load_harness_command "$bin_a" "${A_TREE:-}")" --gateway-name "${A_NAME:-a}" \
+  --gateway "$(load_harness_command "$bin_b" "${B_TREE:-}")" --gateway-name "${B_NAME:-b}" \
   "$@"

@@ -24,9 +24,5 @@ if [ -z "${GATEWAY_BIN:-}" ]; then
 fi
 # shellcheck source=benches/lib/load.sh
 . "$root/benches/lib/load.sh"
-# The harness fills in the placeholders; the text goes inside the command's double quotes.
-config="$(load_config_text '127.0.0.1:{PORT}' '{UPSTREAM}' '{KEY}' '{SECRET}')"
-config="${config//\"/\\\"}"
-exec "$peers/compare.sh" \
-  --gateway "printf '%s' \"$config\" > {TMPDIR}/gw.toml && exec $GATEWAY_BIN run --config {TMPDIR}/gw.toml --workers {WORKERS}" \
+exec "$peers/compare.sh" --gateway "$(load_harness_command "$GATEWAY_BIN")" \
   --gateway-name gateway "$@"

@@ -1,7 +1,8 @@
 # shellcheck shell=bash
-# Shared by the load scripts (benches/instructions.sh, benches/pgo-build.sh, benches/soak.sh): the
-# gateway binary to measure, cleaning up, a minimal keep-alive upstream, the gateway configuration
-# of benches/peers-gateway.sh, and starting the gateway.
+# Shared by the load scripts (benches/instructions.sh, benches/pgo-build.sh, benches/soak.sh, and the
+# peer scripts benches/peers-gateway.sh, benches/peers-ab.sh): the gateway binary to measure,
+# cleaning up, a minimal keep-alive upstream, the gateway configuration of
+# benches/peers-gateway.sh (and the peer harness's command for it), and starting the gateway.
 # Sourced, not run. The caller owns `root` (the repository), a `pids` array (killed by its EXIT
 # trap, load_cleanup) and a temp dir `tmp`.
 # Everything binds 127.0.0.1 on ports the system picks.
@@ -135,6 +136,23 @@ burst = 1000000
 format = "json"
 level = "${LOAD_LOG_LEVEL:-info}"
 EOF
+}
+
+# load_harness_command BIN [TREE]: the peer harness's `--gateway` command that runs BIN with that
+# configuration; the harness fills in its placeholders. With TREE, the configuration is that
+# tree's benches/lib/load.sh's (a build of an older commit, whose keys may differ).
+load_harness_command() {
+  local bin="$1" config
+  if [ -n "${2:-}" ]; then
+    # shellcheck source=benches/lib/load.sh
+    config="$(. "$2/benches/lib/load.sh" &&
+      load_config_text '127.0.0.1:{PORT}' '{UPSTREAM}' '{KEY}' '{SECRET}')"
+  else
+    config="$(load_config_text '127.0.0.1:{PORT}' '{UPSTREAM}' '{KEY}' '{SECRET}')"
+  fi
+  # The text goes inside the command's double quotes.
+  config="${config//\"/\\\"}"
+  printf '%s' "printf '%s' \"$config\" > {TMPDIR}/gw.toml && exec $bin run --config {TMPDIR}/gw.toml --workers {WORKERS}"
 }
 
 # load_write_config FILE UPSTREAM_PORT: that configuration, on a port the system picks, in front
