@@ -1,23 +1,26 @@
 //! Watching secret files for rotation: which filesystem events are changes, the debounce, and
 //! the loop that reloads on a change and every [`POLL_INTERVAL`] in any case.
 //!
-//! The directory of each secret file is watched, since kubelet rotates a secret volume by
-//! swapping the `..data` symlink inside it. The gateway's own reads of the files are events in
-//! that directory too (open, access, close without writing): they are not changes, or every
-//! read would cause the next. Nor is a change of another file in the directory (a log written
-//! next to the config file): only events naming a watched file, or kubelet's `..`-prefixed
-//! entries, count. A burst of changes (truncate, write, close; rename and create) is read once,
-//! [`DEBOUNCE`] after its first event.
+//! The directory of each secret file is watched (inotify), since kubelet rotates a secret volume
+//! by swapping the `..data` symlink inside it. Only events that end a change are asked for: a
+//! file written and closed, created, removed, renamed, its metadata changed (a `chmod` may make an
+//! unreadable file readable), and the directory itself removed or moved; never an open, a read or
+//! a single write. A file kept open and written line by line (a log next to the config file)
+//! therefore costs the watcher nothing, where a watch on writes woke it at every flush; a change
+//! written without a close is read at the next poll. Of those events, only the ones naming a
+//! watched file, or kubelet's `..`-prefixed entries, count. A burst of changes (kubelet's rename
+//! and create, an editor's write and rename) is read once, [`DEBOUNCE`] after its first event.
 
 use std::collections::BTreeSet;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use notify::event::{AccessKind, AccessMode, MetadataKind, ModifyKind};
-use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+use futures_util::StreamExt;
+use inotify::{EventMask, EventStream, Inotify, WatchMask};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio::time::{interval_at, sleep, Instant, MissedTickBehavior};
 
 /// How often file-based secrets are re-read even when no change was signalled.
@@ -28,32 +31,37 @@ pub const POLL_INTERVAL: Duration = Duration::from_secs(30);
 /// reload per this interval, however many events arrive.
 pub const DEBOUNCE: Duration = Duration::from_millis(200);
 
-/// Whether a filesystem event may have changed a secret: content written (or a written file
-/// closed), a file created, renamed or removed, metadata other than access times (a `chmod` may
-/// make an unreadable file readable), events lost by the watcher (a rescan), or an event the
-/// platform cannot classify. Never a read: an open, an access, a close without writing.
-pub fn is_change(event: &Event) -> bool {
-    match &event.kind {
-        EventKind::Create(_) | EventKind::Remove(_) | EventKind::Any => true,
-        EventKind::Modify(ModifyKind::Metadata(MetadataKind::AccessTime)) => false,
-        EventKind::Modify(_) => true,
-        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
-        EventKind::Access(_) => false,
-        EventKind::Other => event.need_rescan(),
-    }
-}
+/// The events a watched directory reports: each ends a change of an entry in it (or of the
+/// directory). No `OPEN`, `ACCESS`, `MODIFY` or `CLOSE_NOWRITE`: reads are not changes, and a
+/// write is one only once its file is closed.
+const CHANGES: WatchMask = WatchMask::CLOSE_WRITE
+    .union(WatchMask::CREATE)
+    .union(WatchMask::DELETE)
+    .union(WatchMask::MOVED_FROM)
+    .union(WatchMask::MOVED_TO)
+    .union(WatchMask::ATTRIB)
+    .union(WatchMask::DELETE_SELF)
+    .union(WatchMask::MOVE_SELF);
 
-/// Whether an event concerns one of the watched files (by their names, `names`): it names one,
-/// or an entry of kubelet's atomic writer (`..data`, `..2024_…`, through which a mounted
-/// Secret's or ConfigMap's files change), or no file at all (a rescan, an unclassified event).
-pub fn concerns(event: &Event, names: &BTreeSet<OsString>) -> bool {
-    event.paths.is_empty()
-        || event.need_rescan()
-        || event.paths.iter().any(|path| {
-            path.file_name().is_some_and(|name| {
-                names.contains(name) || name.as_encoded_bytes().starts_with(b"..")
-            })
-        })
+/// Whether an event (its mask and the name of the entry it is about, if any) may have changed a
+/// watched file (by their names, `names`): one of [`CHANGES`] (or events lost in an overflow of
+/// the queue, or the watch ended) about a watched file, an entry of kubelet's atomic writer
+/// (`..data`, `..2024_…`, through which a mounted Secret's or ConfigMap's files change), or the
+/// directory itself.
+pub fn is_change(mask: EventMask, name: Option<&OsStr>, names: &BTreeSet<OsString>) -> bool {
+    let changing = EventMask::CLOSE_WRITE
+        | EventMask::CREATE
+        | EventMask::DELETE
+        | EventMask::MOVED_FROM
+        | EventMask::MOVED_TO
+        | EventMask::ATTRIB
+        | EventMask::DELETE_SELF
+        | EventMask::MOVE_SELF
+        | EventMask::Q_OVERFLOW
+        | EventMask::IGNORED;
+    mask.intersects(changing)
+        && name
+            .is_none_or(|name| names.contains(name) || name.as_encoded_bytes().starts_with(b".."))
 }
 
 /// The directories of `files` (each once) and the files' names.
@@ -92,33 +100,60 @@ pub(crate) async fn watch_and_reload<F, R>(
 }
 
 /// A watcher of `files` (their directories) that sends on `changes` when an event
-/// [`is_change`] and [`concerns`] them (or the watcher fails). The channel should hold one
-/// signal: one that comes while another is pending is merged into it. `None`, after a warning,
-/// when the platform cannot watch them: polling only.
-pub(crate) fn watch_files(
-    files: &[PathBuf],
-    changes: mpsc::Sender<()>,
-) -> Option<RecommendedWatcher> {
+/// [`is_change`] for them (or the watcher fails). The channel should hold one signal: one that
+/// comes while another is pending is merged into it. The directories are watched before this
+/// returns; the events are read by a task of the current runtime, which ends when the watcher
+/// is dropped. `None`, after a warning, when they cannot be watched: polling only.
+pub(crate) fn watch_files(files: &[PathBuf], changes: mpsc::Sender<()>) -> Option<FileWatcher> {
     let (dirs, names) = dirs_and_names(files);
-    let signal = move |event: notify::Result<Event>| {
-        if event
-            .as_ref()
-            .map_or(true, |e| is_change(e) && concerns(e, &names))
-        {
-            let _ = changes.try_send(());
-        }
-    };
-    let watcher = notify::recommended_watcher(signal).and_then(|mut watcher| {
+    let watched = Inotify::init().and_then(|inotify| {
         for dir in &dirs {
-            watcher.watch(dir, RecursiveMode::NonRecursive)?;
+            inotify.watches().add(dir, CHANGES)?;
         }
-        Ok(watcher)
+        // Room for several events, each with a name of up to NAME_MAX bytes.
+        inotify.into_event_stream(vec![0; 4096])
     });
-    watcher
-        .inspect_err(|error| {
+    match watched {
+        Ok(events) => Some(FileWatcher(tokio::spawn(signal_changes(
+            events, names, changes,
+        )))),
+        Err(error) => {
             tracing::warn!(%error, "cannot watch secret directories; polling only");
-        })
-        .ok()
+            None
+        }
+    }
+}
+
+/// Watches files while it lives ([`watch_files`]).
+pub(crate) struct FileWatcher(JoinHandle<()>);
+
+impl Drop for FileWatcher {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Signals on `changes` when one of `events` [`is_change`]. A failed read is signalled too (the
+/// files are read then, and polled from there on), and ends the watch.
+async fn signal_changes(
+    mut events: EventStream<Vec<u8>>,
+    names: BTreeSet<OsString>,
+    changes: mpsc::Sender<()>,
+) {
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(event) => {
+                if is_change(event.mask, event.name.as_deref(), &names) {
+                    let _ = changes.try_send(());
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot read secret directory events; polling only");
+                break;
+            }
+        }
+    }
+    let _ = changes.try_send(());
 }
 
 /// Calls `reload` `debounce` after a signal on `changes` (the signals that come meanwhile are
@@ -158,67 +193,102 @@ pub(crate) async fn reload_on_change<F, R>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use notify::event::{CreateKind, DataChange, Flag, RemoveKind, RenameMode};
+    use std::io::Write;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 
     #[test]
-    fn only_events_of_the_watched_files_or_kubelets_swaps_concern_them() {
+    fn only_changes_of_the_watched_files_or_kubelets_swaps_count() {
         let (dirs, names) = dirs_and_names(&[
             PathBuf::from("/etc/gw/config.toml"),
             PathBuf::from("/etc/gw/key"),
             PathBuf::from("secret"),
         ]);
         assert_eq!(dirs, [PathBuf::from("/etc/gw"), PathBuf::from(".")]);
-        let at = |paths: &[&str]| {
-            let mut event = Event::new(EventKind::Modify(ModifyKind::Any));
-            for path in paths {
-                event = event.add_path(PathBuf::from(path));
-            }
-            concerns(&event, &names)
-        };
-        assert!(at(&["/etc/gw/config.toml"]));
-        assert!(at(&["/etc/gw/.config.toml.swp", "/etc/gw/config.toml"]));
-        assert!(at(&["/etc/gw/..data"]));
-        assert!(at(&["/etc/gw/..2026_12_02_18_00_00.123"]));
-        assert!(at(&["./secret"]));
-        assert!(at(&[]));
-        assert!(!at(&["/etc/gw/gateway.log"]));
-        assert!(!at(&[
-            "/etc/gw/config.toml.bak",
-            "/etc/gw/.config.toml.swp"
-        ]));
+        let at =
+            |name: Option<&str>| is_change(EventMask::CLOSE_WRITE, name.map(OsStr::new), &names);
+        assert!(at(Some("config.toml")));
+        assert!(at(Some("key")));
+        assert!(at(Some("secret")));
+        assert!(at(Some("..data")));
+        assert!(at(Some("..2026_12_02_18_00_00.123")));
+        // The directory itself.
+        assert!(at(None));
+        assert!(!at(Some("gateway.log")));
+        assert!(!at(Some("config.toml.bak")));
+        assert!(!at(Some(".config.toml.swp")));
     }
 
     #[test]
-    fn only_changes_trigger_a_reload() {
-        let change = |kind| is_change(&Event::new(kind));
-        for kind in [
-            EventKind::Create(CreateKind::File),
-            EventKind::Remove(RemoveKind::File),
-            EventKind::Modify(ModifyKind::Data(DataChange::Any)),
-            EventKind::Modify(ModifyKind::Name(RenameMode::To)),
-            EventKind::Modify(ModifyKind::Name(RenameMode::Both)),
-            EventKind::Modify(ModifyKind::Metadata(MetadataKind::Permissions)),
-            EventKind::Modify(ModifyKind::Metadata(MetadataKind::Any)),
-            EventKind::Access(AccessKind::Close(AccessMode::Write)),
-            EventKind::Any,
+    fn only_events_that_end_a_change_count() {
+        let names = BTreeSet::from([OsString::from("key")]);
+        let change = |mask| is_change(mask, Some(OsStr::new("key")), &names);
+        for mask in [
+            EventMask::CLOSE_WRITE,
+            EventMask::CREATE,
+            EventMask::DELETE,
+            EventMask::MOVED_FROM,
+            EventMask::MOVED_TO,
+            EventMask::ATTRIB,
+            EventMask::CREATE | EventMask::ISDIR,
         ] {
-            assert!(change(kind), "{kind:?} is a change");
+            assert!(change(mask), "{mask:?} is a change");
         }
-        for kind in [
-            EventKind::Access(AccessKind::Open(AccessMode::Any)),
-            EventKind::Access(AccessKind::Read),
-            EventKind::Access(AccessKind::Any),
-            EventKind::Access(AccessKind::Close(AccessMode::Read)),
-            EventKind::Modify(ModifyKind::Metadata(MetadataKind::AccessTime)),
-            EventKind::Other,
+        for mask in [
+            EventMask::OPEN,
+            EventMask::ACCESS,
+            EventMask::MODIFY,
+            EventMask::CLOSE_NOWRITE,
         ] {
-            assert!(!change(kind), "{kind:?} is not a change");
+            assert!(!change(mask), "{mask:?} is not a change");
         }
-        assert!(is_change(
-            &Event::new(EventKind::Other).set_flag(Flag::Rescan)
-        ));
+        for mask in [
+            EventMask::Q_OVERFLOW,
+            EventMask::IGNORED,
+            EventMask::DELETE_SELF,
+            EventMask::MOVE_SELF,
+        ] {
+            assert!(is_change(mask, None, &names), "{mask:?} is a change");
+        }
+    }
+
+    /// Whether a signal is pending on `signals` once the watcher's task has read what the
+    /// kernel queued (it runs on this test's runtime: a yield lets it read; events are queued
+    /// synchronously by the file operations before).
+    async fn signalled(signals: &mut mpsc::Receiver<()>) -> bool {
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        signals.try_recv().is_ok()
+    }
+
+    #[tokio::test]
+    async fn a_file_written_next_to_a_watched_one_is_not_a_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key");
+        std::fs::write(&key, "v1").unwrap();
+        let (changes, mut signals) = mpsc::channel(1);
+        let _watcher = watch_files(std::slice::from_ref(&key), changes).expect("inotify");
+
+        // A log beside it, kept open and written line by line, and the key read: no signal.
+        let mut log = std::fs::File::create(dir.path().join("gateway.log")).unwrap();
+        for line in 0..1000 {
+            writeln!(log, "line {line}").unwrap();
+        }
+        let _ = std::fs::read(&key).unwrap();
+        assert!(
+            !signalled(&mut signals).await,
+            "writes and reads are no change"
+        );
+
+        // The key written in place (write and close): a change.
+        std::fs::write(&key, "v2").unwrap();
+        assert!(signalled(&mut signals).await);
+        // Replaced by a rename, as an editor or kubelet does: a change.
+        std::fs::write(dir.path().join(".key.tmp"), "v3").unwrap();
+        let _ = signalled(&mut signals).await;
+        std::fs::rename(dir.path().join(".key.tmp"), &key).unwrap();
+        assert!(signalled(&mut signals).await);
     }
 
     /// Runs [`reload_on_change`] in the background, counting its reloads; the sender, the count
