@@ -13,9 +13,11 @@
 //!
 //! | input | gateway | hyper | why |
 //! |---|---|---|---|
-//! | `Transfer-Encoding` (any value), `Expect`, `Upgrade`, `Connection: upgrade`, HTTP/1.0, a target not in origin-form, `PRI `, `CONNECT` | `Fallback` | decides | the plain loop serves only what one `Content-Length` frames; hyper reads what follows a `CONNECT` as a tunnel |
-//! | a second `Content-Length` line, even an equal one; a list (`5, 5`) | `Fallback` | one length or 400 | hyper's rule: equal values are one length, differing ones are 400 |
-//! | a `Content-Length` not 1 to 19 digits (`+5`, `0x5`, `-1`, 20 digits) | `Fallback` | 400 | hyper refuses it; the loop never frames by it |
+//! | `Transfer-Encoding` ending in `chunked` (HTTP/1.1), `Expect`, `Upgrade`, `Connection: upgrade`, HTTP/1.0, a target not in origin-form, `PRI `, `CONNECT` | `Fallback` | decides | the plain loop serves only what one `Content-Length` frames; hyper reads what follows a `CONNECT` as a tunnel |
+//! | `Transfer-Encoding` not ending in `chunked`, or any in HTTP/1.0 | 400 | 400 | no end can be told (RFC 9112 §6.3, §6.1); the gateway answers with iDenfy's error body |
+//! | a second `Content-Length` line with an equal value | `Fallback` | one length | hyper's rule: equal lines are one length |
+//! | `Content-Length` values that differ, one not 1 to 19 digits (`+5`, `0x5`, `-1`, 20 digits), a list (`5, 5`) | 400 | 400 | both refuse; the gateway answers with iDenfy's error body |
+//! | the same, after a chunked `Transfer-Encoding` line | 400 | served (chunked) | hyper ignores `Content-Length` once it has seen `Transfer-Encoding`; a request with both, one of them malformed, is refused (RFC 9112 §6.1 allows refusing any request with both) |
 //! | whitespace around a value (` 5 `), leading zeros (`05`) | 5 | 5 | httparse trims OWS for both; digits are digits |
 //! | a head over `max_head` (64 KiB here) and under about twice that | 431 | served | hyper's `max_buf_size` bounds its read buffer, checked after reads that can take it past the bound: on the listener's hyper path heads up to ~2x `listen.max_header_bytes` get through |
 //!
@@ -237,9 +239,19 @@ async fn compare(input: &[u8], tally: &mut Tally) {
 }
 
 /// The documented cases where the gateway refuses what hyper would serve (the table in the
-/// module doc): a head over `max_head`, which hyper takes up to about twice its buffer limit.
-fn known_stricter(_input: &[u8], refusal: Refusal) -> bool {
+/// module doc): a head over `max_head`, which hyper takes up to about twice its buffer limit;
+/// a head with both framing headers, whose `content-length` hyper ignores once it has seen a
+/// `transfer-encoding` line (even when it is not one number).
+fn known_stricter(input: &[u8], refusal: Refusal) -> bool {
+    let head = input.to_ascii_lowercase();
+    let names_line = |name: &[u8]| {
+        head.split(|&b| b == b'\n')
+            .any(|line| line.trim_ascii_start().starts_with(name))
+    };
     refusal == Refusal::TooLarge
+        || (refusal == Refusal::Malformed
+            && names_line(b"transfer-encoding")
+            && names_line(b"content-length"))
 }
 
 /// A small request grammar with the odd spellings that matter for framing and smuggling. Each

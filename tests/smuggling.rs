@@ -13,7 +13,7 @@ mod support;
 use std::time::Duration;
 
 use support::gateway::with_mock_upstream;
-use support::wire::{connect, Reader};
+use support::wire::{connect, Raw, Reader};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The team's credentials and a host, for every request here.
@@ -46,6 +46,9 @@ struct Expect<'a> {
     closed: bool,
     /// What the upstream receives, in order: `METHOD target` and body.
     forwarded: &'a [(&'a str, &'a str)],
+    /// Whether a 400 is the gateway's own (iDenfy's error body); `false` only where hyper
+    /// serves the connection by then and refuses with a bare 400 of its own.
+    shaped: bool,
 }
 
 /// Both refusals end the same way: the answer, the connection closed, nothing forwarded.
@@ -53,6 +56,7 @@ const REFUSED: Expect<'static> = Expect {
     statuses: &[400],
     closed: true,
     forwarded: &[],
+    shaped: true,
 };
 
 /// A body framed as chunked, and the connection closed after the answer: the one status call
@@ -61,6 +65,7 @@ const READ_AS_CHUNKED: Expect<'static> = Expect {
     statuses: &[200],
     closed: true,
     forwarded: &[("POST /api/v2/status", "")],
+    shaped: true,
 };
 
 /// One status call forwarded with its `{}`, and the connection kept open: nothing was off.
@@ -68,15 +73,17 @@ const ONE_PLAIN_CALL: Expect<'static> = Expect {
     statuses: &[200],
     closed: false,
     forwarded: &[("POST /api/v2/status", "{}")],
+    shaped: true,
 };
 
 /// A pipeline cut at its third request: the two before it answered 200 and `forwarded`, the
 /// third refused 400, the connection closed, nothing after it forwarded.
-fn cut_at_the_third<'a>(forwarded: &'a [(&'a str, &'a str); 2]) -> Expect<'a> {
+fn cut_at_the_third<'a>(forwarded: &'a [(&'a str, &'a str); 2], shaped: bool) -> Expect<'a> {
     Expect {
         statuses: &[200, 200, 400],
         closed: true,
         forwarded,
+        shaped,
     }
 }
 
@@ -87,7 +94,11 @@ async fn attack(attack: &str, expect: Expect<'_>) {
     send(&mut wire, attack).await;
     let mut statuses = Vec::new();
     for _ in expect.statuses {
-        statuses.push(wire.response(false).await.status);
+        let answer = wire.response(false).await;
+        if answer.status == 400 && expect.shaped {
+            refused_in_idenfys_shape(&answer, attack);
+        }
+        statuses.push(answer.status);
     }
     assert_eq!(statuses, expect.statuses, "answers to {attack:?}");
     let mut forwarded: Vec<(String, String)> = expect
@@ -120,6 +131,20 @@ async fn attack(attack: &str, expect: Expect<'_>) {
     );
 }
 
+/// A refusal is the gateway's, whichever parser the request met: iDenfy's error body and
+/// `x-gateway-error`, never a bare 400 of the HTTP library.
+fn refused_in_idenfys_shape(answer: &Raw, attack: &str) {
+    assert_eq!(
+        answer.header("x-gateway-error"),
+        Some("malformed_request"),
+        "the 400 to {attack:?}: {answer:?}"
+    );
+    let body: serde_json::Value = serde_json::from_slice(&answer.body)
+        .unwrap_or_else(|e| panic!("the 400 to {attack:?} is not JSON ({e}): {answer:?}"));
+    assert_eq!(body["identifier"], "BAD_REQUEST", "{attack:?}");
+    assert!(body["message"].is_string(), "{attack:?}");
+}
+
 /// CL.TE: a reader that frames by `Content-Length` would take `0\r\n\r\n` as the body and
 /// `G...` as the next request; chunked wins, and a request with both is the connection's last.
 #[tokio::test]
@@ -139,6 +164,7 @@ async fn chunked_with_a_short_content_length_keeps_the_whole_chunk_as_body() {
         statuses: &[200],
         closed: true,
         forwarded: &[("POST /api/v2/status", &inner)],
+        shaped: true,
     };
     attack(&post(lines, &body), expect).await;
 }
@@ -181,6 +207,7 @@ async fn whitespace_around_a_content_length_is_not_part_of_it() {
         statuses: &[200, 200],
         closed: false,
         forwarded: &[("POST /api/v2/status", "{}"), ("GET /api/v2/data?next", "")],
+        shaped: true,
     };
     attack(
         &post("content-length:  2 \r\n", &format!("{{}}{next}")),
@@ -274,11 +301,12 @@ async fn a_malformed_request_mid_pipeline_ends_it_after_the_earlier_answers() {
         ("POST /api/v2/status", "{}"),
         ("GET /api/v2/status?n=2", ""),
     ];
-    attack(&pipeline, cut_at_the_third(&forwarded)).await;
+    attack(&pipeline, cut_at_the_third(&forwarded, true)).await;
 }
 
 /// The same once the plain loop has handed the connection to hyper (a chunked request): hyper
-/// refuses the bad transfer coding, and nothing after it is forwarded.
+/// refuses the bad transfer coding, and nothing after it is forwarded. That 400 is hyper's own,
+/// without iDenfy's error body: hyper answers what it cannot parse itself, with no hook.
 #[tokio::test]
 async fn a_malformed_request_after_the_hand_over_to_hyper_ends_the_pipeline() {
     let pipeline = [
@@ -292,7 +320,7 @@ async fn a_malformed_request_after_the_hand_over_to_hyper_ends_the_pipeline() {
         ("GET /api/v2/status?n=1", ""),
         ("POST /api/v2/status", "{}"),
     ];
-    attack(&pipeline, cut_at_the_third(&forwarded)).await;
+    attack(&pipeline, cut_at_the_third(&forwarded, false)).await;
 }
 
 /// `CONNECT` turns a connection into a tunnel for hyper and for any proxy in front of the
@@ -310,6 +338,7 @@ async fn a_method_idenfy_has_no_route_for_is_refused_and_ends_the_connection() {
             statuses: &[405],
             closed: true,
             forwarded: &[],
+            shaped: true,
         };
         attack(&text, expect).await;
     }

@@ -43,6 +43,8 @@ pub struct Headers {
     pub lengths: u32,
     /// A `content-length` value that is not 1 to 19 digits, or that differs from another.
     pub bad_length: bool,
+    /// A `content-length` line holding a list (`5, 5`), equal values or not.
+    pub length_list: bool,
     pub transfer_encoding: bool,
     /// The last transfer coding named is `chunked`: only then is the body chunked.
     pub chunked: bool,
@@ -60,6 +62,7 @@ impl Headers {
     pub fn note(&mut self, name: &[u8], value: &[u8]) -> bool {
         match name.len() {
             14 if same_token(name, b"content-length") => {
+                self.length_list |= value.contains(&b',');
                 for item in value.split(|&b| b == b',') {
                     match parse_length(item.trim_ascii()) {
                         Some(n) if self.length.is_none_or(|seen| seen == n) => {

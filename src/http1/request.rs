@@ -25,7 +25,9 @@ pub struct Limits {
 /// A request the loop answers itself with an error, then closes the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
-    /// 400: not HTTP/1.x, or a request line or header the parser refused.
+    /// 400: not HTTP/1.x, a request line or header the parser refused, or a body whose end
+    /// cannot be told (a `content-length` that is not one number; transfer codings that do not
+    /// end in `chunked`, or any in HTTP/1.0).
     Malformed,
     /// 431: the head is over `listen.max_header_bytes` or has too many lines.
     TooLarge,
@@ -69,8 +71,8 @@ pub enum Parsed {
     /// Not a whole head yet: read more.
     Partial,
     Plain(RawRequest),
-    /// Not the plain case: hyper serves the connection from here (h2c, HTTP/1.0, a
-    /// transfer coding, `expect`, an upgrade or `CONNECT`, an unclear `content-length`, a
+    /// Not the plain case: hyper serves the connection from here (h2c, HTTP/1.0, a chunked
+    /// body, `expect`, an upgrade or `CONNECT`, repeated `content-length` values, a
     /// request-target that is not a path).
     Fallback,
     Refused(Refusal),
@@ -98,29 +100,42 @@ pub fn parse(buf: &[u8], limits: &Limits, indices: &mut Vec<HeaderIndices>) -> P
         Err(httparse::Error::TooManyHeaders) => return Parsed::Refused(Refusal::TooLarge),
         Err(_) => return Parsed::Refused(Refusal::Malformed),
     };
-    let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
+    let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
         return Parsed::Fallback;
     };
-    // Origin-form only; absolute-form, authority-form and `*` are hyper's. So is `CONNECT`,
-    // whatever its target: hyper takes what follows its head as a tunnel, not as requests.
-    if !target.starts_with('/') || method == "CONNECT" {
-        return Parsed::Fallback;
-    }
+    // Origin-form HTTP/1.1 only; HTTP/1.0, absolute-form, authority-form and `*` are hyper's.
+    // So is `CONNECT`, whatever its target: hyper takes what follows its head as a tunnel, not
+    // as requests.
+    let mut plain = version == 1 && target.starts_with('/') && method != "CONNECT";
     let mut hints = framing::Headers::default();
     indices.clear();
     for line in req.headers.iter() {
-        if !plain_line(&mut hints, line.name.as_bytes(), line.value) {
-            return Parsed::Fallback;
+        let (name, value) = (line.name.as_bytes(), line.value);
+        if hints.note(name, value) {
+            // A `content-length` that is not one number (a list too, as hyper's server
+            // reads it) is refused here, not by hyper, whichever path the request would
+            // take: with iDenfy's error body.
+            if hints.bad_length || hints.length_list {
+                return Parsed::Refused(Refusal::Malformed);
+            }
+            plain &= !hints.transfer_encoding && !hints.upgrade;
+        } else {
+            plain &= !(same_token(name, b"expect") || same_token(name, b"upgrade"));
         }
         indices.push(HeaderIndices {
-            name: span(buf, line.name.as_bytes()),
-            value: span(buf, line.value),
+            name: span(buf, name),
+            value: span(buf, value),
         });
     }
-    // One plain `content-length`, or none; chunked bodies and repeated lengths are hyper's.
+    // Transfer codings that do not end in `chunked` frame no request (RFC 9112 §6.3 item 4),
+    // and HTTP/1.0 has none (§6.1): refused here too. A chunked body is hyper's.
+    if hints.transfer_encoding && (version != 1 || !hints.chunked) {
+        return Parsed::Refused(Refusal::Malformed);
+    }
+    // One plain `content-length`, or none; repeated lengths are hyper's.
     let body = match framing::body(Message::Request, &hints) {
-        Some(Framing::Empty) => 0,
-        Some(Framing::Length(n)) if hints.lengths == 1 => n,
+        Some(Framing::Empty) if plain => 0,
+        Some(Framing::Length(n)) if plain && hints.lengths == 1 => n,
         _ => return Parsed::Fallback,
     };
     Parsed::Plain(RawRequest {
@@ -130,15 +145,6 @@ pub fn parse(buf: &[u8], limits: &Limits, indices: &mut Vec<HeaderIndices>) -> P
         body,
         close: hints.close,
     })
-}
-
-/// Notes one header line in `hints`; `false` when it takes the request out of the plain case:
-/// a transfer coding, `expect`, an upgrade.
-fn plain_line(hints: &mut framing::Headers, name: &[u8], value: &[u8]) -> bool {
-    if hints.note(name, value) {
-        return !hints.transfer_encoding && !hints.upgrade;
-    }
-    !(same_token(name, b"expect") || same_token(name, b"upgrade"))
 }
 
 /// Takes the head of `raw` out of `buf` and builds the request, with an empty body (the body

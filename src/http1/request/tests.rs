@@ -42,7 +42,10 @@ fn keeps_any_declared_length_in_the_plain_case_for_front_to_judge() {
     let (_, raw, _) = take_str("POST / HTTP/1.1\r\ncontent-length: 9999999999999999999\r\n\r\n");
     assert_eq!(raw.body, 9_999_999_999_999_999_999);
     let twenty_digits = "POST / HTTP/1.1\r\ncontent-length: 10000000000000000000\r\n\r\n";
-    assert!(matches!(parse_str(twenty_digits), Parsed::Fallback));
+    assert!(matches!(
+        parse_str(twenty_digits),
+        Parsed::Refused(Refusal::Malformed)
+    ));
 }
 
 #[test]
@@ -75,12 +78,40 @@ fn hands_what_is_not_the_plain_case_to_hyper() {
         "GET / HTTP/1.1\r\nupgrade: websocket\r\n\r\n",
         "GET / HTTP/1.1\r\nconnection: Upgrade\r\n\r\n",
         "POST / HTTP/1.1\r\ncontent-length: 2\r\ncontent-length: 2\r\n\r\n",
-        "POST / HTTP/1.1\r\ncontent-length: 2, 2\r\n\r\n",
-        "POST / HTTP/1.1\r\ncontent-length: -1\r\n\r\n",
+        "POST / HTTP/1.1\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n",
+        "POST / HTTP/1.1\r\ntransfer-encoding: gzip\r\ntransfer-encoding: chunked\r\n\r\n",
         "GET http://example.com/ HTTP/1.1\r\n\r\n",
         "OPTIONS * HTTP/1.1\r\n\r\n",
     ] {
         assert!(matches!(parse_str(text), Parsed::Fallback), "{text:?}");
+    }
+}
+
+/// A body whose end cannot be told is refused here, with iDenfy's error body, on whichever path
+/// the request would have taken: hyper would refuse each of these too, with a bare 400 of its own.
+#[test]
+fn refuses_framing_that_tells_no_end_with_400() {
+    for text in [
+        "POST / HTTP/1.1\r\ncontent-length: -1\r\n\r\n",
+        "POST / HTTP/1.1\r\ncontent-length: +2\r\n\r\n",
+        "POST / HTTP/1.1\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\n",
+        "POST / HTTP/1.1\r\ncontent-length: 2, 3\r\n\r\n",
+        "POST / HTTP/1.1\r\ncontent-length: 2, 2\r\n\r\n",
+        "POST / HTTP/1.1\r\ncontent-length: 2,2\r\n\r\n",
+        "POST / HTTP/1.1\r\nexpect: 100-continue\r\ncontent-length: 0x2\r\n\r\n",
+        "POST http://example.com/ HTTP/1.1\r\ncontent-length: 2 2\r\n\r\n",
+        "POST / HTTP/1.0\r\ncontent-length: +2\r\n\r\n",
+        "POST / HTTP/1.1\r\ntransfer-encoding: xchunked\r\n\r\n",
+        "POST / HTTP/1.1\r\ntransfer-encoding: chunked, identity\r\n\r\n",
+        "POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\ntransfer-encoding: gzip\r\n\r\n",
+        "POST / HTTP/1.0\r\ntransfer-encoding: chunked\r\n\r\n",
+        // Stricter than hyper, which ignores a `content-length` after a chunked coding.
+        "POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\ncontent-length: +2\r\n\r\n",
+    ] {
+        assert!(
+            matches!(parse_str(text), Parsed::Refused(Refusal::Malformed)),
+            "{text:?}"
+        );
     }
 }
 
