@@ -91,7 +91,7 @@ fn hands_what_is_not_the_plain_case_to_hyper() {
 /// the request would have taken: hyper would refuse each of these too, with a bare 400 of its own.
 #[test]
 fn refuses_framing_that_tells_no_end_with_400() {
-    for text in [
+    assert_malformed(&[
         "POST / HTTP/1.1\r\ncontent-length: -1\r\n\r\n",
         "POST / HTTP/1.1\r\ncontent-length: +2\r\n\r\n",
         "POST / HTTP/1.1\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\n",
@@ -107,7 +107,12 @@ fn refuses_framing_that_tells_no_end_with_400() {
         "POST / HTTP/1.0\r\ntransfer-encoding: chunked\r\n\r\n",
         // Stricter than hyper, which ignores a `content-length` after a chunked coding.
         "POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\ncontent-length: +2\r\n\r\n",
-    ] {
+    ]);
+}
+
+/// Each of `heads` is refused as malformed (400).
+fn assert_malformed(heads: &[&str]) {
+    for text in heads {
         assert!(
             matches!(parse_str(text), Parsed::Refused(Refusal::Malformed)),
             "{text:?}"
@@ -130,18 +135,13 @@ fn hands_connect_to_hyper_as_it_hands_upgrades() {
 
 #[test]
 fn refuses_malformed_heads_with_400() {
-    for text in [
+    assert_malformed(&[
         "GET  / HTTP/1.1\r\n\r\n",
         "GET / HTTP/2.0\r\n\r\n",
         "GET / FTP/1.1\r\n\r\n",
         "G\u{1}T / HTTP/1.1\r\n\r\n",
         "GET / HTTP/1.1\r\nbad header\r\n\r\n",
-    ] {
-        assert!(
-            matches!(parse_str(text), Parsed::Refused(Refusal::Malformed)),
-            "{text:?}"
-        );
-    }
+    ]);
     assert_eq!(
         Refusal::Malformed.error(&LIMITS).status(),
         StatusCode::BAD_REQUEST
