@@ -241,6 +241,31 @@ async fn obfuscated_transfer_encodings_are_chunked_or_refused_never_ignored() {
     }
 }
 
+/// A `Content-Length` that is not one number is refused on whichever path the request would
+/// have taken: after a chunked coding (which hyper would serve, ignoring the length), and in
+/// requests the plain loop hands to hyper (`Expect`, HTTP/1.0, absolute-form).
+#[tokio::test]
+async fn a_malformed_length_is_refused_on_every_path() {
+    let chunked_body = format!("0\r\n\r\n{}", smuggled());
+    for lines in [
+        "transfer-encoding: chunked\r\ncontent-length: +5\r\n",
+        "transfer-encoding: chunked\r\ncontent-length: 5\r\ncontent-length: 6\r\n",
+        "expect: 100-continue\r\ncontent-length: 0x5\r\n",
+    ] {
+        attack(&post(lines, &chunked_body), REFUSED).await;
+    }
+    for line in [
+        "POST /api/v2/status HTTP/1.0",
+        "POST http://gw/api/v2/status HTTP/1.1",
+    ] {
+        let text = format!(
+            "{line}\r\n{HEAD}content-length: 2, 2\r\n\r\n{{}}{}",
+            smuggled()
+        );
+        attack(&text, REFUSED).await;
+    }
+}
+
 /// Two `Transfer-Encoding` lines are one list: `identity, chunked` ends in chunked.
 #[tokio::test]
 async fn two_transfer_encoding_lines_are_read_as_one_list() {
