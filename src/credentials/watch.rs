@@ -49,16 +49,9 @@ const CHANGES: WatchMask = WatchMask::CLOSE_WRITE
 /// (`..data`, `..2024_…`, through which a mounted Secret's or ConfigMap's files change), or the
 /// directory itself.
 pub fn is_change(mask: EventMask, name: Option<&OsStr>, names: &BTreeSet<OsString>) -> bool {
-    let changing = EventMask::CLOSE_WRITE
-        | EventMask::CREATE
-        | EventMask::DELETE
-        | EventMask::MOVED_FROM
-        | EventMask::MOVED_TO
-        | EventMask::ATTRIB
-        | EventMask::DELETE_SELF
-        | EventMask::MOVE_SELF
-        | EventMask::Q_OVERFLOW
-        | EventMask::IGNORED;
+    // The events watched for are reported with the same bits.
+    let changing =
+        EventMask::from_bits_truncate(CHANGES.bits()) | EventMask::Q_OVERFLOW | EventMask::IGNORED;
     mask.intersects(changing)
         && name
             .is_none_or(|name| names.contains(name) || name.as_encoded_bytes().starts_with(b".."))
