@@ -151,7 +151,9 @@ async fn serves_plain_requests_then_hands_the_connection_over_at_a_request_bound
         conn.stream.write_all(req.as_bytes()).await.unwrap();
         assert_eq!(conn.response(false).await.status, 200);
     }
-    // A chunked request, and a plain one pipelined behind it: hyper serves both.
+    // A chunked request, and a plain one pipelined behind it: hyper serves the chunked one
+    // and closes, the plain one is read by no one. Its client sends it again on a new
+    // connection, served by the loop.
     let chunked = "POST /api/v2/status?n=3 HTTP/1.1\r\nhost: gw\r\n\
                    authorization: Bearer team-token\r\ntransfer-encoding: chunked\r\n\r\n\
                    2\r\n{}\r\n0\r\n\r\n";
@@ -160,8 +162,18 @@ async fn serves_plain_requests_then_hands_the_connection_over_at_a_request_bound
         .write_all(format!("{chunked}{plain}").as_bytes())
         .await
         .unwrap();
-    assert_eq!(conn.response(false).await.status, 200);
-    assert_eq!(conn.response(false).await.status, 200);
+    let handed = conn.response(false).await;
+    assert_eq!(handed.status, 200);
+    assert_eq!(handed.header("connection"), Some("close"));
+    assert!(conn.closed().await, "hyper closes after the one request");
+    assert_eq!(
+        upstream.received().len(),
+        3,
+        "the pipelined request is not read"
+    );
+    let mut again = connect(&gw).await;
+    again.stream.write_all(plain.as_bytes()).await.unwrap();
+    assert_eq!(again.response(false).await.status, 200);
     let seen: Vec<_> = upstream.received().iter().map(|r| r.uri.clone()).collect();
     let expected: Vec<_> = (1..=4).map(|n| format!("/api/v2/status?n={n}")).collect();
     assert_eq!(seen, expected);

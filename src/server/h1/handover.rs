@@ -5,12 +5,15 @@
 //! - [`Watched`], the service hyper calls, marks the connection busy from the moment hyper hands
 //!   it a request until the answer's head is ready (several at once on h2c), and idle after.
 //!   An evicted or idle connection is shut down gracefully: hyper finishes what it has begun.
-//! - [`Watched`] also adds `connection: close` to a 401 over HTTP/1.x (hyper then closes after
-//!   it; on h2c a connection header is not allowed).
-//! - [`idle_for`] resolves once the connection has been idle for `listen.idle_timeout`. For
-//!   HTTP/1 hyper's own header timer is tighter: hyper starts it as soon as a connection goes
-//!   idle, so such a connection idles at most `listen.header_read_timeout`. h2c has no such
-//!   timer: only this one.
+//! - [`Watched`] also adds `connection: close` to every answer over HTTP/1.x: hyper serves one
+//!   request of a connection handed over (a chunked or `Expect` upload, HTTP/1.0), whose head
+//!   the loop has already read and bounded, and closes after its answer. A second head on that
+//!   connection would be read by hyper alone: bounded by its read buffer rather than by
+//!   `listen.max_header_bytes`, and refused, if malformed, with hyper's own empty 400 instead of
+//!   iDenfy's error shape. A client that sends another request opens a new connection, served
+//!   by the loop. (On h2c a connection header is not allowed, and hyper's h2 reads every head.)
+//! - [`idle_for`] resolves once the connection has been idle for `listen.idle_timeout`: an h2c
+//!   connection, as an HTTP/1 one closes after its answer.
 //! - [`Handed`], the socket hyper is given, lingers ([`super::linger`]) when hyper drops it, in
 //!   a task of its own that still holds the connection's slot: hyper closes a connection whose
 //!   request body it did not read (a 401 or 413 to an upload), and without lingering the client
@@ -83,7 +86,7 @@ where
         Box::pin(async move {
             let mut res = call.await?;
             drop(busy);
-            if http1 && super::ends_the_connection(res.status()) {
+            if http1 {
                 res.headers_mut()
                     .insert(CONNECTION, HeaderValue::from_static("close"));
             }
