@@ -20,11 +20,14 @@
 //! - Message body length (§6.3): no body for a `HEAD` answer or a 1xx, 204 or 304; a transfer
 //!   coding over `content-length`, and such an answer ends its connection's reuse; a
 //!   `content-length` is 1 to 19 digits, and different values are refused.
-//! - A request whose framing is anything but one plain `content-length` (or none) is not read by
-//!   the loop at all: hyper serves that connection (`transfer-encoding`, repeated lengths,
-//!   `expect`, upgrades, `CONNECT`, HTTP/1.0, a target not in origin-form). hyper reads
-//!   `transfer-encoding` beside `content-length` as chunked and closes the connection after it,
-//!   and refuses a request whose codings do not end in chunked (`tests/smuggling.rs`).
+//! - A request whose body end cannot be told is refused (400): a `content-length` that is not one
+//!   number, transfer codings not ending in `chunked`, any transfer coding in HTTP/1.0.
+//! - A request whose framing is anything else but one plain `content-length` (or none) is not
+//!   read by the loop: its head, already read and bounded here, goes to hyper with the
+//!   connection (`transfer-encoding: chunked`, repeated equal lengths, `expect`, upgrades,
+//!   `CONNECT`, HTTP/1.0, a target not in origin-form). hyper serves that one request and closes
+//!   the connection after its answer, so it never reads a head of its own; it reads
+//!   `transfer-encoding` beside `content-length` as chunked (`tests/smuggling.rs`).
 //! - Limits: `listen.max_header_bytes` and 100 lines for a request head (431), 64 KiB and 100
 //!   lines for an answer's head, 4 KiB for a chunk-size or trailer line, 16 hex digits for a
 //!   chunk size. Status codes 100–599 only (RFC 9110 §15); `101` from iDenfy is refused.

@@ -2,7 +2,8 @@
 //! (HTTP/1.1, no body or a `content-length` one) is read, handed to the stack and answered
 //! here, keep-alive and pipelining included. Anything else (h2c, HTTP/1.0, chunked or `expect`
 //! bodies, upgrades…) goes to hyper with the bytes already read, at a request boundary
-//! ([`head::Parsed::Fallback`]; [`handover`]). The loop serves plain TCP and TLS alike
+//! ([`head::Parsed::Fallback`]; [`handover`]); over HTTP/1 hyper serves that one request and
+//! closes. The loop serves plain TCP and TLS alike
 //! ([`transport`]); a TLS client's verified certificate names go with each of its requests.
 //!
 //! The life of a request on the loop:
@@ -235,8 +236,9 @@ impl<S: App> Server<S> {
         self.hand_over(stream, client_cert, buf, ticket, stop).await;
     }
 
-    /// Serves `stream` with hyper, `read` (bytes already read from it) first. hyper drains it
-    /// on `stop`, on eviction, and once it has been idle for `listen.idle_timeout`.
+    /// Serves `stream` with hyper, `read` (bytes already read from it) first: one request over
+    /// HTTP/1 ([`handover::Watched`] closes after it), every stream over h2c. hyper drains it on
+    /// `stop`, on eviction, and once it has been idle for `listen.idle_timeout`.
     async fn hand_over<T: Transport>(
         &self,
         stream: T,
