@@ -43,16 +43,19 @@ const CHANGES: WatchMask = WatchMask::CLOSE_WRITE
     .union(WatchMask::DELETE_SELF)
     .union(WatchMask::MOVE_SELF);
 
+/// The events that report a change: [`CHANGES`] (watched for, reported with the same bits), an
+/// overflow of the queue (events lost), and the end of a watch.
+const CHANGED: EventMask = EventMask::from_bits_truncate(CHANGES.bits())
+    .union(EventMask::Q_OVERFLOW)
+    .union(EventMask::IGNORED);
+
 /// Whether an event (its mask and the name of the entry it is about, if any) may have changed a
 /// watched file (by their names, `names`): one of [`CHANGES`] (or events lost in an overflow of
 /// the queue, or the watch ended) about a watched file, an entry of kubelet's atomic writer
 /// (`..data`, `..2024_…`, through which a mounted Secret's or ConfigMap's files change), or the
 /// directory itself.
 pub fn is_change(mask: EventMask, name: Option<&OsStr>, names: &BTreeSet<OsString>) -> bool {
-    // The events watched for are reported with the same bits.
-    let changing =
-        EventMask::from_bits_truncate(CHANGES.bits()) | EventMask::Q_OVERFLOW | EventMask::IGNORED;
-    mask.intersects(changing)
+    mask.intersects(CHANGED)
         && name
             .is_none_or(|name| names.contains(name) || name.as_encoded_bytes().starts_with(b".."))
 }
